@@ -1,0 +1,113 @@
+"""The ``ckptscan`` command line: parse, call the library, render, exit code.
+
+Exit codes (every command):
+
+  0  clean / success
+  1  findings at or above ``--fail-on`` (scan), or something left unfixed (fix)
+  2  a file could not be read (``ckptscan: error: <file>: <reason>`` on stderr)
+  3  nothing scannable found
+  4  usage error
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, List, Optional
+
+import typer
+
+from . import __version__
+from .errors import CkptscanError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_READ_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
+
+app = typer.Typer(
+    name="ckptscan",
+    help="Find and repair NaN/Inf weights and broken BatchNormalization statistics in Keras "
+    "weight archives (.keras, .weights.h5, legacy .h5) without TensorFlow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def error_line(exc: CkptscanError | str) -> None:
+    """Print the one-line error format on stderr."""
+    sys.stderr.write(f"ckptscan: error: {exc}\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ckptscan {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = None,
+) -> None:
+    """ckptscan: static health checks and repairs for Keras checkpoints."""
+
+
+@app.command()
+def inspect(
+    path: Annotated[str, typer.Argument(help="A .keras, .weights.h5, .weights.json or legacy .h5 file (or a saved-model folder).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")] = False,
+    layer: Annotated[Optional[str], typer.Option("--layer", help="Only layers whose path matches this glob, e.g. '*_bn'.")] = None,
+    include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also list optimizer state.")] = False,
+    config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of a bare .weights.h5.")] = None,
+) -> None:
+    """List every variable with the layer path and name Keras uses for it."""
+    from .formats import open_checkpoint
+    from .inventory import inventory, render_table
+
+    try:
+        with open_checkpoint(path, config=config) as ckpt:
+            doc = inventory(ckpt, layer, include_optimizer)
+    except CkptscanError as exc:
+        error_line(exc)
+        finish(EXIT_READ_ERROR)
+    if json_out:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        typer.echo(render_table(doc))
+
+
+_STATE = {"own_exit": False}
+
+
+def finish(code: int) -> None:
+    """Leave a command with ``code`` (distinguishes our exit 2 from Typer's usage error)."""
+    _STATE["own_exit"] = True
+    raise typer.Exit(code)
+
+
+def main(argv: List[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code (usage errors → 4)."""
+    _STATE["own_exit"] = False
+    try:
+        app(args=argv, prog_name="ckptscan")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 2 and not _STATE["own_exit"]:
+            return EXIT_USAGE
+        return code
+    except CkptscanError as exc:
+        error_line(exc)
+        return EXIT_READ_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("ckptscan: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug: still one line, never a traceback for the user
+        sys.stderr.write(f"ckptscan: error: internal error: {type(exc).__name__}: {exc} (please report)\n")
+        return EXIT_READ_ERROR
+    return 0
+
+
+def run() -> None:  # pragma: no cover - thin wrapper
+    """``python -m ckptscan``."""
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Format detection by content and the single entry point :func:`open_checkpoint`.
+
+=====================  ==============================================================
+format id              what it is (detected from the bytes, never the file name)
+=====================  ==============================================================
+``keras-zip``          Keras 3 / tf-keras ``.keras`` zip with ``model.weights.h5``
+``keras-dir``          unzipped v3 save: folder with ``config.json`` + weights
+``keras3-weights``     Keras 3 weights store (``*.weights.h5``)
+``keras3-sharded``     sharded weights index (``*.weights.json``) and its shards
+``legacy-model``       legacy HDF5 full model (``model_weights``, ``model_config``)
+``legacy-weights``     legacy HDF5 weights only (``layer_names`` at the root)
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from ..errors import MalformedArchiveError, NotAnArchiveError, UnsupportedFormatError
+from .base import Checkpoint, LayerInfo, Variable
+from .h5util import find_hdf5_superblock, has_attr, open_h5, translate_errors
+from .zipmember import FileWindow, data_offset, inflate_to_temp, read_json_member
+
+__all__ = ["Checkpoint", "LayerInfo", "Variable", "detect", "open_checkpoint"]
+
+WEIGHTS_MEMBER = "model.weights.h5"
+#: Largest JSON document (sharded index, --config file) read.
+MAX_JSON_FILE = 256 << 20
+
+
+def detect(path: str | os.PathLike) -> str:
+    """The format id of ``path``, from its content. Raises a CkptscanError if none."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "config.json").is_file() and ((p / WEIGHTS_MEMBER).is_file() or (p / "model.weights.json").is_file()):
+            return "keras-dir"
+        raise NotAnArchiveError(p, "folder without config.json and model.weights.h5")
+    head = _head(p)
+    if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
+        return "keras-zip"
+    if find_hdf5_superblock(head) is not None:
+        with open_h5(str(p), str(p)) as h5, translate_errors(str(p)):
+            return _classify_h5(h5, str(p))
+    if head.lstrip()[:1] == b"{":
+        doc = _load_json(p)
+        if isinstance(doc, dict) and isinstance(doc.get("weight_map"), dict):
+            return "keras3-sharded"
+        raise NotAnArchiveError(p, "JSON file that is not a sharded Keras weights index (no weight_map)")
+    raise NotAnArchiveError(p, "not a Keras weight archive (neither zip, HDF5 nor a sharded index)")
+
+
+def _head(p: Path) -> bytes:
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(8192)
+    except FileNotFoundError as exc:
+        raise NotAnArchiveError(p, "no such file or directory") from exc
+    except IsADirectoryError as exc:  # pragma: no cover - handled above
+        raise NotAnArchiveError(p, "is a directory") from exc
+    except PermissionError as exc:
+        raise NotAnArchiveError(p, "permission denied") from exc
+    except OSError as exc:
+        raise NotAnArchiveError(p, f"cannot read ({exc.strerror or exc})") from exc
+    if not head:
+        raise NotAnArchiveError(p, "empty file")
+    return head
+
+
+def _classify_h5(h5, where: str) -> str:
+    if has_attr(h5, "layer_names"):
+        return "legacy-weights"
+    link = h5.get("model_weights", getlink=True)
+    if link is not None:
+        return "legacy-model"
+    for key in ("layers", "vars", "optimizer", "_layer_checkpoint_dependencies"):
+        if h5.get(key, getlink=True) is not None:
+            return "keras3-weights"
+    raise NotAnArchiveError(where, "HDF5 file, but not a Keras weight archive (no layer_names, model_weights or vars)")
+
+
+def _load_json(p: Path, what: str = "JSON") -> object:
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise NotAnArchiveError(p, "no such file or directory") from exc
+    if size > MAX_JSON_FILE:
+        raise MalformedArchiveError(p, f"{what} file is {size} bytes (too large)")
+    with translate_errors(str(p)):
+        return json.loads(p.read_bytes().decode("utf-8", "replace"))
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a model ``config.json`` (for ``--config``)."""
+    doc = _load_json(Path(path), "config")
+    if not isinstance(doc, dict):
+        raise MalformedArchiveError(path, "config file is not a JSON object")
+    return doc
+
+
+def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | None = None) -> Checkpoint:
+    """Open any supported Keras weight archive for reading.
+
+    ``config`` (a ``config.json`` path or dict) names the variables of a bare
+    ``.weights.h5`` or sharded set; archives that carry their own config ignore it.
+    Raises :class:`~ckptscan.errors.CkptscanError` subclasses for unreadable input.
+    """
+    from .legacy import LegacyCheckpoint
+    from .v3 import H5Part, V3Checkpoint
+
+    where = str(path)
+    cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
+    fmt = detect(path)
+    if fmt == "keras-zip":
+        return _open_zip(where, cfg)
+    if fmt == "keras-dir":
+        p = Path(path)
+        own = load_config(p / "config.json")
+        version = _metadata_version((p / "metadata.json").read_bytes()) if (p / "metadata.json").is_file() else None
+        if (p / WEIGHTS_MEMBER).is_file():
+            h5 = open_h5(str(p / WEIGHTS_MEMBER), where)
+            return V3Checkpoint(where, "keras-dir", [H5Part(str(p / WEIGHTS_MEMBER), WEIGHTS_MEMBER, 0, h5)], own, version)
+        return _open_sharded(p / "model.weights.json", own, where, "keras-dir")
+    if fmt == "keras3-sharded":
+        return _open_sharded(Path(path), cfg, where, "keras3-sharded")
+    h5 = open_h5(where, where)
+    try:
+        if fmt == "keras3-weights":
+            return V3Checkpoint(where, fmt, [H5Part(where, None, 0, h5)], cfg)
+        return LegacyCheckpoint(where, h5)
+    except BaseException:
+        h5.close()
+        raise
+
+
+def _metadata_version(raw: bytes) -> str | None:
+    try:
+        meta = json.loads(raw.decode("utf-8", "replace"))
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return str(meta.get("keras_version")) if isinstance(meta, dict) and meta.get("keras_version") else None
+
+
+def _open_zip(where: str, override: dict | None) -> Checkpoint:
+    from .v3 import H5Part, V3Checkpoint
+
+    with translate_errors(where):
+        zf = zipfile.ZipFile(where)
+    with zf, translate_errors(where):
+        names = zf.namelist()
+        if "config.json" not in names:
+            if "model.weights.npz" in names or WEIGHTS_MEMBER in names:
+                raise MalformedArchiveError(where, "zip archive without config.json")
+            raise NotAnArchiveError(where, "zip archive that is not a .keras model (no config.json)")
+        if WEIGHTS_MEMBER not in names:
+            if "model.weights.npz" in names:
+                raise UnsupportedFormatError(where, "weights are pickled model.weights.npz; not analysed (never unpickled)")
+            raise MalformedArchiveError(where, "zip archive without model.weights.h5")
+        config = json.loads(read_json_member(zf, "config.json", where).decode("utf-8", "replace"))
+        if not isinstance(config, dict):
+            raise MalformedArchiveError(where, "config.json is not a JSON object")
+        version = None
+        if "metadata.json" in names:
+            version = _metadata_version(read_json_member(zf, "metadata.json", where))
+        info = zf.getinfo(WEIGHTS_MEMBER)
+        if info.flag_bits & 0x1:
+            raise UnsupportedFormatError(where, "model.weights.h5 is encrypted")
+        if info.compress_type == zipfile.ZIP_STORED:
+            with open(where, "rb") as fp:
+                start = data_offset(fp, info, where)
+            window = FileWindow(where, start, info.file_size)
+            h5 = open_h5(window, where)
+            part = H5Part(where, WEIGHTS_MEMBER, start, h5, window)
+            cleanup: list[str] = []
+        else:
+            tmp = inflate_to_temp(zf, info, where)
+            h5 = open_h5(tmp, where)
+            part = H5Part(tmp, WEIGHTS_MEMBER, 0, h5)
+            cleanup = [tmp]
+    try:
+        return V3Checkpoint(where, "keras-zip", [part], config, version, cleanup)
+    except BaseException:
+        h5.close()
+        part.fileobj and part.fileobj.close()
+        for tmp in cleanup:
+            os.unlink(tmp)
+        raise
+
+
+def _open_sharded(index: Path, cfg: dict | None, where: str, fmt: str) -> Checkpoint:
+    from .v3 import H5Part, V3Checkpoint
+
+    doc = _load_json(index)
+    if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
+        raise MalformedArchiveError(where, "sharded index without a weight_map object")
+    shards: list[str] = []
+    for value in doc["weight_map"].values():
+        for name in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+            if not isinstance(name, str):
+                raise MalformedArchiveError(where, "weight_map values must be shard file names")
+            if name not in shards:
+                shards.append(name)
+    if not shards:
+        raise MalformedArchiveError(where, "sharded index lists no shard files")
+    parts = []
+    try:
+        for name in shards:
+            if os.path.basename(name) != name or name in ("", ".", ".."):
+                raise MalformedArchiveError(where, f"shard name {name!r} points outside the index's folder")
+            shard = index.parent / name
+            if not shard.is_file():
+                raise MalformedArchiveError(where, f"shard {name} is missing")
+            parts.append(H5Part(str(shard), name, 0, open_h5(str(shard), str(shard))))
+        return V3Checkpoint(where, fmt, parts, cfg)
+    except BaseException:
+        for part in parts:
+            part.h5.close()
+        raise

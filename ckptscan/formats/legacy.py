@@ -1,0 +1,147 @@
+"""Legacy HDF5 (Keras 1/2, tf.keras, Keras 3 ``legacy_h5_format``): full models with
+``model_weights`` and weights-only files with ``layer_names`` at the root.
+
+Names come straight from the ``weight_names`` attributes (formats.md §5): a weight
+``resnet101v2/conv5_block3_2_bn/moving_variance:0`` in group ``resnet101v2`` is variable
+``moving_variance`` of layer ``resnet101v2/conv5_block3_2_bn``. The order of groups is
+taken from ``layer_names`` (chunk-aware), never from iterating the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import h5py
+
+from .. import naming
+from ..errors import MalformedArchiveError
+from .base import Checkpoint, LayerInfo, Variable
+from .h5util import attr_str, check_dataset, chunked_attr, dataset_dtype, safe_child, translate_errors
+
+_SUFFIX = re.compile(r":\d+$")
+#: Largest ``model_config`` attribute parsed as JSON.
+MAX_CONFIG_CHARS = 64 << 20
+
+
+class LegacyCheckpoint(Checkpoint):
+    """A legacy Keras HDF5 file (full model or weights only)."""
+
+    def __init__(self, path: str, h5: h5py.File):
+        super().__init__(path)
+        self.h5 = h5
+        self._handles: dict[str, h5py.Dataset] = {}
+        with translate_errors(path):
+            self._index()
+
+    def close(self) -> None:
+        try:
+            self.h5.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def _dataset(self, var: Variable) -> h5py.Dataset:
+        return self._handles[var.h5path]
+
+    def _index(self) -> None:
+        root = self.h5
+        if "layer_names" in root.attrs or "layer_names0" in root.attrs:
+            group, self.format = root, "legacy-weights"
+        else:
+            group = safe_child(root, "model_weights", self.path)
+            if not isinstance(group, h5py.Group):
+                raise MalformedArchiveError(self.path, "legacy HDF5 without a model_weights group")
+            self.format = "legacy-model"
+        self.keras_version = attr_str(root, "keras_version") or attr_str(group, "keras_version")
+        raw = attr_str(root, "model_config")
+        if raw is not None:
+            if len(raw) > MAX_CONFIG_CHARS:
+                raise MalformedArchiveError(self.path, f"model_config attribute is {len(raw)} characters (too large)")
+            try:
+                self.model_config = naming.top_config(json.loads(raw))
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise MalformedArchiveError(self.path, f"model_config is not valid JSON ({exc})") from exc
+            if not isinstance(self.model_config, dict):
+                raise MalformedArchiveError(self.path, "model_config is not a JSON object")
+        tree = naming.layer_tree(self.model_config) if self.model_config else {}
+        for p, info in tree.items():
+            self.layers.setdefault(p, LayerInfo(p, info.path[-1], info.class_name, info.config))
+
+        layer_names = chunked_attr(group, "layer_names")
+        if layer_names is None:
+            raise MalformedArchiveError(self.path, "legacy HDF5 without a layer_names attribute")
+        names = list(layer_names)
+        if "top_level_model_weights" in group and "top_level_model_weights" not in names:
+            names.append("top_level_model_weights")
+        for lname in names:
+            lgroup = safe_child(group, lname, self.path)
+            if lgroup is None:
+                raise MalformedArchiveError(self.path, f"layer {lname!r} is listed in layer_names but has no group")
+            if not isinstance(lgroup, h5py.Group):
+                raise MalformedArchiveError(self.path, f"layer {lname!r} is not a group")
+            wnames = chunked_attr(lgroup, "weight_names") or []
+            top = "" if lname == "top_level_model_weights" else lname
+            for wn in wnames:
+                ds = safe_child(lgroup, wn, self.path)
+                if not isinstance(ds, h5py.Dataset):
+                    raise MalformedArchiveError(self.path, f"weight {wn!r} of layer {lname!r} is missing")
+                layer_path, var = self._place(top, wn, tree)
+                self._add(ds, layer_path, var, top or lname, "weight", tree)
+        opt = root.get("optimizer_weights", getlink=True)
+        if opt is not None:
+            og = safe_child(root, "optimizer_weights", self.path)
+            for wn in chunked_attr(og, "weight_names") or []:
+                ds = safe_child(og, wn, self.path)
+                if not isinstance(ds, h5py.Dataset):
+                    raise MalformedArchiveError(self.path, f"optimizer weight {wn!r} is missing")
+                comps = _SUFFIX.sub("", wn).split("/")
+                layer_path = "/".join(["optimizer"] + comps[:-1])
+                self._add(ds, layer_path, comps[-1], "optimizer", "optimizer", tree)
+
+    def _place(self, group_name: str, weight_name: str, tree: dict) -> tuple[str, str]:
+        """(layer path, variable name) of one legacy weight name inside its group."""
+        comps = [c for c in _SUFFIX.sub("", weight_name).split("/") if c]
+        var = comps[-1] if comps else weight_name
+        owner = comps[:-1]
+        if not group_name:
+            return "/".join(owner), var
+        if owner and re.fullmatch(re.escape(group_name) + r"(_\d+)?", owner[0]):
+            owner = owner[1:]
+        if owner and tree:
+            # a nested model's weights carry inner layer names: find them in the config
+            hits = [p for p in tree if p.startswith(group_name + "/") and p.split("/")[-1] == owner[0]]
+            if not hits:
+                base = re.sub(r"_\d+$", "", owner[0])
+                hits = [p for p in tree if p.startswith(group_name + "/") and p.split("/")[-1] == base]
+            if len(hits) == 1:
+                return "/".join([hits[0]] + owner[1:]), var
+        return "/".join([group_name] + owner), var
+
+    def _add(self, ds: h5py.Dataset, layer_path: str, var: str, lname: str, kind: str, tree: dict) -> None:
+        offset, stored = check_dataset(ds, self.path)
+        info = tree.get(layer_path)
+        cls = info.class_name if info else None
+        v = Variable(
+            layer_path=layer_path,
+            name=var,
+            layer_name=lname,
+            layer_class=cls,
+            shape=tuple(ds.shape),
+            dtype=dataset_dtype(ds, _policy_hint(info)),
+            h5path=ds.name,
+            file=self.path,
+            member=None,
+            offset=offset,
+            nbytes=stored,
+            naming="known",
+            kind=kind,
+        )
+        self._handles[v.h5path] = ds
+        self.variables.append(v)
+
+
+def _policy_hint(info) -> str | None:
+    if info is None:
+        return None
+    pol = naming.policy_name(info.config) or ""
+    return "bfloat16" if "bfloat16" in pol else None

@@ -1,0 +1,192 @@
+"""Keras 3 weight stores: ``*.weights.h5``, the ``model.weights.h5`` inside a ``.keras``
+zip or an unzipped folder, and sharded ``*.weights.json`` sets.
+
+The HDF5 tree holds ``<object path>/vars/<i>`` datasets (formats.md §3). Object paths
+come from class names and attribute names, not layer names; :mod:`ckptscan.naming`
+maps them back with ``config.json`` when one is available, else with the ``name``
+attributes Keras ≥ 3.6 writes, else by heuristics (marked ``inferred``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import h5py
+
+from .. import naming
+from ..errors import MalformedArchiveError
+from .base import Checkpoint, LayerInfo, Variable, itemsize
+from .h5util import attr_str, check_dataset, dataset_dtype, safe_child, translate_errors, walk
+
+
+@dataclass
+class H5Part:
+    """One HDF5 file of a store: where its bytes are and its open handle."""
+
+    file: str
+    """Physical file holding the bytes."""
+    member: str | None
+    """Zip member name or shard file name."""
+    base: int
+    """Offset of the HDF5 bytes within :attr:`file`."""
+    h5: h5py.File
+    fileobj: object | None = None
+    """A file object h5py reads through (zip window), closed with the part."""
+
+
+_INT = re.compile(r"^\d+$")
+
+
+class V3Checkpoint(Checkpoint):
+    """A Keras 3 weights store spread over one or more HDF5 parts."""
+
+    def __init__(self, path: str, fmt: str, parts: list[H5Part], config: dict | None,
+                 keras_version: str | None = None, cleanup: list[str] | None = None):
+        super().__init__(path)
+        self.format = fmt
+        self.parts = parts
+        self.model_config = config
+        self.keras_version = keras_version
+        self._cleanup = cleanup or []
+        self._handles: dict[tuple, h5py.Dataset] = {}
+        with translate_errors(path):
+            self._index()
+
+    def close(self) -> None:
+        for part in self.parts:
+            try:
+                part.h5.close()
+            except Exception:  # pragma: no cover - closing a broken handle
+                pass
+            if part.fileobj is not None:
+                part.fileobj.close()
+        for tmp in self._cleanup:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        self._cleanup = []
+
+    def _dataset(self, var: Variable) -> h5py.Dataset:
+        return self._handles[(var.file, var.member, var.h5path)]
+
+    # --- indexing ------------------------------------------------------------
+    def _index(self) -> None:
+        objects: dict[str, dict[int, tuple[H5Part, h5py.Dataset]]] = {}
+        names: dict[str, str] = {}
+        for part in self.parts:
+            for rel, obj in walk(part.h5, self.path):
+                if not isinstance(obj, h5py.Group):
+                    continue
+                if rel == "vars" or rel.endswith("/vars"):
+                    owner = rel[: -len("vars")].rstrip("/")
+                    owner = owner.replace("_layer_checkpoint_dependencies", "layers")
+                    slot = objects.setdefault(owner, {})
+                    nm = attr_str(obj, "name")
+                    if nm is not None:
+                        names.setdefault(owner, nm)
+                    for key in obj.keys():
+                        child = safe_child(obj, key, self.path)
+                        if not isinstance(child, h5py.Dataset) or not _INT.match(key):
+                            continue
+                        slot[int(key)] = (part, child)
+        if not objects:
+            raise MalformedArchiveError(self.path, "HDF5 file holds no Keras variables (no 'vars' groups)")
+        cfg_map = naming.v3_object_map(self.model_config) if self.model_config else {}
+        for info in cfg_map.values():
+            p = "/".join(info.path)
+            self.layers.setdefault(p, LayerInfo(p, info.path[-1], info.class_name, info.config))
+
+        rank = {obj: i for i, obj in enumerate(cfg_map)}
+        for owner in sorted(objects, key=lambda o: (rank.get(o, len(rank)), _natural(o))):
+            slots = objects[owner]
+            if not slots:
+                continue
+            is_opt = owner == "optimizer" or owner.startswith("optimizer/")
+            info = cfg_map.get(owner)
+            if is_opt:
+                struct = owner
+                cls, cfg, known_layer = "Optimizer", {}, True
+                lname = names.get(owner, "optimizer")
+            elif info is not None:
+                struct = "/".join(info.path)
+                cls, cfg, known_layer = info.class_name, info.config, True
+                lname = info.path[0]
+                if names.get(owner) and names[owner] != info.path[-1]:
+                    self.notes.append(f"{owner}: config says {info.path[-1]!r}, file says {names[owner]!r}")
+            else:
+                struct, known_layer = self._path_from_attrs(owner, names)
+                cls = naming.class_from_path(owner)
+                cfg = {}
+                lname = struct.split("/", 1)[0]
+            indices = sorted(slots)
+            shapes = [tuple(slots[i][1].shape or ()) for i in indices]
+            vnames, var_known = self._var_names(cls, cfg, shapes, is_opt, from_config=info is not None)
+            for pos, i in enumerate(indices):
+                part, ds = slots[i]
+                hint = attr_str(ds, "dtype")
+                offset, stored = check_dataset(ds, self.path)
+                dtype = dataset_dtype(ds, hint)
+                shape = tuple(ds.shape)
+                name = vnames[pos] if vnames and pos < len(vnames) else f"vars/{i}"
+                var = Variable(
+                    layer_path=struct,
+                    name=name,
+                    layer_name=lname,
+                    layer_class=cls,
+                    shape=shape,
+                    dtype=dtype,
+                    h5path=ds.name,
+                    file=part.file,
+                    member=part.member,
+                    offset=None if offset is None else part.base + offset,
+                    nbytes=stored if stored else _nbytes(shape, dtype),
+                    naming="known" if (known_layer and var_known and not is_opt) else "inferred",
+                    kind="optimizer" if is_opt else "weight",
+                )
+                self._handles[(var.file, var.member, var.h5path)] = ds
+                self.variables.append(var)
+
+    def _path_from_attrs(self, owner: str, names: dict[str, str]) -> tuple[str, bool]:
+        """Structural path from the ``name`` attributes of the owner and its ancestors."""
+        elems = owner.split("/")
+        out: list[str] = []
+        all_named = True
+        for k in range(1, len(elems) + 1):
+            prefix = "/".join(elems[:k])
+            if prefix in names:
+                out.append(names[prefix])
+            elif elems[k - 1] != "layers" and k == len(elems):
+                out.append(elems[k - 1])
+                all_named = False
+        return "/".join(out) if out else owner, all_named and bool(out)
+
+    @staticmethod
+    def _var_names(cls, cfg, shapes, is_opt, from_config) -> tuple[list[str] | None, bool]:
+        if is_opt:
+            return None, False
+        expected = naming.var_names(cls, cfg)
+        if expected is not None and len(expected) == len(shapes):
+            return expected, from_config
+        if not from_config:
+            for option in naming.var_name_options(cls):
+                if len(option) == len(shapes):
+                    return option, False
+        guess = naming.guess_var_names(shapes)
+        return guess, False
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    try:
+        return n * itemsize(dtype)
+    except TypeError:
+        return 0
+
+
+def _natural(s: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]

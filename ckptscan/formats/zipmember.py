@@ -1,0 +1,116 @@
+"""Reading members of a ``.keras`` zip without extracting them.
+
+A stored (uncompressed) member is read in place through :class:`FileWindow`, a
+read-only file object over ``[start, start+size)`` of the archive that h5py can open.
+A compressed member is streamed to a temporary file, with zip-bomb limits.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import zipfile
+
+from ..errors import MalformedArchiveError
+
+#: Keras refuses members that expand more than this (``_reject_zip_bomb``).
+MAX_EXPANSION = 100
+#: Largest compressed member streamed to a temporary file.
+MAX_INFLATED = 64 << 30
+#: Largest JSON member (config.json, metadata.json) read into memory.
+MAX_JSON_BYTES = 256 << 20
+
+
+def data_offset(fp, info: zipfile.ZipInfo, where: str) -> int:
+    """Absolute offset of a member's data, read from its local header."""
+    fp.seek(info.header_offset)
+    header = fp.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        raise MalformedArchiveError(where, f"zip member {info.filename}: bad local header")
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
+class FileWindow(io.RawIOBase):
+    """A read-only, seekable view of ``size`` bytes starting at ``start`` of a file."""
+
+    def __init__(self, path: str, start: int, size: int):
+        super().__init__()
+        self._f = open(path, "rb")
+        self.start = start
+        self.size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._pos = pos
+        elif whence == 1:
+            self._pos += pos
+        else:
+            self._pos = self.size + pos
+        self._pos = max(0, self._pos)
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self.size - self._pos))
+        if n == 0:
+            return 0
+        self._f.seek(self.start + self._pos)
+        got = self._f.readinto(memoryview(b)[:n])
+        self._pos += got or 0
+        return got or 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+
+def read_json_member(zf: zipfile.ZipFile, name: str, where: str) -> bytes:
+    """Bytes of a small member, refusing oversized or over-expanding ones."""
+    info = zf.getinfo(name)
+    if info.file_size > MAX_JSON_BYTES:
+        raise MalformedArchiveError(where, f"zip member {name} declares {info.file_size} bytes (too large)")
+    with zf.open(info) as fh:
+        data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise MalformedArchiveError(where, f"zip member {name} is larger than it declares")
+    return data
+
+
+def inflate_to_temp(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> str:
+    """Stream a compressed member to a temporary file; returns its path (caller deletes)."""
+    if info.file_size > MAX_INFLATED or (
+        info.file_size > (256 << 20) and info.file_size > MAX_EXPANSION * max(info.compress_size, 1)
+    ):
+        raise MalformedArchiveError(
+            where, f"zip member {info.filename} expands to {info.file_size} bytes from {info.compress_size} (zip bomb)"
+        )
+    fd, tmp = tempfile.mkstemp(prefix="ckptscan-", suffix=".h5")
+    try:
+        with os.fdopen(fd, "wb") as out, zf.open(info) as src:
+            copied = 0
+            while True:
+                chunk = src.read(1 << 20)
+                if not chunk:
+                    break
+                copied += len(chunk)
+                if copied > info.file_size:
+                    raise MalformedArchiveError(where, f"zip member {info.filename} is larger than it declares")
+                out.write(chunk)
+        return tmp
+    except BaseException:
+        os.unlink(tmp)
+        raise
+

@@ -1,0 +1,303 @@
+"""Model config → the layer and variable names a Keras user knows.
+
+Two jobs, both pure functions over the JSON config (never evaluated):
+
+* :func:`v3_object_map` replays Keras 3's save walk (``saving_lib._save_state``) over
+  ``config.json`` to tell which HDF5 object path (``layers/functional/layers/dense_1``)
+  holds which layer (``head_func/sub_dense``), and :func:`var_names` gives the order of
+  ``vars/0, vars/1, …`` for a built-in layer class and its config flags.
+* :func:`layer_tree` lists every layer of a model config by structural path, which the
+  legacy reader uses to place weight names like ``sub_dense/kernel:0`` inside a nested
+  model, and the rules use for epsilon and initializers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# --- names -----------------------------------------------------------------------
+
+CONTAINER_CLASSES = {"Functional", "Sequential", "Model"}
+RNN_CELLS = {
+    "LSTM": ("LSTMCell", "lstm_cell"),
+    "GRU": ("GRUCell", "gru_cell"),
+    "SimpleRNN": ("SimpleRNNCell", "simple_rnn_cell"),
+    "ConvLSTM1D": ("ConvLSTMCell", "conv_lstm_cell"),
+    "ConvLSTM2D": ("ConvLSTMCell", "conv_lstm_cell"),
+    "ConvLSTM3D": ("ConvLSTMCell", "conv_lstm_cell"),
+}
+MHA_SUBLAYERS = {
+    "query_dense": "query",
+    "key_dense": "key",
+    "value_dense": "value",
+    "output_dense": "attention_output",
+    "gate_dense": "gate",
+}
+BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization"}
+
+
+def snake(name: str) -> str:
+    """Keras' ``to_snake_case`` (class name → path element)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def class_from_snake(element: str) -> str | None:
+    """The built-in class whose snake name is ``element`` minus a ``_N`` counter."""
+    base = re.sub(r"_\d+$", "", element)
+    return _SNAKE_TO_CLASS.get(base)
+
+
+_KNOWN_CLASSES = [
+    "Dense", "EinsumDense", "Embedding", "BatchNormalization", "LayerNormalization",
+    "GroupNormalization", "RMSNormalization", "UnitNormalization", "Normalization", "PReLU",
+    "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+    "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
+    "LSTM", "GRU", "SimpleRNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "Bidirectional",
+    "TimeDistributed", "MultiHeadAttention", "GroupedQueryAttention", "Functional",
+    "Sequential", "LSTMCell", "GRUCell", "SimpleRNNCell",
+]
+_SNAKE_TO_CLASS = {snake(c): c for c in _KNOWN_CLASSES}
+
+
+def class_from_path(obj_path: str) -> str | None:
+    """Best guess of the class stored at a v3 object path, from its elements alone."""
+    elems = obj_path.split("/") if obj_path else []
+    if not elems:
+        return None
+    last = elems[-1]
+    if last == "cell" and len(elems) > 1:
+        parent = class_from_snake(elems[-2]) or ("LSTM" if elems[-2] in ("forward_layer", "backward_layer") else None)
+        return RNN_CELLS.get(parent or "", (None,))[0]
+    if last in MHA_SUBLAYERS:
+        return "EinsumDense"
+    return class_from_snake(last)
+
+
+def var_name_options(class_name: str | None) -> list[list[str]]:
+    """Every variable order a class can have under its boolean flags, most likely first."""
+    flags = ["use_bias", "center", "scale"]
+    seen: list[list[str]] = []
+    for mask in range(1 << len(flags)):
+        cfg = {f: not (mask >> i) & 1 for i, f in enumerate(flags)}
+        names = var_names(class_name, cfg)
+        if names is not None and names not in seen:
+            seen.append(names)
+    # an ambiguous count (BN with center or scale off) is no option at all
+    counts = [len(n) for n in seen]
+    return [n for n in seen if counts.count(len(n)) == 1]
+
+
+def layer_name(cfg: dict) -> str:
+    """The user's name of a layer entry in a config ``layers`` list."""
+    inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
+    name = inner.get("name", cfg.get("name"))
+    return str(name) if name is not None else ""
+
+
+def _flag(cfg: dict, key: str, default: bool = True) -> bool:
+    value = cfg.get(key, default)
+    return bool(value) if value is not None else default
+
+
+def quantization_mode(cfg: dict) -> str | None:
+    """``int8``/``int4``/… when the layer's dtype policy is a quantized one."""
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, dict):
+        inner = dtype.get("config") or {}
+        if isinstance(inner, dict) and inner.get("mode"):
+            return str(inner["mode"])
+        if "Quantized" in str(dtype.get("class_name", "")) or "Int4" in str(dtype.get("class_name", "")):
+            return "int8"
+    elif isinstance(dtype, str):
+        m = re.match(r"^(int8|int4|float8)_from_", dtype)
+        if m:
+            return m.group(1)
+    return None
+
+
+def policy_name(cfg: dict) -> str | None:
+    """The dtype policy name of a layer config (``mixed_float16``, ``float32``…)."""
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, dict):
+        inner = dtype.get("config") or {}
+        if isinstance(inner, dict):
+            return inner.get("name") or inner.get("source_name")
+        return None
+    return dtype if isinstance(dtype, str) else None
+
+
+def var_names(class_name: str | None, cfg: dict | None) -> list[str] | None:
+    """Keras 3 order of ``vars/<i>`` for a built-in class and its config, or None."""
+    cfg = cfg or {}
+    c = class_name
+    if c in BN_CLASSES:
+        out = (["gamma"] if _flag(cfg, "scale") else []) + (["beta"] if _flag(cfg, "center") else [])
+        out += ["moving_mean", "moving_variance"]
+        if _flag(cfg, "renorm", False):
+            out += ["moving_stddev", "renorm_mean", "renorm_stddev"]
+        return out
+    if c in ("Dense", "EinsumDense"):
+        has_bias = _flag(cfg, "use_bias") if c == "Dense" else bool(cfg.get("bias_axes"))
+        mode = quantization_mode(cfg)
+        if mode is None:
+            return ["kernel"] + (["bias"] if has_bias else [])
+        if mode == "int8":
+            return ["kernel"] + (["bias"] if has_bias else []) + ["kernel_scale"]
+        if mode == "int4":
+            return ["kernel"] + (["bias"] if has_bias else []) + ["kernel_scale"]
+        if mode == "float8":
+            return ["kernel"] + (["bias"] if has_bias else []) + [
+                "inputs_scale", "inputs_amax_history", "kernel_scale", "kernel_amax_history",
+                "outputs_grad_scale", "outputs_grad_amax_history",
+            ]
+        return None
+    if c == "Embedding":
+        mode = quantization_mode(cfg)
+        if mode is None:
+            return ["embeddings"]
+        if mode in ("int8", "int4"):
+            return ["embeddings", "embeddings_scale"]
+        return None
+    if c in ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+             "DepthwiseConv1D", "DepthwiseConv2D"):
+        return ["kernel"] + (["bias"] if _flag(cfg, "use_bias") else [])
+    if c in ("SeparableConv1D", "SeparableConv2D"):
+        return ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if _flag(cfg, "use_bias") else [])
+    if c == "LayerNormalization":
+        rms = _flag(cfg, "rms_scaling", False)
+        out = ["gamma"] if (_flag(cfg, "scale") or rms) else []
+        return out + (["beta"] if (_flag(cfg, "center") and not rms) else [])
+    if c == "GroupNormalization":
+        return (["gamma"] if _flag(cfg, "scale") else []) + (["beta"] if _flag(cfg, "center") else [])
+    if c == "RMSNormalization":
+        return ["scale"]
+    if c == "PReLU":
+        return ["alpha"]
+    if c == "Normalization":
+        return ["mean", "variance", "count"]
+    if c in ("LSTMCell", "GRUCell", "SimpleRNNCell", "ConvLSTMCell"):
+        return ["kernel", "recurrent_kernel"] + (["bias"] if _flag(cfg, "use_bias") else [])
+    if c in CONTAINER_CLASSES or c in ("InputLayer", "Bidirectional", "TimeDistributed", "LSTM", "GRU",
+                                       "SimpleRNN", "MultiHeadAttention", "Dropout", "ReLU", "Activation",
+                                       "Add", "Concatenate", "Flatten", "Reshape", "GlobalAveragePooling2D",
+                                       "GlobalAveragePooling1D", "MaxPooling2D", "AveragePooling2D",
+                                       "ZeroPadding2D", "Multiply", "Softmax"):
+        return []
+    return None
+
+
+def guess_var_names(shapes: list[tuple[int, ...]]) -> list[str] | None:
+    """Shape heuristics for an unknown layer (formats.md §4.4); None if no guess."""
+    n = len(shapes)
+    if n in (2, 3, 4) and all(len(s) == 1 for s in shapes) and len({s for s in shapes}) == 1:
+        head = {4: ["gamma", "beta"], 3: ["gamma_or_beta"], 2: []}[n]
+        return head + ["moving_mean", "moving_variance"]
+    return None
+
+
+# --- Keras 3 save walk ----------------------------------------------------------------
+
+
+@dataclass
+class ObjInfo:
+    """What the config says lives at one HDF5 object path."""
+
+    path: list[str]
+    """Structural layer path elements."""
+    class_name: str
+    config: dict = field(default_factory=dict)
+
+
+def top_config(doc: dict) -> dict:
+    """Normalise a ``config.json`` / ``model_config`` document to ``{class_name, config}``."""
+    if "class_name" in doc and "config" in doc:
+        return doc
+    return {"class_name": "Functional", "config": doc}
+
+
+def _is_container(entry: dict) -> bool:
+    cfg = entry.get("config")
+    return isinstance(cfg, dict) and isinstance(cfg.get("layers"), list) and (
+        entry.get("class_name") in CONTAINER_CLASSES or "layers" in cfg
+    )
+
+
+def _is_bare_op(entry: dict) -> bool:
+    return str(entry.get("module") or "").startswith(("keras.src.ops", "keras.ops"))
+
+
+def v3_object_map(doc: dict) -> dict[str, ObjInfo]:
+    """Map HDF5 object paths (no leading ``/``, no ``/vars``) to layers, per Keras 3."""
+    out: dict[str, ObjInfo] = {}
+    top = top_config(doc)
+    if _is_container(top):
+        _walk_container(top, "", [], out, depth=0)
+    return out
+
+
+def _walk_container(entry: dict, prefix: str, struct: list[str], out: dict, depth: int) -> None:
+    if depth > 50:
+        return
+    items = [it for it in entry["config"]["layers"] if isinstance(it, dict)]
+    if entry.get("class_name") == "Sequential":
+        items = [it for it in items if it.get("class_name") != "InputLayer"]
+    used: dict[str, int] = {}
+    for it in items:
+        if _is_bare_op(it):
+            continue
+        base = snake(str(it.get("class_name", "layer")))
+        n = used.get(base, 0)
+        used[base] = n + 1
+        slot = base if n == 0 else f"{base}_{n}"
+        _place(it, f"{prefix}layers/{slot}", struct + [layer_name(it)], out, depth)
+
+
+def _place(entry: dict, obj: str, struct: list[str], out: dict, depth: int) -> None:
+    cls = str(entry.get("class_name", ""))
+    cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    out.setdefault(obj, ObjInfo(struct, cls, cfg))
+    if _is_container(entry):
+        _walk_container(entry, obj + "/", struct, out, depth + 1)
+    elif cls in RNN_CELLS:
+        cell_cls, cell_name = RNN_CELLS[cls]
+        out.setdefault(obj + "/cell", ObjInfo(struct + [cell_name], cell_cls, cfg))
+    elif cls == "RNN" and isinstance(cfg.get("cell"), dict):
+        _place(cfg["cell"], obj + "/cell", struct + [layer_name(cfg["cell"])], out, depth + 1)
+    elif cls == "Bidirectional" and isinstance(cfg.get("layer"), dict):
+        fwd = cfg["layer"]
+        fname = layer_name(fwd)
+        _place(fwd, obj + "/forward_layer", struct + [fname], out, depth + 1)
+        bwd = cfg.get("backward_layer")
+        if isinstance(bwd, dict):
+            _place(bwd, obj + "/backward_layer", struct + [layer_name(bwd)], out, depth + 1)
+        else:
+            bname = "backward_" + fname[len("forward_"):] if fname.startswith("forward_") else "backward_" + fname
+            _place(fwd, obj + "/backward_layer", struct + [bname], out, depth + 1)
+    elif cls == "TimeDistributed" and isinstance(cfg.get("layer"), dict):
+        inner = cfg["layer"]
+        _place(inner, obj + "/layer", struct + [layer_name(inner)], out, depth + 1)
+    elif cls in ("MultiHeadAttention", "GroupedQueryAttention"):
+        sub = dict(cfg)
+        sub["bias_axes"] = "x" if _flag(cfg, "use_bias") else None
+        for attr, name in MHA_SUBLAYERS.items():
+            out.setdefault(f"{obj}/{attr}", ObjInfo(struct + [name], "EinsumDense", sub))
+
+
+# --- whole-model layer tree --------------------------------------------------------
+
+
+def layer_tree(doc: dict) -> dict[str, ObjInfo]:
+    """Every layer of a model config keyed by structural path (``a/b/c``).
+
+    Includes sub-objects that own weights (RNN cells, Bidirectional halves, MHA
+    projections), so every variable's ``layer_path`` can be looked up.
+    """
+    return {"/".join(info.path): info for info in v3_object_map(doc).values()}
+
+
+def top_level_layers(doc: dict) -> dict[str, ObjInfo]:
+    """Top-level layers of the model config by name."""
+    return {info.path[0]: info for info in v3_object_map(doc).values() if len(info.path) == 1}
