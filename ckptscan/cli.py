@@ -77,6 +77,9 @@ def inspect(
         typer.echo(render_table(doc))
 
 
+# the other commands register themselves on `app`
+from . import cli_fix, cli_scan  # noqa: E402,F401
+
 _STATE = {"own_exit": False}
 
 

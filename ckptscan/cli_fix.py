@@ -1,0 +1,1 @@
+"""CLI command ``fix`` (registered on :data:`ckptscan.cli.app`)."""

@@ -1,0 +1,1 @@
+"""CLI commands ``scan``, ``rules`` and ``explain`` (registered on :data:`ckptscan.cli.app`)."""
