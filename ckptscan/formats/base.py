@@ -105,6 +105,10 @@ class Checkpoint:
     Use as a context manager; it owns open file handles. Read-only.
     """
 
+    #: True when :attr:`Variable.offset` may be read directly from :attr:`Variable.file`
+    #: (a local file); False for remote or file-object backed checkpoints.
+    direct_io: bool = True
+
     #: Format identifier (``keras-zip``, ``keras-dir``, ``keras3-weights``,
     #: ``keras3-sharded``, ``legacy-model``, ``legacy-weights``).
     format: str = "unknown"
@@ -169,7 +173,7 @@ class Checkpoint:
         n = var.size
         if n == 0:
             return
-        if var.offset is not None:
+        if var.offset is not None and self.direct_io:
             yield from _read_contiguous(var, block_elems)
             return
         ds = self._dataset(var)
