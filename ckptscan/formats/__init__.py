@@ -14,21 +14,21 @@ format id              what it is (detected from the bytes, never the file name)
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
 
-from ..errors import MalformedArchiveError, NotAnArchiveError, UnsupportedFormatError
+from ..errors import MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
+from ..limits import MAX_JSON_BYTES
 from .base import Checkpoint, LayerInfo, Variable
-from .h5util import find_hdf5_superblock, has_attr, open_h5, translate_errors
-from .zipmember import FileWindow, data_offset, inflate_to_temp, read_json_member
+from .h5util import find_hdf5_superblock, has_attr, open_h5, parse_json, translate_errors
+from .zipmember import FileWindow, check_member_names, check_window, data_offset, inflate_to_temp, read_json_member
 
 __all__ = ["Checkpoint", "LayerInfo", "Variable", "detect", "open_checkpoint"]
 
 WEIGHTS_MEMBER = "model.weights.h5"
 #: Largest JSON document (sharded index, --config file) read.
-MAX_JSON_FILE = 256 << 20
+MAX_JSON_FILE = MAX_JSON_BYTES
 
 
 def detect(path: str | os.PathLike) -> str:
@@ -87,9 +87,9 @@ def _load_json(p: Path, what: str = "JSON") -> object:
     except OSError as exc:
         raise NotAnArchiveError(p, "no such file or directory") from exc
     if size > MAX_JSON_FILE:
-        raise MalformedArchiveError(p, f"{what} file is {size} bytes (too large)")
+        raise UnsafeArchiveError(p, f"{what} file is {size} bytes (too large)")
     with translate_errors(str(p)):
-        return json.loads(p.read_bytes().decode("utf-8", "replace"))
+        return parse_json(p.read_bytes(), what)
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -121,7 +121,11 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
         version = _metadata_version((p / "metadata.json").read_bytes()) if (p / "metadata.json").is_file() else None
         if (p / WEIGHTS_MEMBER).is_file():
             h5 = open_h5(str(p / WEIGHTS_MEMBER), where)
-            return V3Checkpoint(where, "keras-dir", [H5Part(str(p / WEIGHTS_MEMBER), WEIGHTS_MEMBER, 0, h5)], own, version)
+            try:
+                return V3Checkpoint(where, "keras-dir", [H5Part(str(p / WEIGHTS_MEMBER), WEIGHTS_MEMBER, 0, h5)], own, version)
+            except BaseException:
+                h5.close()
+                raise
         return _open_sharded(p / "model.weights.json", own, where, "keras-dir")
     if fmt == "keras3-sharded":
         return _open_sharded(Path(path), cfg, where, "keras3-sharded")
@@ -137,55 +141,68 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
 
 def _metadata_version(raw: bytes) -> str | None:
     try:
-        meta = json.loads(raw.decode("utf-8", "replace"))
-    except (json.JSONDecodeError, RecursionError):
+        meta = parse_json(raw, "metadata.json")
+    except Exception:  # metadata is informative only: a broken one is ignored
         return None
     return str(meta.get("keras_version")) if isinstance(meta, dict) and meta.get("keras_version") else None
 
 
 def _open_zip(where: str, override: dict | None) -> Checkpoint:
+    """Open a ``.keras`` zip. On any error nothing stays open and no temp file remains."""
     from .v3 import H5Part, V3Checkpoint
 
     with translate_errors(where):
         zf = zipfile.ZipFile(where)
-    with zf, translate_errors(where):
-        names = zf.namelist()
-        if "config.json" not in names:
-            if "model.weights.npz" in names or WEIGHTS_MEMBER in names:
-                raise MalformedArchiveError(where, "zip archive without config.json")
-            raise NotAnArchiveError(where, "zip archive that is not a .keras model (no config.json)")
-        if WEIGHTS_MEMBER not in names:
-            if "model.weights.npz" in names:
-                raise UnsupportedFormatError(where, "weights are pickled model.weights.npz; not analysed (never unpickled)")
-            raise MalformedArchiveError(where, "zip archive without model.weights.h5")
-        config = json.loads(read_json_member(zf, "config.json", where).decode("utf-8", "replace"))
-        if not isinstance(config, dict):
-            raise MalformedArchiveError(where, "config.json is not a JSON object")
-        version = None
-        if "metadata.json" in names:
-            version = _metadata_version(read_json_member(zf, "metadata.json", where))
-        info = zf.getinfo(WEIGHTS_MEMBER)
-        if info.flag_bits & 0x1:
-            raise UnsupportedFormatError(where, "model.weights.h5 is encrypted")
-        if info.compress_type == zipfile.ZIP_STORED:
-            with open(where, "rb") as fp:
-                start = data_offset(fp, info, where)
-            window = FileWindow(where, start, info.file_size)
-            h5 = open_h5(window, where)
-            part = H5Part(where, WEIGHTS_MEMBER, start, h5, window)
-            cleanup: list[str] = []
-        else:
-            tmp = inflate_to_temp(zf, info, where)
-            h5 = open_h5(tmp, where)
-            part = H5Part(tmp, WEIGHTS_MEMBER, 0, h5)
-            cleanup = [tmp]
+    part = None
+    cleanup: list[str] = []
     try:
+        with zf, translate_errors(where):
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            check_member_names(names, where)
+            if "config.json" not in names:
+                if "model.weights.npz" in names or WEIGHTS_MEMBER in names:
+                    raise MalformedArchiveError(where, "zip archive without config.json")
+                raise NotAnArchiveError(where, "zip archive that is not a .keras model (no config.json)")
+            if WEIGHTS_MEMBER not in names:
+                if "model.weights.npz" in names:
+                    raise UnsupportedFormatError(where, "weights are pickled model.weights.npz; not analysed (never unpickled)")
+                raise MalformedArchiveError(where, "zip archive without model.weights.h5")
+            for member in ("config.json", "metadata.json", WEIGHTS_MEMBER):
+                if names.count(member) > 1:
+                    raise UnsafeArchiveError(where, f"zip archive has {names.count(member)} members named {member} (ambiguous)")
+            config = parse_json(read_json_member(zf, "config.json", where), "config.json")
+            if not isinstance(config, dict):
+                raise MalformedArchiveError(where, "config.json is not a JSON object")
+            version = None
+            if "metadata.json" in names:
+                version = _metadata_version(read_json_member(zf, "metadata.json", where))
+            info = zf.getinfo(WEIGHTS_MEMBER)
+            if info.flag_bits & 0x1:
+                raise UnsupportedFormatError(where, "model.weights.h5 is encrypted")
+            if info.compress_type == zipfile.ZIP_STORED:
+                with open(where, "rb") as fp:
+                    start = data_offset(fp, info, where)
+                    check_window(fp, info, start, where)
+                window = FileWindow(where, start, info.file_size)
+                part = H5Part(where, WEIGHTS_MEMBER, start, None, window)
+                part.h5 = open_h5(window, where)
+            else:
+                cleanup.append(inflate_to_temp(zf, info, where))
+                part = H5Part(cleanup[0], WEIGHTS_MEMBER, 0, None)
+                part.h5 = open_h5(cleanup[0], where)
         return V3Checkpoint(where, "keras-zip", [part], config, version, cleanup)
     except BaseException:
-        h5.close()
-        part.fileobj and part.fileobj.close()
+        if part is not None:
+            if part.h5 is not None:
+                part.h5.close()
+            if part.fileobj is not None:
+                part.fileobj.close()
         for tmp in cleanup:
-            os.unlink(tmp)
+            try:
+                os.unlink(tmp)
+            except OSError:  # pragma: no cover
+                pass
         raise
 
 
@@ -207,8 +224,8 @@ def _open_sharded(index: Path, cfg: dict | None, where: str, fmt: str) -> Checkp
     parts = []
     try:
         for name in shards:
-            if os.path.basename(name) != name or name in ("", ".", ".."):
-                raise MalformedArchiveError(where, f"shard name {name!r} points outside the index's folder")
+            if os.path.basename(name) != name or name in ("", ".", "..") or "\\" in name or "\x00" in name:
+                raise UnsafeArchiveError(where, f"shard name {name!r} points outside the index's folder (path traversal)")
             shard = index.parent / name
             if not shard.is_file():
                 raise MalformedArchiveError(where, f"shard {name} is missing")

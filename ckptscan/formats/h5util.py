@@ -8,18 +8,38 @@ declared size cannot be backed by the bytes they store.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import re
+import zipfile
 from typing import Any, Iterator
 
 import h5py
 import numpy as np
 
-from ..errors import MalformedArchiveError, NotAnArchiveError
+from ..errors import CkptscanError, LimitExceededError, MalformedArchiveError, UnsafeArchiveError
+from ..limits import (
+    MAX_ATTR_BYTES,
+    MAX_ATTR_ELEMS,
+    MAX_DATASET_EXPANSION,
+    MAX_GROUP_DEPTH,
+    MAX_JSON_DEPTH,
+    MAX_UNBACKED_BYTES,
+)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-#: Declared-but-unstored data above this many bytes is refused (a shape bomb).
-MAX_UNBACKED_BYTES = 1 << 30
-_MAX_DEPTH = 64
+#: Largest chunk (bytes) of a chunked dataset; HDF5 materialises whole chunks.
+MAX_CHUNK_BYTES = 256 << 20
+
+
+class Refused(Exception):
+    """Raised by helpers that do not know the file name; :func:`translate_errors`
+    turns it into an :class:`~ckptscan.errors.UnsafeArchiveError` for the file."""
+
+    def __init__(self, reason: str, unsafe: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        self.unsafe = unsafe
 
 
 def find_hdf5_superblock(head: bytes) -> int | None:
@@ -32,26 +52,94 @@ def find_hdf5_superblock(head: bytes) -> int | None:
     return None
 
 
+#: HDF5 library messages (lower-cased substrings) that mean "the bytes end too early".
+_TRUNCATION_HINTS = ("truncated file", "file read failed", "addr overflow", "address overflow",
+                     "eof", "end of file", "is beyond the end", "beyond eoa")
+#: HDF5 library messages that mean "this is not an HDF5 file at all".
+_SIGNATURE_HINTS = ("file signature not found",)
+
+
+def h5_reason(exc: BaseException) -> str:
+    """A short, stable reason for an error raised by h5py/HDF5 while reading."""
+    text = str(exc)
+    low = text.lower()
+    if any(h in low for h in _SIGNATURE_HINTS):
+        return "corrupt HDF5 file (superblock signature not found)"
+    if any(h in low for h in _TRUNCATION_HINTS):
+        return "truncated HDF5 file (data ends before the structures it declares)"
+    first = text.splitlines()[0].strip() if text.strip() else type(exc).__name__
+    # "Unable to synchronously open object (bad object header version number)"
+    detail = re.search(r"\(([^()]*)\)\s*$", first)
+    if detail and detail.group(1).strip():
+        first = detail.group(1).strip()
+    first = re.sub(r"^unable to (synchronously )?", "", first, flags=re.I)
+    if len(first) > 160:
+        first = first[:157] + "..."
+    return f"corrupt HDF5 metadata ({first})"
+
+
 @contextlib.contextmanager
 def translate_errors(path: str) -> Iterator[None]:
-    """Turn h5py/OS/zip/JSON errors raised while reading into ckptscan errors."""
-    import json
-    import zipfile
+    """Turn every error raised while reading ``path`` into a :class:`CkptscanError`.
+
+    =============================  ==================================================
+    raised below                   raised to the caller
+    =============================  ==================================================
+    :class:`CkptscanError`         unchanged
+    :class:`Refused`               :class:`UnsafeArchiveError` (or Malformed)
+    ``zipfile.BadZipFile``,        ``MalformedArchiveError: corrupt zip archive (…)``
+    ``zlib``/``EOFError``
+    ``json.JSONDecodeError``       ``MalformedArchiveError: invalid JSON (…)``
+    ``RecursionError``             ``MalformedArchiveError: structure nested too deeply``
+    ``MemoryError``                ``LimitExceededError: out of memory …``
+    h5py ``OSError``/``KeyError``  ``MalformedArchiveError: truncated HDF5 file`` or
+    /``ValueError``/``TypeError``  ``corrupt HDF5 metadata (<HDF5 detail>)``
+    …
+    =============================  ==================================================
+    """
+    import zlib
 
     try:
         yield
-    except (MalformedArchiveError, NotAnArchiveError):
+    except CkptscanError:
         raise
-    except zipfile.BadZipFile as exc:
-        raise MalformedArchiveError(path, f"corrupt zip archive ({exc})") from exc
+    except Refused as exc:
+        cls = UnsafeArchiveError if exc.unsafe else MalformedArchiveError
+        raise cls(path, exc.reason) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        detail = str(exc) or type(exc).__name__
+        raise MalformedArchiveError(path, f"corrupt zip archive ({detail})") from exc
     except json.JSONDecodeError as exc:
         raise MalformedArchiveError(path, f"invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except UnicodeDecodeError as exc:
+        raise MalformedArchiveError(path, f"text that is not UTF-8 ({exc.reason})") from exc
     except RecursionError as exc:
         raise MalformedArchiveError(path, "structure nested too deeply") from exc
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        msg = re.sub(r"\s*\(.*(file read failed|addr overflow).*\)", " (truncated file)", msg)
-        raise MalformedArchiveError(path, f"unreadable HDF5 data: {msg}") from exc
+    except MemoryError as exc:
+        raise LimitExceededError(path, "out of memory while reading; refusing this file") from exc
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError,
+            AttributeError, AssertionError, SystemError) as exc:
+        raise MalformedArchiveError(path, h5_reason(exc)) from exc
+
+
+def parse_json(raw: bytes | str, what: str = "JSON") -> Any:
+    """Parse a JSON document, refusing nesting deeper than :data:`MAX_JSON_DEPTH`.
+
+    Never evaluates anything: plain :func:`json.loads`. Errors are left to
+    :func:`translate_errors`; excessive depth raises :class:`Refused`.
+    """
+    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
+    doc = json.loads(text)  # RecursionError past ~1000 levels: see translate_errors
+    stack = [(doc, 1)]
+    while stack:  # iterative: later code that recurses over the config stays safe
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise Refused(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep", unsafe=False)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return doc
 
 
 def open_h5(source: Any, path: str) -> h5py.File:
@@ -81,17 +169,35 @@ def str_list(value: Any) -> list[str]:
     return [decode_str(v) for v in arr.reshape(-1)]
 
 
+def read_attr(obj: h5py.HLObject, name: str) -> Any:
+    """``obj.attrs[name]`` after refusing attributes larger than the limits.
+
+    Checks the declared element count and fixed size before any byte is read
+    (a variable-length string counts its descriptor; its heap bytes are bounded by the
+    file). Raises :class:`Refused`.
+    """
+    aid = obj.attrs.get_id(name)
+    shape = aid.shape or ()
+    elems = math.prod(shape)
+    if elems > MAX_ATTR_ELEMS or elems * aid.dtype.itemsize > MAX_ATTR_BYTES:
+        where = f"{obj.name.rstrip('/')}@{name}"
+        raise Refused(f"attribute {where} declares {elems} elements of {aid.dtype.itemsize} bytes (too large)")
+    return obj.attrs[name]
+
+
 def chunked_attr(obj: h5py.HLObject, name: str) -> list[str] | None:
     """Read a Keras list attribute that may be split into ``name0``, ``name1``, …."""
     attrs = obj.attrs
     if name in attrs:
-        return str_list(attrs[name])
+        return str_list(read_attr(obj, name))
     if f"{name}0" not in attrs:
         return None
     out: list[str] = []
     i = 0
     while f"{name}{i}" in attrs:
-        out.extend(str_list(attrs[f"{name}{i}"]))
+        out.extend(str_list(read_attr(obj, f"{name}{i}")))
+        if len(out) > MAX_ATTR_ELEMS:
+            raise Refused(f"attribute {obj.name.rstrip('/')}@{name} lists more than {MAX_ATTR_ELEMS} names")
         i += 1
     return out
 
@@ -105,38 +211,69 @@ def attr_str(obj: h5py.HLObject, name: str) -> str | None:
     """A scalar string attribute, decoded, or None."""
     if name not in obj.attrs:
         return None
-    return decode_str(obj.attrs[name])
+    return decode_str(read_attr(obj, name))
+
+
+def _link_kind(link: object) -> str:
+    if isinstance(link, h5py.ExternalLink):
+        return f"an external link to {link.filename}:{link.path}"
+    if isinstance(link, h5py.SoftLink):
+        return f"a soft link to {link.path}"
+    return "a user-defined link"
 
 
 def safe_child(group: h5py.Group, name: str, where: str):
-    """``group[name]`` after checking every link on the way is a hard link."""
+    """``group[name]`` after checking every link on the way is a hard link.
+
+    Soft, external and user-defined links raise :class:`UnsafeArchiveError`: they are
+    never followed, even when they would stay inside the file.
+    """
     obj = group
     for part in [p for p in name.split("/") if p]:
+        if part in (".", ".."):
+            raise UnsafeArchiveError(where, f"HDF5 path {name!r} contains {part!r}")
         link = obj.get(part, getlink=True)
         if link is None:
             return None
         if not isinstance(link, h5py.HardLink):
-            kind = "external link" if isinstance(link, h5py.ExternalLink) else "soft link"
-            raise MalformedArchiveError(where, f"{obj.name.rstrip('/')}/{part} is a {kind}; links are never followed")
+            raise UnsafeArchiveError(
+                where, f"{obj.name.rstrip('/')}/{part} is {_link_kind(link)}; links are never followed"
+            )
         obj = obj[part]
     return obj
 
 
-def walk(group: h5py.Group, where: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None) -> Iterator[tuple[str, Any]]:
     """Yield ``(relative name, object)`` for every group and dataset, hard links only.
 
-    Deterministic order (sorted names); refuses links and absurd nesting.
+    Deterministic order (sorted names). Refuses links, groups nested more than
+    :data:`~ckptscan.limits.MAX_GROUP_DEPTH` deep, and a group reachable twice (a hard
+    link cycle or diamond, which Keras never writes and which would make the walk
+    explode).
     """
-    if depth > _MAX_DEPTH:
-        raise MalformedArchiveError(where, f"{group.name}: groups nested more than {_MAX_DEPTH} deep")
+    if depth > MAX_GROUP_DEPTH:
+        raise Refused(f"{group.name}: groups nested more than {MAX_GROUP_DEPTH} deep", unsafe=False)
+    seen = set() if _seen is None else _seen
+    if _seen is None:
+        seen.add(_object_key(group))
     for key in sorted(group.keys()):
         obj = safe_child(group, key, where)
+        if obj is None:  # listed but unresolvable: a dangling name
+            raise Refused(f"{group.name.rstrip('/')}/{key} cannot be resolved", unsafe=False)
+        if isinstance(obj, h5py.Group):
+            k = _object_key(obj)
+            if k in seen:
+                raise Refused(f"{obj.name} is linked more than once (hard-link cycle); refused")
+            seen.add(k)
         yield key, obj
         if isinstance(obj, h5py.Group):
-            for sub, o in walk(obj, where, depth + 1):
+            for sub, o in walk(obj, where, depth + 1, seen):
                 yield f"{key}/{sub}", o
 
 
+def _object_key(obj: h5py.HLObject) -> object:
+    info = h5py.h5o.get_info(obj.id)
+    return (info.fileno, getattr(info, "token", None) or getattr(info, "addr", None))
 def dataset_dtype(ds: h5py.Dataset, hint: str | None = None) -> str:
     """The stored dtype name; 2-byte opaque data is bfloat16 (Keras' encoding)."""
     dt = ds.dtype
@@ -152,41 +289,66 @@ def dataset_dtype(ds: h5py.Dataset, hint: str | None = None) -> str:
 def check_dataset(ds: h5py.Dataset, where: str) -> tuple[int | None, int]:
     """Validate a weight dataset; return ``(file offset or None, stored bytes)``.
 
-    Refuses external storage, virtual datasets and shapes whose declared size is not
-    backed by stored bytes.
+    Refuses (:class:`UnsafeArchiveError`) external storage, virtual datasets, and
+    shapes whose declared size is not backed by stored bytes; refuses
+    (:class:`MalformedArchiveError`) non-numeric dtypes and contiguous data that would
+    end past the end of the file. Reads no data.
     """
     name = ds.name
-    if ds.is_virtual:
-        raise MalformedArchiveError(where, f"{name} is a virtual dataset; links out of the file are never followed")
-    if ds.external:
-        raise MalformedArchiveError(where, f"{name} stores its data in an external file; never followed")
+    plist = ds.id.get_create_plist()
+    layout = plist.get_layout()
+    if layout == h5py.h5d.VIRTUAL:
+        raise UnsafeArchiveError(where, f"{name} is a virtual dataset; links out of the file are never followed")
+    if plist.get_external_count():
+        target = plist.get_external(0)[0].decode("utf-8", "replace")
+        raise UnsafeArchiveError(where, f"{name} stores its data in external file {target!r}; never followed")
     dt = ds.dtype
-    if dt.names is not None or dt.kind in "OSUV" and not (dt.kind == "V" and dt.itemsize == 2) or dt.subdtype:
-        raise MalformedArchiveError(where, f"{name} has dtype {dt}, not a numeric weight")
+    if dt.names is not None or dt.subdtype is not None or (dt.kind in "OSUV" and not (dt.kind == "V" and dt.itemsize == 2)):
+        raise MalformedArchiveError(where, f"{name} has dtype {_dtype_label(ds)}, not a numeric weight")
+    if dt.kind not in "fiubV" or h5py.check_string_dtype(dt) or h5py.check_vlen_dtype(dt):
+        raise MalformedArchiveError(where, f"{name} has dtype {_dtype_label(ds)}, not a numeric weight")
     shape = ds.shape
     if shape is None:
         raise MalformedArchiveError(where, f"{name} has no shape (null dataspace)")
-    declared = int(np.prod(shape, dtype=np.float64)) * dt.itemsize if shape else dt.itemsize
-    plist = ds.id.get_create_plist()
-    layout = plist.get_layout()
+    declared = math.prod(shape) * dt.itemsize
     stored = ds.id.get_storage_size()
     if layout == h5py.h5d.CONTIGUOUS:
         offset = ds.id.get_offset()
         if offset is None:
             if declared > MAX_UNBACKED_BYTES:
-                raise MalformedArchiveError(where, f"{name} declares {declared} bytes but stores none (shape {shape})")
+                raise UnsafeArchiveError(where, f"{name} declares {declared} bytes (shape {shape}) but stores none (shape bomb)")
             return None, 0
         if stored < declared:
             raise MalformedArchiveError(where, f"{name} declares {declared} bytes but stores {stored}")
+        if offset + declared > ds.file.id.get_filesize():
+            raise MalformedArchiveError(where, f"{name}: data ends past the end of the file (truncated file)")
         little = dt.byteorder in ("<", "=", "|")
         return (offset if little else None), stored
     if layout == h5py.h5d.CHUNKED:
-        if plist.get_nfilters() == 0 and declared > max(stored, 1) * 1000 and declared > MAX_UNBACKED_BYTES:
-            raise MalformedArchiveError(where, f"{name} declares {declared} bytes over {stored} stored (shape bomb)")
-        if plist.get_nfilters() > 0 and declared > max(stored, 1) * 1000 and declared > MAX_UNBACKED_BYTES:
-            raise MalformedArchiveError(where, f"{name} expands {declared // max(stored, 1)}x when decompressed (shape bomb)")
+        chunk = plist.get_chunk()
+        if math.prod(chunk) * dt.itemsize > MAX_CHUNK_BYTES:
+            raise UnsafeArchiveError(where, f"{name} has chunks of {math.prod(chunk) * dt.itemsize} bytes (too large)")
+        if declared > MAX_UNBACKED_BYTES and declared > max(stored, 1) * MAX_DATASET_EXPANSION:
+            if plist.get_nfilters() == 0:
+                raise UnsafeArchiveError(where, f"{name} declares {declared} bytes (shape {shape}) over {stored} stored (shape bomb)")
+            raise UnsafeArchiveError(
+                where, f"{name} expands {declared // max(stored, 1)}x when decompressed (shape bomb)"
+            )
         return None, stored
     # compact: data lives in the object header, small by construction
     if declared > 65536:
         raise MalformedArchiveError(where, f"{name} declares {declared} bytes in a compact layout")
     return None, declared
+
+
+def _dtype_label(ds: h5py.Dataset) -> str:
+    dt = ds.dtype
+    if h5py.check_string_dtype(dt):
+        return "string"
+    if h5py.check_vlen_dtype(dt) is not None:
+        return "variable-length"
+    if dt.names is not None:
+        return "compound"
+    if dt.kind == "O":
+        return "object reference"
+    return str(dt)

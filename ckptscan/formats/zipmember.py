@@ -13,14 +13,38 @@ import struct
 import tempfile
 import zipfile
 
-from ..errors import MalformedArchiveError
+from ..errors import MalformedArchiveError, UnsafeArchiveError
+from ..limits import MAX_INFLATED, MAX_JSON_BYTES, MAX_SMALL_MEMBER
+from ..limits import MAX_ZIP_EXPANSION as MAX_EXPANSION
 
-#: Keras refuses members that expand more than this (``_reject_zip_bomb``).
-MAX_EXPANSION = 100
-#: Largest compressed member streamed to a temporary file.
-MAX_INFLATED = 64 << 30
-#: Largest JSON member (config.json, metadata.json) read into memory.
-MAX_JSON_BYTES = 256 << 20
+#: Prefix of the temporary files holding inflated members (always deleted on close).
+TEMP_PREFIX = "ckptscan-"
+
+
+def check_member_names(names: list[str], where: str) -> None:
+    """Refuse member names that would point outside an extraction folder.
+
+    ckptscan never extracts, but a ``.keras`` that carries ``../../x`` or ``/etc/x``
+    was made to attack whatever does; it is refused as hostile.
+    """
+    for name in names:
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":") or "\x00" in name:
+            raise UnsafeArchiveError(where, f"zip member name {name!r} points outside the archive (path traversal)")
+
+
+def check_window(fp, info: zipfile.ZipInfo, start: int, where: str) -> None:
+    """Refuse a stored member whose declared bytes do not fit inside the archive."""
+    fp.seek(0, os.SEEK_END)
+    total = fp.tell()
+    if info.compress_size != info.file_size:
+        raise MalformedArchiveError(
+            where, f"zip member {info.filename} is stored but declares {info.file_size} bytes from {info.compress_size}"
+        )
+    if start + info.file_size > total:
+        raise MalformedArchiveError(
+            where, f"zip member {info.filename} declares {info.file_size} bytes but the archive ends first (truncated file)"
+        )
 
 
 def data_offset(fp, info: zipfile.ZipInfo, where: str) -> int:
@@ -81,23 +105,23 @@ def read_json_member(zf: zipfile.ZipFile, name: str, where: str) -> bytes:
     """Bytes of a small member, refusing oversized or over-expanding ones."""
     info = zf.getinfo(name)
     if info.file_size > MAX_JSON_BYTES:
-        raise MalformedArchiveError(where, f"zip member {name} declares {info.file_size} bytes (too large)")
+        raise UnsafeArchiveError(where, f"zip member {name} declares {info.file_size} bytes (too large)")
     with zf.open(info) as fh:
         data = fh.read(MAX_JSON_BYTES + 1)
     if len(data) > MAX_JSON_BYTES:
-        raise MalformedArchiveError(where, f"zip member {name} is larger than it declares")
+        raise UnsafeArchiveError(where, f"zip member {name} is larger than it declares")
     return data
 
 
 def inflate_to_temp(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> str:
     """Stream a compressed member to a temporary file; returns its path (caller deletes)."""
     if info.file_size > MAX_INFLATED or (
-        info.file_size > (256 << 20) and info.file_size > MAX_EXPANSION * max(info.compress_size, 1)
+        info.file_size > MAX_SMALL_MEMBER and info.file_size > MAX_EXPANSION * max(info.compress_size, 1)
     ):
-        raise MalformedArchiveError(
+        raise UnsafeArchiveError(
             where, f"zip member {info.filename} expands to {info.file_size} bytes from {info.compress_size} (zip bomb)"
         )
-    fd, tmp = tempfile.mkstemp(prefix="ckptscan-", suffix=".h5")
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".h5")
     try:
         with os.fdopen(fd, "wb") as out, zf.open(info) as src:
             copied = 0
@@ -107,7 +131,7 @@ def inflate_to_temp(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> s
                     break
                 copied += len(chunk)
                 if copied > info.file_size:
-                    raise MalformedArchiveError(where, f"zip member {info.filename} is larger than it declares")
+                    raise UnsafeArchiveError(where, f"zip member {info.filename} is larger than it declares")
                 out.write(chunk)
         return tmp
     except BaseException:
