@@ -60,13 +60,15 @@ def inspect(
     layer: Annotated[Optional[str], typer.Option("--layer", help="Only layers whose path matches this glob, e.g. '*_bn'.")] = None,
     include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also list optimizer state.")] = False,
     config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of a bare .weights.h5.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Give up on the file after this many seconds (0: no limit).")] = 300.0,
 ) -> None:
     """List every variable with the layer path and name Keras uses for it."""
     from .formats import open_checkpoint
     from .inventory import inventory, render_table
+    from .limits import file_timeout
 
     try:
-        with open_checkpoint(path, config=config) as ckpt:
+        with file_timeout(timeout, path), open_checkpoint(path, config=config) as ckpt:
             doc = inventory(ckpt, layer, include_optimizer)
     except CkptscanError as exc:
         error_line(exc)
