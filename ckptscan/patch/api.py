@@ -1,0 +1,299 @@
+"""``ckptscan.fix``: find targets, choose strategies, patch, verify — one file or many."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import CkptscanError, PatchRefusedError
+from . import safety
+from .model import FileFix, FixManifest, PatchPlan
+from .rawio import decode, read_raw
+from .strategies import Options, Strategy, Target, choose, make_change
+from .targets import find_targets
+from .writer import apply_plan, check_writable, prepare, record
+
+CANDIDATE_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.json")
+
+
+@dataclass(frozen=True)
+class FixRequest:
+    """Everything ``fix`` needs for one file (picklable for ``--jobs``)."""
+
+    options: Options = Options()
+    ref: str | None = None
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    layer: str | None = None
+    include_optimizer: bool = False
+    dry_run: bool = False
+    output: str | None = None
+    backup: str | None = None
+    """None: no backup; ``""``: ``<file>.bak``; else that path."""
+    verify: str = "full"
+    config: str | None = None
+    lock_timeout: float = safety.LOCK_TIMEOUT
+    use_scan: bool = True
+
+
+def _open(path: str, config: str | None):
+    from ..formats import open_checkpoint
+
+    return open_checkpoint(path, config=config)
+
+
+def _locked_open(path: str, req: FixRequest, want_lock: bool):
+    """Take the lock (when writing, or recovering), recover, open. Returns (lock, ckpt, note)."""
+    lock = None
+    note = None
+    if want_lock or safety.needs_recovery(path):
+        lock = safety.acquire_lock(path, req.lock_timeout)
+    try:
+        if lock is not None:
+            note = safety.recover_locked(path)
+        ckpt = _open(path, req.config)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock, ckpt, note
+
+
+def fix_file(path: str, req: FixRequest = FixRequest()) -> FileFix:
+    """Repair one checkpoint; never raises for a problem with the file (see ``status``)."""
+    path = safety.unit_path(path)
+    try:
+        return _fix_file(path, req)
+    except PatchRefusedError as exc:
+        return FileFix(path, "refused", reason=exc.reason)
+    except CkptscanError as exc:
+        return FileFix(path, "failed", reason=exc.reason)
+    except OSError as exc:
+        return FileFix(path, "failed", reason=f"{exc.strerror or exc}")
+
+
+def _fix_file(path: str, req: FixRequest) -> FileFix:
+    if not os.path.exists(path):
+        return FileFix(path, "failed", reason="no such file or directory")
+    writing = not req.dry_run
+    if writing and req.output is None and os.path.isfile(path) and not path.endswith(".json"):
+        check_writable(path, [path])  # refuse before creating anything
+    lock, ckpt, note = _locked_open(path, req, writing)
+    notes = [note] if note else []
+    ref = None
+    try:
+        if req.ref is not None:
+            ref = _open(req.ref, None)
+        targets, source = find_targets(ckpt, req.select, req.ignore, req.layer, req.include_optimizer, req.use_scan)
+        if source == "builtin":
+            notes.append("targets from the built-in check (non-finite values, negative BN variance)")
+        if not targets:
+            ckpt.close()
+            return FileFix(path, "unchanged", reason="nothing to fix", format=ckpt.format, notes=tuple(notes))
+        changes, unfixed = [], []
+        for t in targets:
+            values = decode(read_raw(ckpt, t.variable), t.variable).astype(np.float64)
+            strat = choose(t, req.options, values, ref is not None)
+            if strat is None:
+                unfixed.append(f"{t.variable.path}: no automatic repair for a non-BN tensor; "
+                               "use --value V or --from REF")
+                continue
+            changes.append(make_change(ckpt, t, strat, req.options, ref))
+        for c in changes:
+            _check_healthy(path, c)
+        plan = PatchPlan(path, tuple(changes))
+        if req.dry_run:
+            prepared = [prepare(ckpt, c) for c in plan.changes]
+            fmt = ckpt.format
+            ckpt.close()
+            return FileFix(path, "planned", format=fmt, changes=tuple(record(p) for p in prepared if p.changed.size),
+                           unfixed=tuple(unfixed), notes=tuple(notes))
+        if not changes:
+            fmt = ckpt.format
+            ckpt.close()
+            return FileFix(path, "unfixed", reason="no target has a repair", format=fmt,
+                           unfixed=tuple(unfixed), notes=tuple(notes))
+        if not getattr(ckpt, "direct_io", True):
+            raise PatchRefusedError(path, "not a local file; cannot patch in place")
+        result = apply_plan(ckpt, plan, reopen=lambda p: _open(p, req.config), output=req.output,
+                            backup=req.backup, verify=req.verify)
+        if req.verify == "full" and result.status == "fixed":
+            left = _still_bad(result.output or path, req, [t for t in targets])
+            unfixed += left
+        status = result.status if not unfixed else "unfixed"
+        return replace(result, status=status, unfixed=tuple(unfixed), notes=tuple(notes) + result.notes)
+    finally:
+        ckpt.close()
+        if ref is not None:
+            ref.close()
+        if lock is not None:
+            lock.release()
+
+
+def _check_healthy(path: str, change) -> None:
+    new = np.asarray(change.new_values, dtype=np.float64)
+    var = change.variable
+    if not np.isfinite(new).all():
+        raise PatchRefusedError(path, f"{var.path}: the {change.strategy} strategy would write non-finite values")
+    if var.name == "moving_variance" and (new < 0).any():
+        raise PatchRefusedError(path, f"{var.path}: the {change.strategy} strategy would write a negative variance")
+
+
+def _still_bad(path: str, req: FixRequest, targets: list[Target]) -> list[str]:
+    """Re-check the targeted elements in the written file."""
+    from .targets import bad_elements
+
+    left = []
+    with _open(path, req.config) as ckpt:
+        for t in targets:
+            try:
+                var = ckpt.find(t.variable.path)
+            except KeyError:
+                continue
+            idx, _ = bad_elements(ckpt, var)
+            remaining = set(int(i) for i in idx) & set(t.indices)
+            if remaining:
+                left.append(f"{var.path}: {len(remaining)} targeted value(s) still bad")
+    return left
+
+
+def apply(plan: PatchPlan, *, output: str | None = None, backup: str | None = None, verify: str = "full",
+          config: str | None = None, lock_timeout: float = safety.LOCK_TIMEOUT) -> FileFix:
+    """Apply an explicit plan (changes name variables by :attr:`Variable.path`).
+
+    Takes the lock, recovers an interrupted run, re-resolves each variable in the
+    current file, writes, verifies. Raises :class:`CkptscanError` on refusal.
+    """
+    path = safety.unit_path(plan.file)
+    if output is None and os.path.isfile(path) and not path.endswith(".json"):
+        check_writable(path, [path])
+    req = FixRequest(config=config, lock_timeout=lock_timeout)
+    lock, ckpt, _ = _locked_open(path, req, True)
+    try:
+        changes = []
+        for c in plan.changes:
+            try:
+                var = ckpt.find(c.variable.path)
+            except KeyError:
+                raise PatchRefusedError(path, f"{c.variable.path}: no such variable") from None
+            changes.append(replace(c, variable=var))
+        return apply_plan(ckpt, PatchPlan(path, tuple(changes)), reopen=lambda p: _open(p, config),
+                          output=output, backup=backup, verify=verify)
+    finally:
+        ckpt.close()
+        lock.release()
+
+
+# --- many files -----------------------------------------------------------------------
+
+def expand(paths) -> list[str]:
+    """Files and folders → checkpoints (folders searched; shards of an index skipped)."""
+    out: list[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        if not os.path.isdir(p) or _is_keras_dir(p):
+            out.append(p)
+            continue
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            keep = []
+            for d in dirs:
+                if d.startswith("."):
+                    continue
+                if _is_keras_dir(os.path.join(root, d)):
+                    out.append(os.path.join(root, d))
+                else:
+                    keep.append(d)
+            dirs[:] = keep
+            shards = _shards_in(root, files)
+            for f in sorted(files):
+                if f.startswith(".") or f in shards or not f.endswith(CANDIDATE_SUFFIXES):
+                    continue
+                out.append(os.path.join(root, f))
+    return out
+
+
+def _is_keras_dir(p: str) -> bool:
+    return os.path.isfile(os.path.join(p, "config.json")) and (
+        os.path.isfile(os.path.join(p, "model.weights.h5")) or os.path.isfile(os.path.join(p, "model.weights.json")))
+
+
+def _shards_in(root: str, files: list[str]) -> set[str]:
+    names: set[str] = set()
+    for f in files:
+        if not f.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(root, f)) as fh:
+                doc = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        wm = doc.get("weight_map") if isinstance(doc, dict) else None
+        if isinstance(wm, dict):
+            for v in wm.values():
+                for n in [v] if isinstance(v, str) else v if isinstance(v, list) else []:
+                    if isinstance(n, str):
+                        names.add(n)
+    return names
+
+
+def _parse_strategy(s) -> Strategy:
+    return s if isinstance(s, Strategy) else Strategy(str(s))
+
+
+def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | None = None, ref: str | None = None,
+        value: float | None = None, clamp_min: float = 0.0, clamp_max: float | None = None,
+        whole_tensor: bool = False, select=(), ignore=(), layer: str | None = None,
+        include_optimizer: bool = False, dry_run: bool = False, output: str | None = None,
+        backup: bool | str = False, verify: str = "full", config: str | None = None, jobs: int = 1,
+        lock_timeout: float = safety.LOCK_TIMEOUT, manifest: str | None = None) -> FixManifest:
+    """Repair checkpoints; returns the :class:`FixManifest` (one :class:`FileFix` per file).
+
+    ``paths``: a path or a list of files/folders. ``strategy``: ``auto``, ``reset``,
+    ``median``, ``clamp``, ``from`` (needs ``ref``) or ``value`` (needs ``value``);
+    ``rule_strategies`` maps rule IDs to strategies. Only bad elements change unless
+    ``whole_tensor``. ``output`` writes a patched copy (one input only). ``backup``:
+    True for ``<file>.bak`` or a path. ``verify``: ``full`` (every tensor re-hashed,
+    zip CRCs checked) or ``targets`` (only the changed tensors re-read).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    strat = _parse_strategy(strategy)
+    if ref is not None and strat is Strategy.AUTO:
+        strat = Strategy.FROM
+    opts = Options(strategy=strat, per_rule={k: _parse_strategy(v) for k, v in (rule_strategies or {}).items()},
+                   value=value, clamp_min=clamp_min, clamp_max=clamp_max, whole_tensor=whole_tensor)
+    if verify not in ("full", "targets"):
+        raise ValueError("verify must be 'full' or 'targets'")
+    files = expand(paths)
+    if output is not None and len(files) != 1:
+        raise ValueError("output needs exactly one input checkpoint")
+    bk = None if backup is False or backup is None else ("" if backup is True else os.fspath(backup))
+    req = FixRequest(options=opts, ref=None if ref is None else os.fspath(ref), select=tuple(select),
+                     ignore=tuple(ignore), layer=layer, include_optimizer=include_optimizer, dry_run=dry_run,
+                     output=None if output is None else os.fspath(output), backup=bk, verify=verify,
+                     config=config, lock_timeout=lock_timeout)
+    if jobs > 1 and len(files) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(fix_file, files, [req] * len(files)))
+    else:
+        results = [fix_file(f, req) for f in files]
+    doc = FixManifest(tuple(results), dry_run=dry_run)
+    if manifest is not None:
+        write_manifest(doc, manifest)
+    return doc
+
+
+def write_manifest(doc: FixManifest, path: str) -> None:
+    """Write the manifest JSON atomically."""
+    tmp = safety.temp_path(path)
+    with open(tmp, "w") as fh:
+        json.dump(doc.to_dict(), fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

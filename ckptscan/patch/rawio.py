@@ -1,0 +1,106 @@
+"""Raw stored bits of a tensor: read them, encode new values into them, hash them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from ..errors import PatchRefusedError
+from ..formats.base import Checkpoint, Variable, bf16_to_f32, f32_to_bf16_bits
+
+#: Bytes hashed / copied per step.
+BLOCK = 8 << 20
+
+
+def storage_dtype(var: Variable) -> np.dtype:
+    """Little-endian numpy dtype of the stored bits (``<u2`` for bfloat16)."""
+    if var.dtype == "bfloat16":
+        return np.dtype("<u2")
+    return np.dtype(var.dtype).newbyteorder("<")
+
+
+def read_raw(ckpt: Checkpoint, var: Variable) -> np.ndarray:
+    """The stored bits of ``var``, flattened, in :func:`storage_dtype` (whole tensor)."""
+    dt = storage_dtype(var)
+    if var.size == 0:
+        return np.zeros(0, dtype=dt)
+    if var.offset is not None:
+        buf = np.empty(var.size, dtype=dt)
+        with open(var.file, "rb") as fh:
+            fh.seek(var.offset)
+            got = fh.readinto(memoryview(buf).cast("B"))
+        if got != buf.nbytes:
+            raise PatchRefusedError(var.file, f"{var.h5path}: data ends early (truncated file)")
+        return buf
+    ds = ckpt._dataset(var)
+    arr = np.asarray(ds[()])
+    if var.dtype == "bfloat16":
+        return np.ascontiguousarray(arr).view("<u2").reshape(-1).copy()
+    return np.ascontiguousarray(arr.astype(dt)).reshape(-1)
+
+
+def decode(raw: np.ndarray, var: Variable) -> np.ndarray:
+    """Stored bits → values (bfloat16 → float32; others as stored)."""
+    if var.dtype == "bfloat16":
+        return bf16_to_f32(raw)
+    return raw
+
+
+def encode(values: np.ndarray, var: Variable) -> np.ndarray:
+    """Values → stored bits (bfloat16 rounds to nearest even; float16 is a cast)."""
+    values = np.asarray(values).reshape(-1)
+    if var.dtype == "bfloat16":
+        return f32_to_bf16_bits(values.astype(np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(storage_dtype(var))
+
+
+def element_hash(ckpt: Checkpoint, var: Variable) -> str:
+    """sha256 of the stored bits of ``var`` (for the untouched-tensor check)."""
+    h = hashlib.sha256()
+    if var.offset is not None:
+        left = var.size * storage_dtype(var).itemsize
+        with open(var.file, "rb") as fh:
+            fh.seek(var.offset)
+            while left > 0:
+                chunk = fh.read(min(BLOCK, left))
+                if not chunk:
+                    break
+                h.update(chunk)
+                left -= len(chunk)
+        return h.hexdigest()
+    h.update(read_raw(ckpt, var).tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a whole file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(BLOCK)
+            if not chunk:
+                break
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pread_exact(fd: int, n: int, offset: int, where: str) -> bytes:
+    """Exactly ``n`` bytes at ``offset`` (error if the file is shorter)."""
+    data = os.pread(fd, n, offset)
+    if len(data) != n:
+        raise PatchRefusedError(where, f"file ends before offset {offset + n}")
+    return data
+
+
+def runs(indices: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted unique flat indices → ``[(start, length), …]`` of consecutive runs."""
+    idx = np.unique(np.asarray(indices, dtype=np.int64))
+    if idx.size == 0:
+        return []
+    breaks = np.nonzero(np.diff(idx) != 1)[0] + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [idx.size]])
+    return [(int(idx[s]), int(e - s)) for s, e in zip(starts, ends)]

@@ -1,0 +1,240 @@
+"""Repair strategies: turn a target (a tensor and its bad elements) into a :class:`Change`.
+
+=========  ===============================================================  =============
+strategy   new values                                                       applies to
+=========  ===============================================================  =============
+reset      the layer's ``moving_mean_initializer``/``moving_variance_       BN moving
+           initializer`` (zeros/ones by default, ``Constant`` honoured)     statistics
+median     median of the same variable's healthy channels                   BN moving stats
+clamp      variance clipped into ``[clamp_min, clamp_max]``                 moving_variance
+from       the same tensor of a reference checkpoint (bit for bit)          any tensor
+value      a constant (never ≤ 0 for a variance)                            any tensor
+=========  ===============================================================  =============
+
+By default only the bad elements change; ``whole_tensor`` rewrites the variable.
+A strategy that cannot apply raises :class:`PatchRefusedError` naming the ones that do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from ..errors import PatchRefusedError
+from ..formats.base import Checkpoint, Variable
+from .model import Change
+from .rawio import decode, read_raw
+
+BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization"}
+BN_STATS = ("moving_mean", "moving_variance")
+FLOAT16_MAX = 65504.0
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+STOP_GAP = ("stop-gap: moving statistics reset to the initializer values; the layer now "
+            "normalizes with made-up statistics. Restore them from a good checkpoint "
+            "(--from) or recalibrate before trusting accuracy")
+ESTIMATE = "estimate: bad channels take the median of the healthy channels of the same layer"
+
+
+class Strategy(str, Enum):
+    """The repair strategies (``--strategy``)."""
+
+    AUTO = "auto"
+    RESET = "reset"
+    MEDIAN = "median"
+    CLAMP = "clamp"
+    FROM = "from"
+    VALUE = "value"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A tensor to repair and which of its elements are bad."""
+
+    variable: Variable
+    indices: tuple[int, ...]
+    """Flat indices of the bad elements (all of them)."""
+    rule_ids: tuple[str, ...] = ()
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to repair (the strategy knobs of ``ckptscan fix``)."""
+
+    strategy: Strategy = Strategy.AUTO
+    per_rule: dict = field(default_factory=dict, hash=False, compare=False)
+    """Rule ID → :class:`Strategy`, overriding :attr:`strategy`."""
+    value: float | None = None
+    clamp_min: float = 0.0
+    clamp_max: float | None = None
+    """None: 65504 for float16 tensors, the float32 maximum otherwise."""
+    whole_tensor: bool = False
+
+
+def is_bn_stat(var: Variable) -> bool:
+    """True for BatchNormalization ``moving_mean``/``moving_variance``."""
+    return var.name in BN_STATS and (var.layer_class in BN_CLASSES or var.layer_class is None)
+
+
+def applicable(var: Variable, values: np.ndarray | None = None, bad: np.ndarray | None = None,
+               has_ref: bool = False) -> list[str]:
+    """Names of the strategies that can repair ``var`` (for refusal messages)."""
+    out = []
+    if is_bn_stat(var):
+        out.append("reset")
+        if values is not None and bad is not None and _healthy(var, values, bad).any():
+            out.append("median")
+        if var.name == "moving_variance" and (values is None or bad is None or not np.isnan(values[bad]).any()):
+            out.append("clamp")
+    out.append("from REF" if not has_ref else "from")
+    out.append("value V" if var.name != "moving_variance" else "value V (V > 0)")
+    return out
+
+
+def _healthy(var: Variable, values: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(values)
+    if var.name == "moving_variance":
+        ok &= values >= 0
+    ok[bad] = False
+    return ok
+
+
+def initializer_value(spec, default: float, where: str, var: Variable) -> float:
+    """The constant an initializer config produces (Zeros, Ones, Constant)."""
+    if spec is None:
+        return default
+    cfg: dict = {}
+    if isinstance(spec, str):
+        name = spec
+    elif isinstance(spec, dict):
+        name = str(spec.get("class_name", ""))
+        cfg = spec.get("config") or {}
+    else:
+        raise PatchRefusedError(where, f"{var.path}: unreadable initializer {spec!r}; use median, from or value")
+    low = name.lower().replace("_", "")
+    if low in ("zeros", "zero"):
+        return 0.0
+    if low in ("ones", "one"):
+        return 1.0
+    if low == "constant":
+        v = cfg.get("value", 0.0)
+        try:
+            return float(np.asarray(v, dtype=np.float64).reshape(-1)[0])
+        except (TypeError, ValueError, IndexError):
+            raise PatchRefusedError(where, f"{var.path}: Constant initializer value {v!r} is not a number") from None
+    raise PatchRefusedError(where, f"{var.path}: initializer {name} is not a constant; use median, from or value")
+
+
+def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Options,
+                ref: Checkpoint | None = None) -> Change:
+    """The change ``strategy`` makes to ``target`` (refuses when it cannot apply)."""
+    var = target.variable
+    where = ckpt.path
+    values = decode(read_raw(ckpt, var), var).astype(np.float64)
+    bad = np.asarray(sorted(set(target.indices)), dtype=np.int64)
+    idx = np.arange(var.size, dtype=np.int64) if opts.whole_tensor else bad
+    reason = "; ".join(filter(None, [", ".join(target.rule_ids), target.message]))
+    why_not = ", ".join(applicable(var, values, bad, ref is not None))
+
+    def refuse(msg: str) -> PatchRefusedError:
+        return PatchRefusedError(where, f"{var.path}: {msg}; strategies that apply: {why_not}")
+
+    note = ""
+    if strategy is Strategy.RESET:
+        if not is_bn_stat(var):
+            raise refuse("reset applies to BatchNormalization moving statistics only")
+        layer = ckpt.layer_for(var)
+        cfg = layer.config if layer is not None else {}
+        default = 0.0 if var.name == "moving_mean" else 1.0
+        v = initializer_value(cfg.get(f"{var.name}_initializer"), default, where, var)
+        new = np.full(idx.size, v)
+        note = STOP_GAP
+    elif strategy is Strategy.MEDIAN:
+        if not is_bn_stat(var):
+            raise refuse("median applies to BatchNormalization moving statistics only")
+        ok = _healthy(var, values, bad)
+        if not ok.any():
+            raise refuse("no healthy channel left for median")
+        new = np.full(idx.size, float(np.median(values[ok])))
+        note = ESTIMATE
+    elif strategy is Strategy.CLAMP:
+        if var.name != "moving_variance":
+            raise refuse("clamp applies to moving_variance only")
+        sel = values[idx]
+        if np.isnan(sel).any():
+            nan_at = idx[np.isnan(sel)]
+            raise refuse(f"clamp cannot repair NaN (channels {_fmt_idx(nan_at)})")
+        hi = opts.clamp_max if opts.clamp_max is not None else (
+            FLOAT16_MAX if var.dtype == "float16" else FLOAT32_MAX)
+        lo = opts.clamp_min
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+            raise PatchRefusedError(where, f"clamp range [{lo:g}, {hi:g}] is not a finite range with 0 <= min <= max")
+        new = np.clip(sel, lo, hi)
+    elif strategy is Strategy.FROM:
+        if ref is None:
+            raise PatchRefusedError(where, "--strategy from needs --from REF")
+        try:
+            rv = ref.find(var.path)
+        except KeyError:
+            raise PatchRefusedError(where, f"{var.path}: not found in reference {ref.path}") from None
+        if tuple(rv.shape) != tuple(var.shape):
+            raise PatchRefusedError(where, f"{var.path}: reference {ref.path} has shape {tuple(rv.shape)}, "
+                                    f"this file {tuple(var.shape)}; nothing written")
+        if rv.dtype != var.dtype:
+            raise PatchRefusedError(where, f"{var.path}: reference {ref.path} stores {rv.dtype}, "
+                                    f"this file {var.dtype}; nothing written")
+        rvals = decode(read_raw(ref, rv), rv).astype(np.float64)
+        new = rvals[idx]
+        broken = ~np.isfinite(new) | ((new < 0) if var.name == "moving_variance" else False)
+        if np.any(broken):
+            raise PatchRefusedError(where, f"{var.path}: the reference is broken too "
+                                    f"(elements {_fmt_idx(idx[np.asarray(broken)])}); nothing written")
+        note = f"copied from {ref.path}"
+    elif strategy is Strategy.VALUE:
+        if opts.value is None:
+            raise PatchRefusedError(where, "--strategy value needs --value V")
+        v = float(opts.value)
+        if not math.isfinite(v):
+            raise PatchRefusedError(where, f"--value {v} is not finite")
+        if var.name == "moving_variance" and v <= 0:
+            raise refuse(f"refusing value {v:g} for a variance (a BN variance must be > 0)")
+        new = np.full(idx.size, v)
+    else:  # pragma: no cover - AUTO is resolved by choose()
+        raise ValueError(strategy)
+    old = values[idx]
+    return Change(var, None if opts.whole_tensor else tuple(int(i) for i in idx), np.asarray(new, dtype=np.float64),
+                  old, reason=reason, strategy=strategy.value, note=note)
+
+
+def choose(target: Target, opts: Options, values: np.ndarray | None, has_ref: bool) -> Strategy | None:
+    """The strategy for ``target``: per rule, else the chosen one, else the automatic one.
+
+    Automatic: BN moving statistics → ``median`` when a healthy channel is left, else
+    ``reset``; other tensors → ``from`` with a reference, ``value`` with ``--value``,
+    else None (left unfixed).
+    """
+    for rid in target.rule_ids:
+        if rid in opts.per_rule:
+            return Strategy(opts.per_rule[rid])
+    if opts.strategy is not Strategy.AUTO:
+        return opts.strategy
+    var = target.variable
+    if has_ref:
+        return Strategy.FROM
+    if is_bn_stat(var):
+        bad = np.asarray(target.indices, dtype=np.int64)
+        if values is not None and _healthy(var, values, bad).any() and not opts.whole_tensor:
+            return Strategy.MEDIAN
+        return Strategy.RESET
+    if opts.value is not None:
+        return Strategy.VALUE
+    return None
+
+
+def _fmt_idx(idx, limit: int = 8) -> str:
+    idx = [int(i) for i in np.asarray(idx).reshape(-1)]
+    s = ", ".join(map(str, idx[:limit]))
+    return s + (f", … ({len(idx)} in all)" if len(idx) > limit else "")

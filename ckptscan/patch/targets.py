@@ -1,0 +1,120 @@
+"""What to repair: the scan's patchable error-level findings, or a built-in check.
+
+With :mod:`ckptscan.scan` available the targets are its findings with
+``patchable=True`` at ``error`` severity (``--select``/``--ignore`` rule IDs,
+``--layer`` glob). A finding's ``indices`` may be truncated, so the bad elements are
+recomputed from the tensor (non-finite values; negative values of a BN variance) and
+merged with the finding's. Without the scan module, the built-in check alone decides
+(rule IDs ``builtin:nonfinite``, ``builtin:negative-variance``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+
+from ..formats.base import Checkpoint, Variable
+from .strategies import Target, is_bn_stat
+
+BUILTIN_NONFINITE = "builtin:nonfinite"
+BUILTIN_NEGVAR = "builtin:negative-variance"
+
+
+def bad_elements(ckpt: Checkpoint, var: Variable) -> tuple[np.ndarray, list[str]]:
+    """Flat indices of non-finite values (and negative BN variances) of ``var``."""
+    if not var.is_float or var.size == 0:
+        return np.zeros(0, dtype=np.int64), []
+    parts = []
+    rules: list[str] = []
+    pos = 0
+    negvar = is_bn_stat(var) and var.name == "moving_variance"
+    for block in ckpt.iter_blocks(var):
+        b = np.asarray(block)
+        mask = ~np.isfinite(b)
+        if mask.any() and BUILTIN_NONFINITE not in rules:
+            rules.append(BUILTIN_NONFINITE)
+        if negvar:
+            neg = b < 0
+            if neg.any() and BUILTIN_NEGVAR not in rules:
+                rules.append(BUILTIN_NEGVAR)
+            mask |= neg
+        if mask.any():
+            parts.append(np.nonzero(mask)[0] + pos)
+        pos += b.size
+    idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return idx.astype(np.int64), rules
+
+
+def _layer_ok(var: Variable, layer: str | None) -> bool:
+    if not layer:
+        return True
+    return fnmatch.fnmatchcase(var.layer_path, layer) or fnmatch.fnmatchcase(var.path, layer)
+
+
+def _rule_ok(rid: str, select: tuple[str, ...], ignore: tuple[str, ...]) -> bool:
+    def hit(pats):
+        return any(rid == p or (rid.startswith(p) and p) for p in pats)
+    if select and not hit(select):
+        return False
+    return not hit(ignore)
+
+
+def builtin_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_optimizer=False) -> list[Target]:
+    """Targets from the built-in check (no scan module)."""
+    out = []
+    for var in ckpt.weights(include_optimizer):
+        if not _layer_ok(var, layer):
+            continue
+        idx, rules = bad_elements(ckpt, var)
+        rules = [r for r in rules if _rule_ok(r, tuple(select), tuple(ignore))]
+        if idx.size and rules:
+            out.append(Target(var, tuple(int(i) for i in idx), tuple(rules),
+                              f"{idx.size} bad value(s) of {var.size}"))
+    return out
+
+
+def scan_findings(ckpt: Checkpoint):
+    """The scan module's findings for an open checkpoint, or None without the module."""
+    try:
+        from .. import scan as scan_mod  # noqa: F401
+    except ImportError:
+        return None
+    fn = getattr(scan_mod, "scan_checkpoint", None)
+    if fn is None:
+        return None
+    result = fn(ckpt)
+    return list(getattr(result, "findings", result))
+
+
+def find_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_optimizer=False,
+                 use_scan: bool = True) -> tuple[list[Target], str]:
+    """The targets of ``fix`` and where they came from (``scan`` or ``builtin``)."""
+    findings = scan_findings(ckpt) if use_scan else None
+    if findings is None:
+        return builtin_targets(ckpt, select, ignore, layer, include_optimizer), "builtin"
+    by_path: dict[str, list] = {}
+    for f in findings:
+        sev = getattr(f.severity, "value", f.severity)
+        if not f.patchable or sev != "error" or not f.variable:
+            continue
+        if f.category == "optimizer" and not include_optimizer:
+            continue
+        if not _rule_ok(f.rule_id, tuple(select), tuple(ignore)):
+            continue
+        by_path.setdefault(f.path, []).append(f)
+    out = []
+    for var in ckpt.variables:
+        fs = by_path.get(var.path)
+        if not fs or not _layer_ok(var, layer):
+            continue
+        idx, _ = bad_elements(ckpt, var)
+        merged = set(int(i) for i in idx)
+        for f in fs:
+            merged.update(int(i) for i in f.indices)
+        merged = {i for i in merged if 0 <= i < var.size}
+        if not merged:
+            continue
+        rules = tuple(dict.fromkeys(f.rule_id for f in fs))
+        out.append(Target(var, tuple(sorted(merged)), rules, fs[0].message))
+    return out, "scan"
