@@ -100,6 +100,14 @@ def load_config(path: str | os.PathLike) -> dict:
     return doc
 
 
+def _recover_interrupted_fix(path: str | os.PathLike) -> None:
+    """Roll back a ``ckptscan fix`` killed mid-write (its journal sits next to ``path``)."""
+    from ..patch.safety import needs_recovery, recover
+
+    if needs_recovery(path):
+        recover(path)
+
+
 def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | None = None) -> Checkpoint:
     """Open any supported Keras weight archive for reading.
 
@@ -110,6 +118,7 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
     from .legacy import LegacyCheckpoint
     from .v3 import H5Part, V3Checkpoint
 
+    _recover_interrupted_fix(path)
     where = str(path)
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     fmt = detect(path)
