@@ -12,9 +12,11 @@ __all__ = [
     "CkptscanError",
     "Checkpoint",
     "Variable",
+    "fix",
     "open_checkpoint",
     "__version__",
 ]
 
 from .errors import CkptscanError  # noqa: E402
 from .formats import Checkpoint, Variable, open_checkpoint  # noqa: E402
+from .patch import fix  # noqa: E402

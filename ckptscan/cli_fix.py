@@ -1,1 +1,151 @@
-"""CLI command ``fix`` (registered on :data:`ckptscan.cli.app`)."""
+"""CLI command ``fix`` (registered on :data:`ckptscan.cli.app`).
+
+Thin: parse options, call :func:`ckptscan.patch.fix`, render, exit with
+0 (all fixed or clean), 1 (something left unfixed or refused), 2 (a file unreadable),
+4 (usage).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, List, Optional
+
+import typer
+
+from . import cli as _cli
+from .cli import EXIT_FINDINGS, EXIT_OK, EXIT_READ_ERROR, app, error_line
+
+STRATEGIES = ("auto", "reset", "median", "clamp", "from", "value")
+
+
+def _split(values: Optional[List[str]]) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return tuple(out)
+
+
+def _parse_strategies(values: Optional[List[str]]) -> tuple[str, dict]:
+    default, per_rule = "auto", {}
+    for v in values or []:
+        for item in [p.strip() for p in v.split(",") if p.strip()]:
+            rule, _, name = item.rpartition("=")
+            if name not in STRATEGIES:
+                raise typer.BadParameter(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})",
+                                         param_hint="--strategy")
+            if rule:
+                per_rule[rule] = name
+            else:
+                default = name
+    return default, per_rule
+
+
+def _num(x) -> str:
+    return x if isinstance(x, str) else f"{x:.7g}"
+
+
+def _render_change(c, limit: int = 16) -> str:
+    where = f"{c.layer_path}/{c.variable}" if c.layer_path else c.variable
+    if c.indices is None:
+        what = f"whole tensor {c.shape}"
+    else:
+        idx = list(c.indices)
+        what = ("channels " if len(c.shape) == 1 else "elements ") + ", ".join(map(str, idx[:limit]))
+        what += f" … ({len(idx)})" if len(idx) > limit else ""
+    pairs = [f"{_num(o)} → {_num(n)}" for o, n in zip(c.old, c.new)]
+    shown = "; ".join(pairs[:limit]) + (f"; … ({len(pairs)} values)" if len(pairs) > limit else "")
+    if not pairs and c.indices is None:
+        shown = "(values not listed: large tensor)"
+    why = f" [{c.strategy}" + (f"; {c.reason}" if c.reason else "") + "]"
+    return f"  {where} {what}: {shown}{why}"
+
+
+def _render_file(f, dry_run: bool) -> list[str]:
+    n = len(f.changes)
+    if f.status == "fixed":
+        where = f" → {f.output}" if f.mode == "copy" else ""
+        head = f"{f.path}: fixed {f.mode}{where}, {n} change(s)" + (f", verified ({f.verified})" if f.verified else "")
+    elif f.status == "planned":
+        head = f"{f.path}: dry run, {n} change(s) planned, nothing written"
+    elif f.status == "unchanged":
+        head = f"{f.path}: unchanged ({f.reason or 'nothing to fix'})"
+    elif f.status == "unfixed":
+        head = f"{f.path}: left unfixed" + (f" ({f.reason})" if f.reason else "") + (f", {n} change(s) written" if n else "")
+    else:
+        head = f"{f.path}: {f.status}: {f.reason}"
+    lines = [head] + [_render_change(c) for c in f.changes]
+    lines += [f"  unfixed: {u}" for u in f.unfixed]
+    notes = list(dict.fromkeys([c.note for c in f.changes if c.note] + list(f.notes)))
+    lines += [f"  note: {x}" for x in notes]
+    if f.backup:
+        lines.append(f"  backup: {f.backup}")
+    return lines
+
+
+@app.command()
+def fix(
+    paths: Annotated[List[str], typer.Argument(help="Checkpoints (.keras, .h5, .weights.h5, .weights.json) or folders.")],
+    strategy: Annotated[Optional[List[str]], typer.Option(
+        "--strategy", "-s", help="auto|reset|median|clamp|from|value, or RULE=STRATEGY (repeatable).")] = None,
+    ref: Annotated[Optional[str], typer.Option("--from", help="Reference checkpoint to copy from (e.g. the last good epoch).")] = None,
+    value: Annotated[Optional[float], typer.Option("--value", help="Constant for the value strategy.")] = None,
+    clamp_min: Annotated[float, typer.Option("--clamp-min", help="Clamp floor for moving_variance.")] = 0.0,
+    clamp_max: Annotated[Optional[float], typer.Option(
+        "--clamp-max", help="Clamp ceiling (default 65504 for float16 tensors, float32 max otherwise).")] = None,
+    whole_tensor: Annotated[bool, typer.Option("--whole-tensor", help="Rewrite the whole variable, not only its bad elements.")] = False,
+    select: Annotated[Optional[List[str]], typer.Option("--select", help="Only these rule IDs (comma-separated, prefixes).")] = None,
+    ignore: Annotated[Optional[List[str]], typer.Option("--ignore", help="Skip these rule IDs.")] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", help="Only layers whose path matches this glob.")] = None,
+    include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also repair optimizer state.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print every change; write nothing.")] = False,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write a patched copy here instead (one input).")] = None,
+    backup: Annotated[bool, typer.Option("--backup", help="Keep the original as <file>.bak.")] = False,
+    backup_to: Annotated[Optional[str], typer.Option("--backup-to", help="Keep the original at this path.")] = None,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", help="Write the JSON patch manifest here.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Files patched in parallel.")] = 1,
+    verify: Annotated[str, typer.Option(
+        "--verify", help="full: re-hash every tensor and check zip CRCs; targets: re-read changed tensors only.")] = "full",
+    config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of a bare .weights.h5.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest JSON on stdout and nothing else.")] = False,
+    lock_timeout: Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another ckptscan fix.")] = 60.0,
+) -> None:
+    """Repair NaN/Inf tensors and broken BatchNormalization statistics, in place, safely."""
+    from .patch import fix as do_fix
+    from .patch.api import expand
+
+    default, per_rule = _parse_strategies(strategy)
+    if default == "from" and ref is None or "from" in per_rule.values() and ref is None:
+        raise typer.BadParameter("the from strategy needs --from REF", param_hint="--strategy")
+    if default == "value" and value is None:
+        raise typer.BadParameter("the value strategy needs --value V", param_hint="--strategy")
+    if verify not in ("full", "targets"):
+        raise typer.BadParameter("choose full or targets", param_hint="--verify")
+    if backup and backup_to:
+        raise typer.BadParameter("use --backup or --backup-to, not both", param_hint="--backup")
+    if output is not None and len(expand(paths)) != 1:
+        raise typer.BadParameter("--output needs exactly one input checkpoint", param_hint="--output")
+    result = do_fix(paths, strategy=default, rule_strategies=per_rule, ref=ref, value=value, clamp_min=clamp_min,
+                    clamp_max=clamp_max, whole_tensor=whole_tensor, select=_split(select), ignore=_split(ignore),
+                    layer=layer, include_optimizer=include_optimizer, dry_run=dry_run, output=output,
+                    backup=backup_to if backup_to else backup, verify=verify, config=config, jobs=jobs,
+                    lock_timeout=lock_timeout, manifest=manifest)
+    if json_out:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        for f in result.files:
+            if f.status == "failed":
+                error_line(f"{f.path}: {f.reason}")
+                continue
+            typer.echo("\n".join(_render_file(f, dry_run)))
+    fixed = result.count("fixed") + result.count("planned")
+    left = result.count("refused") + result.count("unfixed")
+    failed = result.count("failed")
+    verb = "planned" if dry_run else "fixed"
+    sys.stderr.write(f"ckptscan fix: {len(result.files)} file(s): {fixed} {verb}, {result.count('unchanged')} unchanged, "
+                     f"{left} refused or left unfixed, {failed} failed\n")
+    if failed:
+        _cli.finish(EXIT_READ_ERROR)
+    if left or any(f.unfixed for f in result.files):
+        _cli.finish(EXIT_FINDINGS)
+    _cli.finish(EXIT_OK)

@@ -144,17 +144,23 @@ def _pid_alive(pid: int) -> bool:
 
 # --- lock ------------------------------------------------------------------------------
 
+#: Checkpoints whose lock this process holds (their journal is ours, not a crash's).
+_HELD: set[str] = set()
+
+
 @dataclass
 class Lock:
     """An exclusive ``flock`` on a checkpoint's lock file."""
 
     fd: int
     path: str
+    unit: str = ""
 
     def release(self) -> None:
         """Unlink the lock file, then drop the lock (safe against a waiting process)."""
         if self.fd < 0:
             return
+        _HELD.discard(self.unit)
         _unlink_quiet(self.path)
         os.close(self.fd)
         self.fd = -1
@@ -190,7 +196,8 @@ def acquire_lock(path: str, timeout: float = LOCK_TIMEOUT) -> Lock:
         except FileNotFoundError:
             same = False
         if same:
-            return Lock(fd, lp)
+            _HELD.add(unit_path(path))
+            return Lock(fd, lp, unit_path(path))
         os.close(fd)  # the previous holder unlinked it between our open and flock
 
 
@@ -330,8 +337,11 @@ def _tmp_pid(tmp: str) -> int | None:
 
 
 def needs_recovery(path: str | os.PathLike) -> bool:
-    """True when an interrupted fix left a journal for checkpoint ``path``."""
-    return os.path.exists(journal_path(path))
+    """True when an interrupted fix left a journal for checkpoint ``path``.
+
+    False while this process itself holds the checkpoint's lock (a fix in progress).
+    """
+    return os.path.exists(journal_path(path)) and unit_path(path) not in _HELD
 
 
 def recover(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT) -> str | None:
