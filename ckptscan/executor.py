@@ -1,0 +1,255 @@
+"""Run one function over many items: in process, on a local process pool, or on dask.
+
+:func:`run_many` is the per-file work runner behind ``scan --jobs N`` and
+``--executor dask://HOST:PORT``. Every item produces exactly one :class:`Outcome`;
+an exception raised by the function for one item is that item's outcome (``error``
+set), never an exception out of the loop, so a bulk run reports it and goes on.
+Results are yielded as they finish (``ordered=False``) or in input order.
+
+Executors (``executor=``):
+
+``None`` / ``"local"``    ``jobs == 1``: in this process; ``jobs > 1``: a process pool
+``"dask://HOST:PORT"``    a running ``dask.distributed`` scheduler (``pip install 'ckptscan[dask]'``)
+a ``concurrent.futures.Executor`` or ``distributed.Client`` instance: used as is
+
+The function and the items must be picklable for anything but ``jobs == 1``
+(module-level functions, plain data).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import CkptscanError
+
+DASK_HINT = "dask executor needs the optional extra: pip install 'ckptscan[dask]'"
+
+
+class ExecutorError(CkptscanError):
+    """An executor that cannot be used (bad address, missing extra, unreachable scheduler)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one item: ``value`` when it worked, ``error`` when it raised."""
+
+    index: int
+    """Position of the item in the input."""
+    item: Any
+    value: Any = None
+    error: str | None = None
+    """``ExceptionType: message`` (one line) when the function raised."""
+    traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the function returned."""
+        return self.error is None
+
+
+def _call(fn: Callable[[Any], Any], index: int, item: Any) -> Outcome:
+    """Run ``fn(item)`` and wrap the result or the exception (module level: picklable)."""
+    try:
+        return Outcome(index, item, fn(item))
+    except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        return Outcome(index, item, None, f"{type(exc).__name__}: {msg}".rstrip(": "),
+                       traceback.format_exc(limit=8))
+
+
+def _mp_context():
+    """``forkserver`` where available: workers never inherit threads (jax, dask) of the parent."""
+    method = os.environ.get("CKPTSCAN_MP_START")
+    if method:
+        return multiprocessing.get_context(method)
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")  # pragma: no cover - non-POSIX
+
+
+def run_many(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    jobs: int = 1,
+    executor: str | Executor | Any | None = None,
+    ordered: bool = False,
+) -> Iterator[Outcome]:
+    """Yield one :class:`Outcome` per item of ``items``, as each finishes.
+
+    ``ordered=True`` yields in input order (holding back results that finish early).
+    ``jobs`` is the number of worker processes for the local pool (``0``: one per CPU).
+    """
+    if jobs < 0:
+        raise ValueError("jobs must be >= 0")
+    if jobs == 0:
+        jobs = os.cpu_count() or 1
+    if isinstance(executor, str) and executor.startswith("dask://"):
+        yield from _run_dask(fn, items, executor, ordered)
+        return
+    if isinstance(executor, str) and executor not in ("local", "process", ""):
+        raise ExecutorError(str(executor), "unknown executor (use 'local' or dask://HOST:PORT)")
+    if executor is not None and not isinstance(executor, str):
+        if hasattr(executor, "scheduler_info") and hasattr(executor, "gather"):  # a distributed.Client
+            yield from _run_dask_client(fn, items, executor, ordered)
+        else:
+            yield from _run_futures(fn, items, executor, ordered, window=64)
+        return
+    if jobs == 1:
+        for i, item in enumerate(items):
+            yield _call(fn, i, item)
+        return
+    yield from _run_pool(fn, items, jobs, ordered)
+
+
+def _reorder(outcomes: Iterator[Outcome], ordered: bool) -> Iterator[Outcome]:
+    if not ordered:
+        yield from outcomes
+        return
+    pending: dict[int, Outcome] = {}
+    nxt = 0
+    for o in outcomes:
+        pending[o.index] = o
+        while nxt in pending:
+            yield pending.pop(nxt)
+            nxt += 1
+    for k in sorted(pending):  # pragma: no cover - only if indices had gaps
+        yield pending.pop(k)
+
+
+def _run_futures(fn, items, pool: Executor, ordered: bool, window: int) -> Iterator[Outcome]:
+    """Bounded submission (``window`` in flight) to any concurrent.futures executor."""
+
+    def gen() -> Iterator[Outcome]:
+        it = enumerate(items)
+        inflight: dict = {}
+        for i, item in it:
+            inflight[pool.submit(_call, fn, i, item)] = (i, item)
+            if len(inflight) >= window:
+                break
+        while inflight:
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i, item = inflight.pop(fut)
+                yield fut.result()
+            for i, item in it:
+                inflight[pool.submit(_call, fn, i, item)] = (i, item)
+                if len(inflight) >= window:
+                    break
+
+    yield from _reorder(gen(), ordered)
+
+
+def _run_pool(fn, items, jobs: int, ordered: bool) -> Iterator[Outcome]:
+    """A local process pool; a worker that dies (segfault, OOM kill) fails only its item.
+
+    When the pool breaks every in-flight item fails with it; those items are retried
+    one at a time in a fresh pool, so only the one that really kills its worker is
+    reported as ``worker process died``.
+    """
+
+    def gen() -> Iterator[Outcome]:
+        window = jobs * 4
+        queue = enumerate(items)
+        while True:
+            suspects: list[tuple[int, Any]] = []
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context()) as pool:
+                inflight: dict = {}
+
+                def fill():
+                    while len(inflight) < window:
+                        nxt = next(queue, None)
+                        if nxt is None:
+                            return
+                        inflight[pool.submit(_call, fn, *nxt)] = nxt
+
+                fill()
+                while inflight:
+                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                    broken = False
+                    for fut in done:
+                        i, item = inflight.pop(fut)
+                        try:
+                            yield fut.result()
+                        except BrokenProcessPool:
+                            suspects.append((i, item))
+                            broken = True
+                    if broken:
+                        suspects.extend(inflight.values())
+                        inflight.clear()
+                        break
+                    fill()
+            if not suspects:
+                break
+            # isolate: each suspect alone in a one-worker pool
+            for i, item in sorted(suspects, key=lambda x: x[0]):
+                with ProcessPoolExecutor(max_workers=1, mp_context=_mp_context()) as solo:
+                    try:
+                        yield solo.submit(_call, fn, i, item).result()
+                    except BrokenProcessPool:
+                        yield Outcome(i, item, None, "WorkerDied: worker process died (crash or out of memory)")
+
+    yield from _reorder(gen(), ordered)
+
+
+def _dask_client(address: str):
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ExecutorError(address, DASK_HINT) from exc
+    target = "tcp://" + address[len("dask://"):]
+    try:
+        return Client(target, timeout=os.environ.get("CKPTSCAN_DASK_TIMEOUT", "10s"), set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ExecutorError(address, f"cannot reach the dask scheduler ({exc})") from exc
+
+
+def _run_dask(fn, items, address: str, ordered: bool) -> Iterator[Outcome]:
+    client = _dask_client(address)
+    try:
+        yield from _run_dask_client(fn, items, client, ordered)
+    finally:
+        client.close()
+
+
+def _run_dask_client(fn, items, client, ordered: bool, window: int | None = None) -> Iterator[Outcome]:
+    """Submit ``_call`` per item to a dask.distributed client, bounded in flight."""
+    from distributed import as_completed
+
+    if window is None:
+        try:
+            nworkers = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()))
+        except Exception:  # pragma: no cover - defensive
+            nworkers = 4
+        window = nworkers * 8
+
+    def gen() -> Iterator[Outcome]:
+        it = enumerate(items)
+        meta: dict = {}
+        ac = as_completed(loop=client.loop)
+        for i, item in it:
+            fut = client.submit(_call, fn, i, item, pure=False)
+            meta[fut.key] = (i, item)
+            ac.add(fut)
+            if len(meta) >= window:
+                break
+        for fut in ac:
+            i, item = meta.pop(fut.key)
+            try:
+                yield fut.result()
+            except Exception as exc:  # noqa: BLE001 - the worker died or the task was lost
+                yield Outcome(i, item, None, f"{type(exc).__name__}: {exc}".splitlines()[0])
+            finally:
+                fut.release()
+            nxt = next(it, None)
+            if nxt is not None:
+                f2 = client.submit(_call, fn, *nxt, pure=False)
+                meta[f2.key] = nxt
+                ac.add(f2)
+
+    yield from _reorder(gen(), ordered)
