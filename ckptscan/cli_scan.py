@@ -1,1 +1,187 @@
-"""CLI commands ``scan``, ``rules`` and ``explain`` (registered on :data:`ckptscan.cli.app`)."""
+"""CLI commands ``scan``, ``rules`` and ``explain`` (registered on :data:`ckptscan.cli.app`).
+
+Thin: parse, call :func:`ckptscan.scan.scan_candidates`, render, exit with
+:meth:`ckptscan.report.Report.exit_code`. The report goes to stdout (or ``--output``,
+written at the end); everything else (progress bar, one-line errors, the verdict) goes
+to stderr, so ``--format json`` leaves stdout holding the JSON document only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from typing import Annotated, List, Optional
+
+import typer
+
+from .cli import app
+
+EXIT_USAGE = 4
+
+
+class FailOn(str, Enum):
+    """``--fail-on`` choices: the lowest severity that makes the exit code 1."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    NEVER = "never"
+
+
+class Format(str, Enum):
+    """``--format`` choices (see :class:`ckptscan.render.OutputFormat`)."""
+
+    TABLE = "table"
+    JSON = "json"
+    SARIF = "sarif"
+    JUNIT = "junit"
+
+
+def _codes(values: Optional[List[str]]) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out += [c.strip() for c in v.split(",") if c.strip()]
+    return out
+
+
+def _finish(code: int) -> None:
+    from .cli import finish
+
+    finish(code)
+
+
+def _usage(msg: str) -> None:
+    sys.stderr.write(f"ckptscan: error: {msg}\n")
+    _finish(EXIT_USAGE)
+
+
+class ProgressBar:
+    """A hand-rolled progress line on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, stream=None, min_interval: float = 0.1):
+        self.stream = stream or sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.index = self.total = 0
+        self.path = ""
+        self.frac = 0.0
+        self.last = 0.0
+        self.min_interval = min_interval
+        self.drawn = False
+
+    def __call__(self, event: str, **kw) -> None:
+        if not self.enabled:
+            return
+        if event == "file":
+            self.index, self.total, self.path, self.frac = kw["index"], kw["total"], str(kw["path"]), 0.0
+        elif event == "bytes":
+            self.frac = kw["done"] / max(kw["total"], 1)
+        now = time.monotonic()
+        if now - self.last < self.min_interval and event != "file":
+            return
+        self.last = now
+        overall = (self.index - 1 + self.frac) / max(self.total, 1)
+        width = 24
+        filled = int(round(overall * width))
+        name = self.path if len(self.path) <= 40 else "…" + self.path[-39:]
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.index}/{self.total} {name} {self.frac:4.0%}\x1b[K")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        """Erase the line."""
+        if self.enabled and self.drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+@app.command()
+def scan(
+    paths: Annotated[List[str], typer.Argument(help="Files, directories (recursive, recognised by content) or globs.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help="Exit 1 when a finding is at or above this severity [default: error].")] = None,
+    select: Annotated[Optional[List[str]], typer.Option("--select", help="Only these rule IDs or prefixes (repeat or comma-separate), e.g. BN,NUM001.")] = None,
+    ignore: Annotated[Optional[List[str]], typer.Option("--ignore", help="Skip these rule IDs or prefixes.")] = None,
+    include_optimizer: Annotated[Optional[bool], typer.Option("--include-optimizer/--no-include-optimizer", help="Check optimizer state too (rule OPT001) [default: include].")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of bare .weights.h5 files.")] = None,
+    settings_file: Annotated[Optional[str], typer.Option("--settings", help="Settings file (default: nearest .ckptscan.toml or pyproject.toml [tool.ckptscan]).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Give up on a file after this many seconds (0: no limit).")] = 300.0,
+) -> None:
+    """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
+    from .errors import CkptscanError
+    from .render import OutputFormat
+    from .scan import discover, make_options, scan_candidates
+    from .settings import load_settings
+
+    try:
+        settings = load_settings(settings_file)
+    except CkptscanError as exc:
+        _usage(str(exc))
+    try:
+        options = make_options(select=_codes(select) or None, ignore=_codes(ignore), include_optimizer=include_optimizer,
+                               config=config, settings=settings, timeout=timeout)
+    except ValueError as exc:
+        _usage(str(exc))
+    level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
+    bar = ProgressBar()
+    try:
+        report = scan_candidates(discover(paths), options, bar)
+    finally:
+        bar.close()
+    for fr in report.files_with("error"):
+        sys.stderr.write(f"ckptscan: error: {fr.path}: {fr.reason}\n")
+    text = OutputFormat(fmt.value).renderer()(report, fail_on=level)
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            _usage(f"{output}: cannot write report ({exc.strerror or exc})")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    code = report.exit_code(level)
+    verdict = report.verdict()
+    if code == 3:
+        verdict += " (nothing scannable found)"
+    sys.stderr.write(verdict + "\n")
+    _finish(code)
+
+
+@app.command()
+def rules(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rules as one JSON document.")] = False,
+) -> None:
+    """List every rule: ID, name, default severity, category, summary."""
+    from .rules import ALL_RULES
+
+    if json_out:
+        doc = [{"id": r.id, "name": r.name, "severity": r.severity.value, "category": r.category, "scope": r.scope.value,
+                "patchable": r.patchable, "inference_only": r.inference_only, "summary": r.summary,
+                "message": r.message, "fix_hint": r.fix_hint} for r in ALL_RULES]
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    rows = [("ID", "name", "severity", "category", "fix", "summary")]
+    rows += [(r.id, r.name, r.severity.value, r.category, "yes" if r.patchable else "", r.summary) for r in ALL_RULES]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for i, row in enumerate(rows):
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5])
+        if i == 0:
+            typer.echo("  ".join("-" * w for w in widths) + "  " + "-" * 7)
+
+
+@app.command()
+def explain(
+    rule_id: Annotated[str, typer.Argument(help="Rule ID (BN002) or name (bn-variance-outlier).")],
+) -> None:
+    """Print one rule's documentation."""
+    from .rules import get_rule
+    from .rules.docs import rule_text
+
+    try:
+        r = get_rule(rule_id)
+    except KeyError:
+        _usage(f"unknown rule {rule_id!r} (see `ckptscan rules`)")
+    typer.echo(rule_text(r))

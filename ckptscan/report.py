@@ -74,6 +74,23 @@ class FileResult:
     impact: dict = field(default_factory=dict, hash=False, compare=False)
     variables_scanned: int = 0
     bytes_scanned: int = 0
+    variables_skipped: int = 0
+    """Variables not value-checked (integer dtypes, optimizer state when excluded)."""
+    seconds: float = 0.0
+    """Wall-clock time spent on the file."""
+    notes: tuple[str, ...] = ()
+    """Remarks about the scan (names inferred without a config, no model graph…)."""
+    layers: tuple[str, ...] = ()
+    """Every layer path with a scanned variable, in file order (JUnit: one testcase each)."""
+
+    @property
+    def worst(self) -> "Severity | None":
+        """The highest severity among the findings, or None."""
+        return max((f.severity for f in self.findings), key=lambda s: s.rank, default=None)
+
+    def count(self, severity: "Severity") -> int:
+        """How many findings have ``severity``."""
+        return sum(1 for f in self.findings if f.severity == severity)
 
 
 @dataclass(frozen=True)
@@ -86,3 +103,44 @@ class Report:
     def findings(self) -> list[Finding]:
         """Every finding of every file."""
         return [f for r in self.files for f in r.findings]
+
+    def count(self, severity: Severity) -> int:
+        """How many findings of every file have ``severity``."""
+        return sum(r.count(severity) for r in self.files)
+
+    def files_with(self, status: str) -> list[FileResult]:
+        """The file results with ``status`` (``scanned``, ``skipped``, ``error``)."""
+        return [r for r in self.files if r.status == status]
+
+    def exit_code(self, fail_on: str = "error") -> int:
+        """The CLI exit code: 2 if a file could not be read, else 3 if nothing was
+        scanned, else 1 if a finding is at or above ``fail_on`` (``error``, ``warning``,
+        ``info``, ``never``), else 0."""
+        if self.files_with("error"):
+            return 2
+        if not self.files_with("scanned"):
+            return 3
+        if fail_on != "never":
+            bar = Severity(fail_on).rank
+            if any(f.severity.rank >= bar for f in self.findings):
+                return 1
+        return 0
+
+    def verdict(self) -> str:
+        """The one-line summary printed on stderr."""
+        scanned = self.files_with("scanned")
+        errs, warns, infos = (self.count(s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO))
+        bad = sum(1 for r in scanned if r.count(Severity.ERROR))
+        parts = [f"{_n(len(scanned), 'file')} scanned"]
+        if scanned:
+            parts[0] += f", {bad} with errors" if bad else ""
+        if self.files_with("skipped"):
+            parts.append(f"{len(self.files_with('skipped'))} skipped")
+        if self.files_with("error"):
+            parts.append(f"{_n(len(self.files_with('error')), 'file')} unreadable")
+        counts = ", ".join(_n(n, w) for n, w in ((errs, "error"), (warns, "warning"), (infos, "info")) if n)
+        return "ckptscan: " + ", ".join(parts) + ": " + (counts or "no findings")
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s" if word != "info" else f"{n} info"

@@ -1,0 +1,554 @@
+"""BatchNormalization rules: each looks at the vectors of one layer together.
+
+Calibration (what healthy trained layers look like): channel variances of one layer
+span about 2–4× around the layer median; a dead channel can sit at 1e-36 and is
+harmless; the first BN after raw, un-normalised input can legitimately hold variances
+of 1e6–1e7. So every comparison is within one layer, on a log scale, and only
+*high* outliers count. Keras computes BN in float32 even under ``mixed_float16``, so a
+variance above the float16 maximum is an export hazard, not an inference error.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ..formats.base import bf16_to_f32, f32_to_bf16_bits
+from ..report import Severity
+from .base import FLOAT16_MAX, BNContext, Hit, ModelContext, Scope, breakdown, fmt, plural, rule, where
+
+STAT_NAMES = ("moving_mean", "moving_variance")
+PARAM_NAMES = ("gamma", "beta", "moving_mean")
+
+
+def _channels(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(np.flatnonzero(mask).tolist())
+
+
+# --- BN001 ---------------------------------------------------------------------------
+
+
+@rule(
+    "BN001",
+    "bn-variance-invalid",
+    Severity.ERROR,
+    Scope.BN_LAYER,
+    "{path}: {what} in {where} of {size}",
+    "Restore moving_variance from the last good checkpoint, or re-estimate the statistics "
+    "(run a few hundred batches through the model in training mode with the weights frozen).",
+    patchable=True,
+    inference_only=True,
+    impact=True,
+)
+def bn_variance_invalid(ctx: BNContext) -> Iterator[Hit]:
+    """A BatchNormalization ``moving_variance`` is NaN, ±Inf or negative.
+
+    ## What it does
+    Reports every channel of ``moving_variance`` that is NaN, ±Inf or below zero.
+
+    ## Why is this bad?
+    At inference, BatchNormalization computes ``(x - moving_mean) / sqrt(moving_variance
+    + epsilon)``. A NaN or negative variance (below ``-epsilon``) makes the channel NaN;
+    +Inf turns it into a constant. Training mode uses the batch statistics instead,
+    so the training loss looks fine while ``predict`` returns NaN: the damage is
+    inference-only.
+
+    A diverged mixed-precision run produces exactly this: a float16 activation
+    overflows, the batch variance becomes Inf/NaN and is folded into the moving
+    average while the loss-scale optimizer merely skips that step.
+
+    ## Example
+    ``post_bn/moving_variance: 256 NaN in channels [0, 1, 2, …] (first 8 of 256) of 256``
+
+    ## Fix
+    Take ``moving_mean``/``moving_variance`` of this layer from the last good epoch
+    (keep the trained ``gamma``/``beta``), or re-estimate them by running data through
+    the model in training mode with the optimizer off.
+
+    ## Known problems
+    A negative variance in ``[-epsilon, 0)`` does not produce NaN in Keras, but no
+    variance estimate can be negative, so it is still reported: the tensor was
+    written by something other than the moving average.
+    """
+    layer = ctx.layer
+    v = layer.values.get("moving_variance")
+    if v is None:
+        return
+    bad = ~np.isfinite(v) | (v < 0)
+    if not bad.any():
+        return
+    s = layer.stats["moving_variance"]
+    parts = [p for p in (breakdown(s), f"{s.n_negative} negative" if s.n_negative else "") if p]
+    idx = _channels(bad)
+    yield Hit(
+        layer.layer_path, "moving_variance",
+        {"path": f"{layer.layer_path}/moving_variance", "what": ", ".join(parts),
+         "where": where(idx, len(idx), True), "size": v.size},
+        idx, len(idx),
+        {"nan": s.n_nan, "posinf": s.n_posinf, "neginf": s.n_neginf, "negative": s.n_negative},
+    )
+
+
+# --- BN002 ---------------------------------------------------------------------------
+
+
+def variance_outliers(v: np.ndarray, th) -> tuple[np.ndarray, float, float]:
+    """(mask of high-outlier channels, layer median variance, threshold in decades).
+
+    Robust on log10: the reference is the median of the live channels (finite, above
+    ``dead_variance``), the spread 1.4826·MAD with a floor; a channel is an outlier when
+    it is above the median by at least ``bn_outlier_decades`` decades *and*
+    ``bn_outlier_mads`` spreads. Low channels (dead ones) are never outliers.
+    """
+    mask = np.zeros(v.shape, bool)
+    live = np.isfinite(v) & (v > th.dead_variance)
+    if int(live.sum()) < th.bn_min_channels:
+        return mask, float("nan"), float("nan")
+    logv = np.log10(v[live].astype(np.float64))
+    med = float(np.median(logv))
+    mad = float(np.median(np.abs(logv - med)))
+    spread = max(1.4826 * mad, th.bn_outlier_min_spread)
+    limit = max(th.bn_outlier_decades, th.bn_outlier_mads * spread)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logall = np.log10(np.where(live, v, 1.0).astype(np.float64))
+    mask = live & (logall - med > limit)
+    return mask, 10.0**med, limit
+
+
+@rule(
+    "BN002",
+    "bn-variance-outlier",
+    Severity.WARNING,
+    Scope.BN_LAYER,
+    "{path}: {where} {factor} the layer's median variance {median} (max {max})",
+    "Compare with the previous checkpoint; if these channels were ordinary there, restore "
+    "this layer's moving_variance from it.",
+    patchable=True,
+    inference_only=True,
+    impact=True,
+)
+def bn_variance_outlier(ctx: BNContext) -> Iterator[Hit]:
+    """Some channels of a ``moving_variance`` are far above the same layer's other channels.
+
+    ## What it does
+    Compares each channel's variance with the other channels of the *same* layer, on a
+    log10 scale: the reference is the median of the live channels and the spread is the
+    median absolute deviation (MAD). A channel is reported when it is at least 1000×
+    the median *and* more than 6 robust spreads above it. Dead channels (variance near
+    0, e.g. 1e-36) are left out and never reported: only high outliers count.
+
+    ## Why is this bad?
+    In trained layers the channel variances span about 2–4× around the median. A
+    channel 1e4× above its neighbours divides that channel's activations by 100× its
+    trained scale: the channel is silenced at inference (training mode does not use the
+    moving statistics, so training metrics do not show it). Such values come from
+    corruption, a bad update, or a partial overwrite, not from training.
+
+    ## Example
+    ``backbone/conv5_block3_2_bn/moving_variance: 3 channels [4, 9, 17] are 1e+04–1e+06× the
+    layer's median variance 0.8123 (max 8.1e+05)``
+
+    ## Fix
+    Restore the layer's moving statistics from a good checkpoint, or re-estimate them.
+
+    ## Known problems
+    The scale of one BN layer is never compared with other BN layers: the first BN
+    after raw, un-normalised input can legitimately hold variances of 1e6–1e7. A layer
+    with fewer than 4 live channels is not tested. Thresholds: ``bn-outlier-decades``,
+    ``bn-outlier-mads``, ``bn-outlier-min-spread`` in ``[tool.ckptscan.thresholds]``.
+    """
+    layer = ctx.layer
+    v = layer.values.get("moving_variance")
+    if v is None or v.ndim != 1:
+        return
+    mask, median, _ = variance_outliers(v, ctx.thresholds)
+    if not mask.any():
+        return
+    idx = _channels(mask)
+    ratios = v[mask].astype(np.float64) / median
+    lo, hi = float(ratios.min()), float(ratios.max())
+    lo_s, hi_s = f"{lo:.2g}×", f"{hi:.2g}×"
+    factor = f"{'is' if len(idx) == 1 else 'are'} {lo_s if lo_s == hi_s else lo_s + '–' + hi_s}"
+    yield Hit(
+        layer.layer_path, "moving_variance",
+        {"path": f"{layer.layer_path}/moving_variance", "where": where(idx, len(idx), True),
+         "factor": factor, "median": fmt(median), "max": fmt(float(v[mask].max()))},
+        idx, len(idx), {"median": median, "max_ratio": hi, "min_ratio": lo},
+    )
+
+
+# --- BN003 ---------------------------------------------------------------------------
+
+
+@rule(
+    "BN003",
+    "bn-variance-fp16-overflow",
+    Severity.WARNING,
+    Scope.BN_LAYER,
+    "{path}: {where} above the float16 maximum 65504 (max {max}); breaks when exported to fp16 "
+    "(TFLite/TensorRT), fine in Keras",
+    "Nothing to do for Keras inference. Before an fp16 export, fold BN into the preceding "
+    "convolution in float32, or normalise the model's input so this layer's variance is small.",
+    inference_only=True,
+)
+def bn_variance_fp16_overflow(ctx: BNContext) -> Iterator[Hit]:
+    """A ``moving_variance`` channel is above 65504, the largest float16 value.
+
+    ## What it does
+    Reports channels whose (finite) moving variance exceeds 65504.
+
+    ## Why is this bad?
+    Keras computes BatchNormalization in float32 even under ``mixed_float16``, so the
+    model is fine in Keras. An exporter that stores the BN parameters as float16
+    (TFLite fp16 quantization, TensorRT fp16) turns the variance into +Inf and the
+    channel into a constant: the exported model breaks while the Keras one works.
+    Typical cause: the first BN after raw, un-normalised input (pixel counts, 12-bit
+    sensor values).
+
+    ## Example
+    ``stem_bn/moving_variance: 16 channels [0, 1, …] above the float16 maximum 65504 (max 5.716e+06) …``
+
+    ## Fix
+    Normalise the input (``Rescaling``/``Normalization`` before the first layer), or fold
+    BN into the preceding convolution in float32 before casting.
+
+    ## Known problems
+    Whether an exporter really keeps the variance in float16 depends on the tool;
+    folded values are checked separately by BN008.
+    """
+    layer = ctx.layer
+    v = layer.values.get("moving_variance")
+    if v is None:
+        return
+    mask = np.isfinite(v) & (v > FLOAT16_MAX)
+    if not mask.any():
+        return
+    idx = _channels(mask)
+    yield Hit(
+        layer.layer_path, "moving_variance",
+        {"path": f"{layer.layer_path}/moving_variance", "where": where(idx, len(idx), True),
+         "max": fmt(float(v[mask].max()))},
+        idx, len(idx), {"max": float(v[mask].max())},
+    )
+
+
+# --- BN004 ---------------------------------------------------------------------------
+
+
+@rule(
+    "BN004",
+    "bn-param-non-finite",
+    Severity.ERROR,
+    Scope.BN_LAYER,
+    "{path}: {what} in {where} of {size}",
+    "Restore the vector from the last good checkpoint (moving_mean can also be re-estimated "
+    "from data; gamma/beta need the trained values).",
+    patchable=True,
+    impact=True,
+)
+def bn_param_non_finite(ctx: BNContext) -> Iterator[Hit]:
+    """A BatchNormalization ``moving_mean``, ``gamma`` or ``beta`` is NaN or ±Inf.
+
+    ## What it does
+    Reports every non-finite channel of ``moving_mean``, ``gamma`` and ``beta`` (one
+    finding per vector).
+
+    ## Why is this bad?
+    Each enters the inference transform ``gamma · (x - moving_mean) / sqrt(var + eps) +
+    beta`` directly: the channel's output is NaN. A non-finite ``moving_mean`` is
+    inference-only damage (training uses batch statistics); a non-finite ``gamma`` or
+    ``beta`` breaks training too.
+
+    ## Example
+    ``post_bn/moving_mean: 256 NaN in channels [0, 1, …] (first 8 of 256) of 256``
+
+    ## Fix
+    Restore from the last good checkpoint; ``moving_mean`` can also be re-estimated.
+
+    ## Known problems
+    None known.
+    """
+    layer = ctx.layer
+    for name in PARAM_NAMES:
+        v = layer.values.get(name)
+        if v is None:
+            continue
+        bad = ~np.isfinite(v)
+        if not bad.any():
+            continue
+        idx = _channels(bad)
+        s = layer.stats[name]
+        yield Hit(
+            layer.layer_path, name,
+            {"path": f"{layer.layer_path}/{name}", "what": breakdown(s), "where": where(idx, len(idx), True),
+             "size": v.size},
+            idx, len(idx),
+            {"nan": s.n_nan, "posinf": s.n_posinf, "neginf": s.n_neginf, "inference_only": name == "moving_mean"},
+        )
+
+
+# --- BN005 ---------------------------------------------------------------------------
+
+
+@rule(
+    "BN005",
+    "bn-param-outlier",
+    Severity.WARNING,
+    Scope.BN_LAYER,
+    "{path}: {where} extreme (up to {max}, layer median |x| {median})",
+    "Compare with the previous checkpoint and restore the vector if these channels were ordinary there.",
+    patchable=True,
+)
+def bn_param_outlier(ctx: BNContext) -> Iterator[Hit]:
+    """A ``moving_mean``, ``gamma`` or ``beta`` channel is an extreme outlier within its layer.
+
+    ## What it does
+    For each of the three vectors, reports finite channels whose |value| is above
+    10 000× the layer's median |value| (the median raised to at least 0.01) and above
+    100 in absolute terms. For ``moving_mean`` the value must also be above 100× the
+    channel's own standard deviation ``sqrt(moving_variance + epsilon)``.
+
+    ## Why is this bad?
+    Trained gamma and beta stay within a small range around 1 and 0; a moving mean
+    follows its channel's activations. A single channel 10 000× its neighbours is a
+    corrupted value that dominates the layer's output.
+
+    ## Example
+    ``head/bn/gamma: channel [12] extreme (up to 3.2e+05, layer median |x| 0.97)``
+
+    ## Fix
+    Restore the vector from a good checkpoint.
+
+    ## Known problems
+    Layers with fewer than 4 finite channels are not tested. Thresholds:
+    ``param-outlier-factor``, ``param-outlier-floor``, ``param-outlier-abs``.
+    """
+    layer = ctx.layer
+    th = ctx.thresholds
+    var = layer.values.get("moving_variance")
+    for name in PARAM_NAMES:
+        v = layer.values.get(name)
+        if v is None or v.ndim != 1:
+            continue
+        a = np.abs(v.astype(np.float64))
+        fin = np.isfinite(a)
+        if int(fin.sum()) < th.bn_min_channels:
+            continue
+        med = float(np.median(a[fin]))
+        limit = max(th.param_outlier_factor * max(med, th.param_outlier_floor), th.param_outlier_abs)
+        mask = fin & (a > limit)
+        if name == "moving_mean" and var is not None and var.shape == v.shape:
+            with np.errstate(invalid="ignore"):
+                std = np.sqrt(np.maximum(var.astype(np.float64), 0.0) + layer.epsilon)
+                mask &= ~np.isfinite(std) | (a > 100.0 * std)
+        if not mask.any():
+            continue
+        idx = _channels(mask)
+        yield Hit(
+            layer.layer_path, name,
+            {"path": f"{layer.layer_path}/{name}", "where": where(idx, len(idx), True),
+             "max": fmt(float(a[mask].max())), "median": fmt(med)},
+            idx, len(idx), {"median_abs": med, "limit": limit},
+        )
+
+
+# --- BN006 / BN008: the folded transform ----------------------------------------------
+
+
+def folded(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(scale, offset, inputs_ok) of the inference transform, computed in float32.
+
+    ``scale = gamma / sqrt(moving_variance + epsilon)``, ``offset = beta - moving_mean ·
+    scale``; ``inputs_ok`` marks channels whose four inputs are finite and whose variance
+    is not negative (the others are already reported by BN001/BN004).
+    """
+    var = layer.values.get("moving_variance")
+    mean = layer.values.get("moving_mean")
+    if var is None or mean is None or var.shape != mean.shape:
+        return None
+    n = var.shape
+    gamma = layer.values.get("gamma", np.ones(n, np.float32))
+    beta = layer.values.get("beta", np.zeros(n, np.float32))
+    if gamma.shape != n or beta.shape != n:
+        return None
+    f32 = np.float32
+    g, b, m, v = (np.asarray(x, dtype=f32) for x in (gamma, beta, mean, var))
+    ok = np.isfinite(g) & np.isfinite(b) & np.isfinite(m) & np.isfinite(v) & (v >= 0)
+    with np.errstate(all="ignore"):
+        scale = g / np.sqrt(v + f32(layer.epsilon))
+        offset = b - m * scale
+    return scale, offset, ok
+
+
+@rule(
+    "BN006",
+    "bn-folded-invalid",
+    Severity.ERROR,
+    Scope.BN_LAYER,
+    "{path}: folded {which} is {what} in float32 at {where} (epsilon {eps})",
+    "Restore the layer's statistics from a good checkpoint; check the epsilon in the config.",
+    patchable=True,
+    inference_only=True,
+    impact=True,
+)
+def bn_folded_invalid(ctx: BNContext) -> Iterator[Hit]:
+    """The folded inference transform of a BN layer is non-finite or extreme in float32.
+
+    ## What it does
+    Computes, in float32 as the inference kernels do, ``scale = gamma / sqrt(moving_variance
+    + epsilon)`` and ``offset = beta - moving_mean · scale`` (epsilon from the layer
+    config, the Keras default 1e-3 otherwise) for the channels whose inputs are finite
+    and non-negative, and reports channels where either is non-finite or beyond 1e12.
+
+    ## Why is this bad?
+    Every finite input can still fold into an Inf: a variance of ``-epsilon`` exactly, a
+    zero epsilon with a zero variance, or a huge mean times a large scale. Inference
+    (and every converter that folds BN into the previous convolution) then produces
+    Inf/NaN for that channel.
+
+    ## Example
+    ``bn/moving_variance: folded scale is non-finite in float32 at channel [3] (epsilon 0)``
+
+    ## Fix
+    Restore the statistics; if the config's epsilon is 0, rebuild with a positive one.
+
+    ## Known problems
+    Channels already reported by BN001 or BN004 are skipped. The finding is attached to
+    ``moving_variance`` (scale) or ``moving_mean`` (offset).
+    """
+    res = folded(ctx.layer)
+    if res is None:
+        return
+    scale, offset, ok = res
+    limit = ctx.thresholds.folded_extreme
+    for which, vals, var_name in (("scale", scale, "moving_variance"), ("offset", offset, "moving_mean")):
+        with np.errstate(invalid="ignore"):
+            bad = ok & (~np.isfinite(vals) | (np.abs(vals) > limit))
+        if not bad.any():
+            continue
+        idx = _channels(bad)
+        nonfinite = bool((~np.isfinite(vals[bad])).any())
+        yield Hit(
+            ctx.layer.layer_path, var_name,
+            {"path": f"{ctx.layer.layer_path}/{var_name}", "which": which,
+             "what": "non-finite" if nonfinite else f"extreme (|x| > {limit:.0e})",
+             "where": where(idx, len(idx), True), "eps": fmt(ctx.layer.epsilon)},
+            idx, len(idx), {"folded": which, "epsilon": ctx.layer.epsilon},
+        )
+
+
+def _to_bf16(x: np.ndarray) -> np.ndarray:
+    return bf16_to_f32(f32_to_bf16_bits(x))
+
+
+@rule(
+    "BN008",
+    "bn-folded-fp16-overflow",
+    Severity.WARNING,
+    Scope.BN_LAYER,
+    "{path}: folded {which} overflows {dtype} at {where} (max |x| {max}); breaks when exported to {dtype}",
+    "Fine in Keras. Before a float16/bfloat16 export, normalise the model's input or keep this "
+    "layer in float32.",
+    inference_only=True,
+)
+def bn_folded_fp16_overflow(ctx: BNContext) -> Iterator[Hit]:
+    """The folded BN transform is finite in float32 but overflows after a cast to float16/bfloat16.
+
+    ## What it does
+    Casts the float32 folded ``scale`` and ``offset`` (see BN006) to float16 and to
+    bfloat16 and reports channels that become ±Inf.
+
+    ## Why is this bad?
+    Converters fold BatchNormalization into the preceding convolution and then cast the
+    whole model to float16 (TFLite fp16, TensorRT, Core ML). A folded value above 65504
+    becomes Inf there: the exported model breaks although Keras inference is fine.
+
+    ## Example
+    ``stem_bn/moving_mean: folded offset overflows float16 at channel [2] (max |x| 8.1e+04); …``
+
+    ## Fix
+    Normalise the input, or exclude the layer from the reduced-precision export.
+
+    ## Known problems
+    Underflow (a folded scale that rounds to 0 in float16) is not reported.
+    """
+    res = folded(ctx.layer)
+    if res is None:
+        return
+    scale, offset, ok = res
+    for dtype, cast in (("float16", lambda x: x.astype(np.float16)), ("bfloat16", _to_bf16)):
+        for which, vals, var_name in (("scale", scale, "moving_variance"), ("offset", offset, "moving_mean")):
+            good32 = ok & np.isfinite(vals) & (np.abs(vals) <= ctx.thresholds.folded_extreme)
+            with np.errstate(over="ignore", invalid="ignore"):
+                bad = good32 & ~np.isfinite(cast(vals))
+            if not bad.any():
+                continue
+            idx = _channels(bad)
+            yield Hit(
+                ctx.layer.layer_path, var_name,
+                {"path": f"{ctx.layer.layer_path}/{var_name}", "which": which, "dtype": dtype,
+                 "where": where(idx, len(idx), True), "max": fmt(float(np.abs(vals[bad]).max()))},
+                idx, len(idx), {"folded": which, "dtype": dtype},
+            )
+
+
+# --- BN007 ---------------------------------------------------------------------------
+
+
+def _is_default_stats(layer) -> bool:
+    m, v = layer.values.get("moving_mean"), layer.values.get("moving_variance")
+    return m is not None and v is not None and m.size > 0 and bool(np.all(m == 0)) and bool(np.all(v == 1))
+
+
+def _has_trained_affine(layer) -> bool:
+    g, b = layer.values.get("gamma"), layer.values.get("beta")
+    return (g is not None and bool(np.any(g != 1))) or (b is not None and bool(np.any(b != 0)))
+
+
+@rule(
+    "BN007",
+    "bn-stats-never-updated",
+    Severity.WARNING,
+    Scope.MODEL,
+    "{path}: moving_mean is all 0 and moving_variance all 1 (initial values) while {evidence}",
+    "Re-estimate the statistics: run representative data through the model in training mode "
+    "(weights frozen), or check that the layer was not frozen/called with training=False while training.",
+    inference_only=True,
+)
+def bn_stats_never_updated(ctx: ModelContext) -> Iterator[Hit]:
+    """A BatchNormalization layer still holds its initial statistics in a trained model.
+
+    ## What it does
+    Reports BN layers whose ``moving_mean`` is exactly 0 and ``moving_variance`` exactly
+    1 in every channel, when the model is otherwise trained: the layer's own ``gamma``/
+    ``beta`` moved away from 1/0, or another BN layer has updated statistics.
+
+    ## Why is this bad?
+    The moving statistics are only updated by forward passes in training mode. A layer
+    always called with ``training=False`` (or frozen while its gamma/beta were trained
+    elsewhere, or whose statistics were overwritten at load time) normalises with mean 0
+    and variance 1 at inference: predictions differ from what training measured.
+
+    ## Example
+    ``head/bn: moving_mean is all 0 and moving_variance all 1 (initial values) while gamma/beta are trained``
+
+    ## Fix
+    Re-estimate the statistics on representative data; find why the layer never ran in
+    training mode.
+
+    ## Known problems
+    A freshly initialised (untrained) model is not reported: nothing in it is trained.
+    """
+    updated = [ly for ly in ctx.bn_layers if not _is_default_stats(ly) and "moving_mean" in ly.values]
+    for ly in ctx.bn_layers:
+        if not _is_default_stats(ly):
+            continue
+        if _has_trained_affine(ly):
+            evidence = "gamma/beta are trained"
+        elif updated:
+            evidence = f"{plural(len(updated), 'other BN layer')} {'has' if len(updated) == 1 else 'have'} updated statistics"
+        else:
+            continue
+        yield Hit(ly.layer_path, "moving_mean", {"path": ly.layer_path, "evidence": evidence},
+                  (), int(ly.values["moving_mean"].size), {"evidence": evidence})
