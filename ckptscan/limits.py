@@ -33,7 +33,7 @@ MAX_UNBACKED_BYTES = 256 << 20
 #: once it declares more than :data:`MAX_UNBACKED_BYTES`.
 MAX_DATASET_EXPANSION = 1000
 #: Largest JSON document read (``config.json``, ``metadata.json``, sharded index).
-MAX_JSON_BYTES = 256 << 20
+MAX_JSON_BYTES = 64 << 20
 #: Deepest JSON nesting accepted (Python's parser would otherwise hit RecursionError).
 MAX_JSON_DEPTH = 200
 #: Largest attribute read (elements times item size; vlen strings counted per element).

@@ -18,7 +18,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from ..errors import MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
+from ..errors import CkptscanError, MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
 from ..limits import MAX_JSON_BYTES
 from .base import Checkpoint, LayerInfo, Variable
 from .h5util import find_hdf5_superblock, has_attr, open_h5, parse_json, translate_errors
@@ -238,7 +238,11 @@ def _open_sharded(index: Path, cfg: dict | None, where: str, fmt: str) -> Checkp
             shard = index.parent / name
             if not shard.is_file():
                 raise MalformedArchiveError(where, f"shard {name} is missing")
-            parts.append(H5Part(str(shard), name, 0, open_h5(str(shard), str(shard))))
+            try:
+                h5 = open_h5(str(shard), str(shard))
+            except CkptscanError as exc:  # report against the index the user named
+                raise type(exc)(where, f"shard {name}: {exc.reason}") from exc
+            parts.append(H5Part(str(shard), name, 0, h5))
         return V3Checkpoint(where, fmt, parts, cfg)
     except BaseException:
         for part in parts:

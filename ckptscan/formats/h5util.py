@@ -61,7 +61,7 @@ _SIGNATURE_HINTS = ("file signature not found",)
 
 def h5_reason(exc: BaseException) -> str:
     """A short, stable reason for an error raised by h5py/HDF5 while reading."""
-    text = str(exc)
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     low = text.lower()
     if any(h in low for h in _SIGNATURE_HINTS):
         return "corrupt HDF5 file (superblock signature not found)"
@@ -110,7 +110,8 @@ def translate_errors(path: str) -> Iterator[None]:
         detail = str(exc) or type(exc).__name__
         raise MalformedArchiveError(path, f"corrupt zip archive ({detail})") from exc
     except json.JSONDecodeError as exc:
-        raise MalformedArchiveError(path, f"invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+        msg = exc.msg.removesuffix(" at")
+        raise MalformedArchiveError(path, f"invalid JSON ({msg}, line {exc.lineno} column {exc.colno})") from exc
     except UnicodeDecodeError as exc:
         raise MalformedArchiveError(path, f"text that is not UTF-8 ({exc.reason})") from exc
     except RecursionError as exc:
@@ -252,7 +253,9 @@ def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None
     explode).
     """
     if depth > MAX_GROUP_DEPTH:
-        raise Refused(f"{group.name}: groups nested more than {MAX_GROUP_DEPTH} deep", unsafe=False)
+        parts = group.name.strip("/").split("/")
+        short = "/" + "/".join(parts[:3]) + "/…/" + parts[-1] if len(parts) > 5 else group.name
+        raise Refused(f"{short}: groups nested more than {MAX_GROUP_DEPTH} deep", unsafe=False)
     seen = set() if _seen is None else _seen
     if _seen is None:
         seen.add(_object_key(group))
@@ -263,7 +266,7 @@ def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None
         if isinstance(obj, h5py.Group):
             k = _object_key(obj)
             if k in seen:
-                raise Refused(f"{obj.name} is linked more than once (hard-link cycle); refused")
+                raise Refused(f"{group.name.rstrip('/')}/{key} is a group linked more than once (hard-link cycle)")
             seen.add(k)
         yield key, obj
         if isinstance(obj, h5py.Group):
