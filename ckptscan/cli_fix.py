@@ -123,6 +123,12 @@ def fix(
         raise typer.BadParameter("choose full or targets", param_hint="--verify")
     if backup and backup_to:
         raise typer.BadParameter("use --backup or --backup-to, not both", param_hint="--backup")
+    try:
+        from .scan import make_options
+
+        make_options(select=list(_split(select)) or None, ignore=list(_split(ignore)))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--select/--ignore") from None
     if output is not None and len(expand(paths)) != 1:
         raise typer.BadParameter("--output needs exactly one input checkpoint", param_hint="--output")
     result = do_fix(paths, strategy=default, rule_strategies=per_rule, ref=ref, value=value, clamp_min=clamp_min,

@@ -74,23 +74,21 @@ def builtin_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_
     return out
 
 
-def scan_findings(ckpt: Checkpoint):
-    """The scan module's findings for an open checkpoint, or None without the module."""
+def scan_findings(ckpt: Checkpoint, select=(), ignore=(), include_optimizer=False):
+    """The scan engine's findings for an open checkpoint, or None without the engine."""
     try:
-        from .. import scan as scan_mod  # noqa: F401
-    except ImportError:
+        from ..scan import make_options, scan_checkpoint
+    except ImportError:  # pragma: no cover - the scan engine is part of ckptscan
         return None
-    fn = getattr(scan_mod, "scan_checkpoint", None)
-    if fn is None:
-        return None
-    result = fn(ckpt)
-    return list(getattr(result, "findings", result))
+    options = make_options(select=list(select) or None, ignore=list(ignore), include_optimizer=include_optimizer)
+    findings, _impact, _counters = scan_checkpoint(ckpt, options)
+    return findings
 
 
 def find_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_optimizer=False,
                  use_scan: bool = True) -> tuple[list[Target], str]:
     """The targets of ``fix`` and where they came from (``scan`` or ``builtin``)."""
-    findings = scan_findings(ckpt) if use_scan else None
+    findings = scan_findings(ckpt, select, ignore, include_optimizer) if use_scan else None
     if findings is None:
         return builtin_targets(ckpt, select, ignore, layer, include_optimizer), "builtin"
     by_path: dict[str, list] = {}
