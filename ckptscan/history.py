@@ -440,8 +440,10 @@ def nonfinite_health(path: str, include_optimizer: bool = False) -> Health:
 
 def _scan_health_fn() -> Callable[[str, bool], Health] | None:
     """A health function backed by ``ckptscan.scan`` when that module provides one."""
-    try:
-        from . import scan as scan_mod  # noqa: F401
+    import importlib
+
+    try:  # the module, not the ``ckptscan.scan`` function the package exports
+        scan_mod = importlib.import_module("ckptscan.scan")
     except ImportError:
         return None
     fn = getattr(scan_mod, "scan_file", None)

@@ -341,3 +341,28 @@ def test_timeline_bad_first_has_no_last_good(built):
 def test_nonfinite_health_counts(built):
     h = nonfinite_health(str(built / "b.keras"))
     assert (h.status, h.nonfinite_values, h.bad_variables) == ("bad", 2, ("bn/moving_mean", "bn/moving_variance"))
+
+
+@needs_diverge
+def test_timeline_fix_command_makes_first_bad_predict_finite(tmp_path):
+    """Must-show: the command timeline prints, run as is, repairs the diverged epoch."""
+    import shlex
+
+    import keras
+
+    manifest = json.loads((DIVERGE / "manifest.json").read_text())
+    for e in manifest["epochs"]:
+        shutil.copy(DIVERGE / e["file"], tmp_path / e["file"])
+    doc = json.loads(run_cli("timeline", "--json", *sorted(map(str, tmp_path.glob("epoch_*.keras")))).stdout)
+    first_bad = doc["first_bad"]
+    val = np.load(DIVERGE / "val.npz")
+    before = keras.models.load_model(first_bad, compile=False).predict(val["x"][:256], verbose=0)
+    assert not np.isfinite(before).all()
+    argv = shlex.split(doc["fix_command"])
+    assert argv[:3] == ["ckptscan", "fix", "--from"]
+    fixed = run_cli(*argv[1:])
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    after = keras.models.load_model(first_bad, compile=False).predict(val["x"], verbose=0)
+    assert np.isfinite(after).all()
+    assert (after.argmax(-1) == val["y"]).mean() > 0.8
+    assert timeline([doc["last_good"], first_bad]).first_bad is None
