@@ -414,17 +414,21 @@ def bn_folded_invalid(ctx: BNContext) -> Iterator[Hit]:
     Restore the statistics; if the config's epsilon is 0, rebuild with a positive one.
 
     ## Known problems
-    Channels already reported by BN001 or BN004 are skipped. The finding is attached to
-    ``moving_variance`` (scale) or ``moving_mean`` (offset).
+    Channels already reported by BN001 or BN004 are skipped, and an offset is not reported
+    where the scale already is. The finding is attached to ``moving_variance`` (scale) or
+    ``moving_mean`` (offset).
     """
     res = folded(ctx.layer)
     if res is None:
         return
     scale, offset, ok = res
     limit = ctx.thresholds.folded_extreme
+    scale_bad = np.zeros(scale.shape, bool)
     for which, vals, var_name in (("scale", scale, "moving_variance"), ("offset", offset, "moving_mean")):
         with np.errstate(invalid="ignore"):
-            bad = ok & (~np.isfinite(vals) | (np.abs(vals) > limit))
+            bad = ok & (~np.isfinite(vals) | (np.abs(vals) > limit)) & ~scale_bad
+        if which == "scale":
+            scale_bad = bad  # a broken scale breaks the offset too: reported once
         if not bad.any():
             continue
         idx = _channels(bad)
@@ -522,7 +526,8 @@ def bn_stats_never_updated(ctx: ModelContext) -> Iterator[Hit]:
     ## What it does
     Reports BN layers whose ``moving_mean`` is exactly 0 and ``moving_variance`` exactly
     1 in every channel, when the model is otherwise trained: the layer's own ``gamma``/
-    ``beta`` moved away from 1/0, or another BN layer has updated statistics.
+    ``beta`` moved away from 1/0, or at least half of the model's BN layers have updated
+    statistics.
 
     ## Why is this bad?
     The moving statistics are only updated by forward passes in training mode. A layer
@@ -538,15 +543,17 @@ def bn_stats_never_updated(ctx: ModelContext) -> Iterator[Hit]:
     training mode.
 
     ## Known problems
-    A freshly initialised (untrained) model is not reported: nothing in it is trained.
+    A freshly initialised (untrained) model is not reported: nothing in it is trained. A
+    model where a few layers were edited by hand is not taken as trained either.
     """
     updated = [ly for ly in ctx.bn_layers if not _is_default_stats(ly) and "moving_mean" in ly.values]
+    trained_model = len(updated) * 2 >= len(ctx.bn_layers)
     for ly in ctx.bn_layers:
         if not _is_default_stats(ly):
             continue
         if _has_trained_affine(ly):
             evidence = "gamma/beta are trained"
-        elif updated:
+        elif trained_model:
             evidence = f"{plural(len(updated), 'other BN layer')} {'has' if len(updated) == 1 else 'have'} updated statistics"
         else:
             continue
