@@ -29,7 +29,7 @@ BROKEN = {
 #: Corruption a clamp can repair (no NaN in the variance).
 BROKEN_CLAMP = {
     ("bn", "moving_variance"): {0: np.inf, 3: -1.0},
-    ("block/bn2", "moving_variance"): {2: 1e30},
+    ("block/bn2", "moving_variance"): {2: np.inf},
 }
 #: Every channel of a variance broken: median has nothing to work with.
 BROKEN_ALL = {("block/bn2", "moving_variance"): {i: np.nan for i in range(6)}}

@@ -151,7 +151,8 @@ def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Opti
         default = 0.0 if var.name == "moving_mean" else 1.0
         v = initializer_value(cfg.get(f"{var.name}_initializer"), default, where, var)
         new = np.full(idx.size, v)
-        note = STOP_GAP
+        note = STOP_GAP if layer is not None else (
+            STOP_GAP + f" (no layer config: Keras' default initializer, {v:g}, assumed; pass --config)")
     elif strategy is Strategy.MEDIAN:
         if not is_bn_stat(var):
             raise refuse("median applies to BatchNormalization moving statistics only")
