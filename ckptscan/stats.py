@@ -136,11 +136,12 @@ class StatsAccumulator:
         lo, hi = float(vals.min()), float(vals.max())
         self.lo = min(self.lo, lo)
         self.hi = max(self.hi, hi)
-        x = vals.astype(np.float64)
+        x = vals.astype(np.float64)  # a private copy: centred in place below
         with np.errstate(over="ignore", invalid="ignore"):
             b_mean = float(x.sum()) / nf
-            d = x - b_mean
-            b_m2 = float(np.dot(d, d))
+            np.subtract(x, b_mean, out=x)
+            # einsum, not np.dot: no BLAS threads (they contend badly on a busy machine)
+            b_m2 = float(np.einsum("i,i->", x, x))
         n_a = self.n_finite - nf
         if n_a == 0:
             self.mean, self.m2 = b_mean, b_m2
