@@ -2,9 +2,16 @@
 
 Reads ``.keras``, ``.weights.h5`` (plain or sharded) and legacy ``.h5`` files with
 h5py and numpy only; never imports TensorFlow, Keras or JAX.
+
+The public names below are imported on first use (PEP 562), so ``import ckptscan``
+and ``ckptscan --version`` do not pay for numpy, h5py and the rule engine.
 """
 
 from __future__ import annotations
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -22,8 +29,47 @@ __all__ = [
     "__version__",
 ]
 
-from .errors import CkptscanError  # noqa: E402
-from .formats import Checkpoint, Variable, open_checkpoint  # noqa: E402
-from .patch import fix  # noqa: E402
-from .report import FileResult, Finding, Report, Severity  # noqa: E402
-from .scan import scan  # noqa: E402  (the function shadows the submodule name on purpose)
+#: public name -> submodule that defines it
+_LAZY = {
+    "CkptscanError": ".errors",
+    "Checkpoint": ".formats",
+    "Variable": ".formats",
+    "open_checkpoint": ".formats",
+    "fix": ".patch",
+    "FileResult": ".report",
+    "Finding": ".report",
+    "Report": ".report",
+    "Severity": ".report",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """``ckptscan.scan`` is the function, not the submodule of the same name.
+
+    Importing the submodule makes the import system bind it on the package; the
+    setter ignores that binding so the name keeps meaning the function.
+    """
+
+    @property
+    def scan(self):
+        return importlib.import_module(".scan", __name__).scan
+
+    @scan.setter
+    def scan(self, value) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package

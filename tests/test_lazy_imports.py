@@ -1,0 +1,66 @@
+"""Start-up stays cheap: heavy modules are imported only when a command needs them.
+
+No timing here (timings live in ``benchmarks/``); these tests check *which* modules
+get imported, which is what makes ``ckptscan --version`` and ``--help`` fast.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("numpy", "h5py", "ckptscan.formats", "ckptscan.scan", "ckptscan.rules", "ckptscan.patch", "ckptscan.stats")
+
+PROBE = """
+import sys, json, runpy
+sys.argv = ["ckptscan"] + json.loads(sys.argv[1])
+try:
+    runpy.run_module("ckptscan", run_name="__main__")
+except SystemExit:
+    pass
+print("IMPORTED:" + json.dumps(sorted(m for m in sys.modules if m in %r or m == "typer")))
+""" % (HEAVY,)
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def _imported_by_cli(args: list[str]) -> tuple[list[str], str]:
+    out = _run(PROBE, json.dumps(args))
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("IMPORTED:")][-1]
+    return json.loads(line[len("IMPORTED:"):]), out.stdout
+
+
+def test_import_ckptscan_loads_nothing_heavy():
+    out = _run("import sys, ckptscan; print(sorted(m for m in %r if m in sys.modules))" % (HEAVY + ("typer",),))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_version_fast_path_skips_typer_numpy_h5py():
+    mods, stdout = _imported_by_cli(["--version"])
+    assert stdout.startswith("ckptscan 0.1.0\n")
+    assert mods == []
+
+
+def test_help_loads_the_cli_but_no_numeric_stack():
+    mods, stdout = _imported_by_cli(["--help"])
+    assert "Usage" in stdout
+    assert mods == ["typer"]
+
+
+def test_public_names_still_resolve_lazily():
+    code = (
+        "import ckptscan, sys\n"
+        "from ckptscan.scan import discover\n"  # binds the submodule on the package
+        "assert callable(ckptscan.scan) and ckptscan.scan.__module__ == 'ckptscan.scan', ckptscan.scan\n"
+        "from ckptscan import open_checkpoint, fix, Severity, CkptscanError, Variable\n"
+        "assert 'numpy' in sys.modules\n"
+        "assert set(ckptscan.__all__) <= set(dir(ckptscan))\n"
+        "try:\n    ckptscan.nope\nexcept AttributeError as e:\n    print('AE', e)\n"
+    )
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "AE module 'ckptscan' has no attribute 'nope'"
