@@ -118,6 +118,9 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
     from .legacy import LegacyCheckpoint
     from .v3 import H5Part, V3Checkpoint
 
+    if "://" in str(path):  # s3://, http(s)://, file://…: fsspec, optional extra (ckptscan.remote)
+        from ..remote import open_any
+        return open_any(str(path), config=config)
     _recover_interrupted_fix(path)
     where = str(path)
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config

@@ -1,0 +1,523 @@
+"""Remote checkpoints through fsspec: ``s3://``, ``gs://``, ``az://``, ``http(s)://``, ``hf://``…
+
+Optional extra: ``pip install 'ckptscan[remote]'`` (fsspec with the HTTP and S3
+backends; ``gs://``, ``az://`` and ``hf://`` need gcsfs, adlfs or huggingface_hub).
+
+Only the byte ranges that are needed are read. :class:`RangeReader` is a read-only,
+seekable file object over the remote object: small reads (HDF5 metadata, zip
+headers) go through an LRU block cache, large reads (tensor data) are one ranged
+request each and are not cached. HDF5 is opened by h5py over that file object; a
+``.keras`` zip's ``model.weights.h5`` member is located from the zip's central
+directory (end of the object) and opened through a window on the same reader, so
+``inspect`` of a large ``.keras`` fetches a small fraction of it and ``scan`` about
+the whole of it once. The result is the same :class:`~ckptscan.formats.Checkpoint`
+a local file gives, with ``direct_io = False`` (values are read through h5py).
+
+Credentials come only from the environment and the standard configuration files of
+each backend (``AWS_*`` variables, ``~/.aws``, ``FSSPEC_<PROTOCOL>_<OPTION>``
+variables, ``GOOGLE_APPLICATION_CREDENTIALS``…), never from the command line.
+
+Set ``CKPTSCAN_REMOTE_STATS=1`` to print the bytes fetched per object on stderr.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import sys
+import tempfile
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CkptscanError, MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
+from .formats.base import Checkpoint
+from .formats.legacy import LegacyCheckpoint
+
+REMOTE_HINT = "remote URIs need the optional extra: pip install 'ckptscan[remote]'"
+#: Block size of the metadata cache (bytes). Override: ``CKPTSCAN_REMOTE_BLOCK``.
+DEFAULT_BLOCK = 32 << 10
+#: Reads of at least this many bytes bypass the cache (one ranged request each).
+LARGE_READ = 256 << 10
+#: Largest amount of cached metadata per object.
+CACHE_BYTES = 64 << 20
+WEIGHTS_MEMBER = "model.weights.h5"
+
+
+class RemoteError(CkptscanError):
+    """A remote object that cannot be reached or read (network, permissions, missing extra)."""
+
+
+def is_uri(path: object) -> bool:
+    """True for ``scheme://…`` strings (remote or ``file://``)."""
+    s = str(path)
+    return "://" in s and s.split("://", 1)[0].replace("+", "").replace("-", "").replace(".", "").isalnum()
+
+
+@dataclass
+class FetchStats:
+    """Bytes and requests one :class:`RangeReader` sent to its backend."""
+
+    size: int = 0
+    """Size of the remote object."""
+    bytes_fetched: int = 0
+    requests: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """``bytes_fetched / size``."""
+        return self.bytes_fetched / self.size if self.size else 0.0
+
+
+class RangeReader(io.RawIOBase):
+    """A read-only, seekable file object over a remote object, by ranged reads.
+
+    Reads smaller than :data:`LARGE_READ` are served from an LRU cache of
+    ``block_size`` blocks (adjacent missing blocks fetched in one request); larger
+    ones are fetched as they are, uncached.
+    """
+
+    def __init__(self, fs, path: str, where: str, size: int | None = None,
+                 block_size: int | None = None, stats: FetchStats | None = None,
+                 total: FetchStats | None = None):
+        super().__init__()
+        self.fs = fs
+        self.path = path
+        self.where = where
+        self.block = int(block_size or os.environ.get("CKPTSCAN_REMOTE_BLOCK", DEFAULT_BLOCK))
+        self.stats = stats or FetchStats()
+        self.size = size if size is not None else _call(where, fs.size, path)
+        if self.size is None:  # some servers answer HEAD without a length
+            self.size = _call(where, fs.size, path)
+        if self.size is None:
+            raise RemoteError(where, "the server does not report the object's size (no random access)")
+        self.stats.size = self.size
+        self.total = total
+        if total is not None:
+            total.size += self.size
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cached = 0
+        self._pos = 0
+
+    # --- io protocol -------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._pos = pos
+        elif whence == 1:
+            self._pos += pos
+        else:
+            self._pos = self.size + pos
+        if self._pos < 0:
+            raise ValueError("negative seek position")
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self.size - self._pos))
+        if n == 0:
+            return 0
+        data = self.pread(self._pos, n)
+        memoryview(b)[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.size - self._pos
+        n = max(0, min(n, self.size - self._pos))
+        data = self.pread(self._pos, n) if n else b""
+        self._pos += len(data)
+        return data
+
+    # --- ranged reads ------------------------------------------------------------
+    def _fetch(self, start: int, end: int) -> bytes:
+        data = _call(self.where, self.fs.cat_file, self.path, start=start, end=end)
+        for st in (self.stats, self.total):
+            if st is not None:
+                st.requests += 1
+                st.bytes_fetched += len(data)
+        if len(data) != end - start:
+            if len(data) == self.size and start != 0:  # server ignored Range: whole object came back
+                data = data[start:end]
+            elif len(data) > end - start:
+                data = data[: end - start]
+            else:
+                raise MalformedArchiveError(self.where, f"remote object ends early at byte {start + len(data)} (truncated)")
+        return data
+
+    def pread(self, start: int, n: int) -> bytes:
+        """``n`` bytes at ``start`` (fewer only at the end of the object)."""
+        end = min(start + n, self.size)
+        if end <= start:
+            return b""
+        if end - start >= LARGE_READ:
+            return self._fetch(start, end)
+        first, last = start // self.block, (end - 1) // self.block
+        missing = [i for i in range(first, last + 1) if i not in self._cache]
+        run: list[int] = []
+        for i in missing + [None]:
+            if run and (i is None or i != run[-1] + 1):
+                lo, hi = run[0] * self.block, min((run[-1] + 1) * self.block, self.size)
+                data = self._fetch(lo, hi)
+                for k, blk in enumerate(run):
+                    self._store(blk, data[k * self.block : (k + 1) * self.block])
+                run = []
+            if i is not None:
+                run.append(i)
+        parts = []
+        for i in range(first, last + 1):
+            blk = self._cache[i]
+            self._cache.move_to_end(i)
+            parts.append(blk)
+        joined = b"".join(parts)
+        off = start - first * self.block
+        return joined[off : off + (end - start)]
+
+    def _store(self, i: int, data: bytes) -> None:
+        self._cache[i] = data
+        self._cached += len(data)
+        while self._cached > CACHE_BYTES and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached -= len(old)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._cache.clear()
+            if os.environ.get("CKPTSCAN_REMOTE_STATS"):
+                s = self.stats
+                sys.stderr.write(
+                    f"ckptscan: remote: {self.where}: fetched {s.bytes_fetched} of {s.size} bytes "
+                    f"({100 * s.fraction:.1f}%) in {s.requests} requests\n"
+                )
+        super().close()
+
+
+class WindowReader(io.RawIOBase):
+    """A read-only view of ``[start, start + size)`` of a :class:`RangeReader` (a zip member)."""
+
+    def __init__(self, reader: RangeReader, start: int, size: int, own: bool = True):
+        super().__init__()
+        self.reader, self.start, self.size, self._own = reader, start, size, own
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else self._pos + pos if whence == 1 else self.size + pos
+        if self._pos < 0:
+            raise ValueError("negative seek position")
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self.size - self._pos))
+        if n == 0:
+            return 0
+        data = self.reader.pread(self.start + self._pos, n)
+        memoryview(b)[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed and self._own:
+            self.reader.close()
+        super().close()
+
+
+def _call(where: str, fn, *args, **kwargs):
+    """Call a backend function, mapping its errors to ckptscan errors."""
+    try:
+        return fn(*args, **kwargs)
+    except CkptscanError:
+        raise
+    except FileNotFoundError as exc:
+        raise NotAnArchiveError(where, "no such file or directory") from exc
+    except PermissionError as exc:
+        raise RemoteError(where, f"permission denied ({_one_line(exc)})") from exc
+    except Exception as exc:  # noqa: BLE001 - every backend has its own exception family
+        raise RemoteError(where, f"cannot read ({type(exc).__name__}: {_one_line(exc)})") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    s = str(exc).strip()
+    return s.splitlines()[0] if s else type(exc).__name__
+
+
+def filesystem(uri: str, storage_options: dict | None = None) -> tuple[Any, str]:
+    """``(fsspec filesystem, path)`` for ``uri``; a one-line hint when the extra is missing."""
+    try:
+        import fsspec
+    except ImportError as exc:
+        raise RemoteError(uri, REMOTE_HINT) from exc
+    try:
+        return fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    except ImportError as exc:
+        proto = uri.split("://", 1)[0]
+        raise RemoteError(uri, f"{proto}:// needs a backend package: {_one_line(exc)}") from exc
+    except ValueError as exc:
+        raise RemoteError(uri, f"unsupported URI ({_one_line(exc)})") from exc
+
+
+# --- opening -------------------------------------------------------------------------
+def open_any(path_or_uri: str | os.PathLike, config: str | os.PathLike | dict | None = None,
+             storage_options: dict | None = None) -> Checkpoint:
+    """Open a local path (``open_checkpoint``), a ``file://`` URI or a remote URI."""
+    s = str(path_or_uri)
+    if is_uri(s):
+        if s.startswith("file://"):
+            from .formats import open_checkpoint
+
+            return open_checkpoint(s[len("file://"):], config=config)
+        return open_remote(s, config=config, storage_options=storage_options)
+    from .formats import open_checkpoint
+
+    return open_checkpoint(s, config=config)
+
+
+def open_remote(uri: str, config: str | os.PathLike | dict | None = None,
+                storage_options: dict | None = None, block_size: int | None = None) -> Checkpoint:
+    """Open a checkpoint behind a URI through fsspec, reading only the ranges needed.
+
+    ``config`` names the variables of a bare weights file (local path or dict).
+    The checkpoint's ``remote_stats`` (a :class:`FetchStats`) counts what was fetched.
+    """
+    from .formats import load_config
+
+    fs, path = filesystem(uri, storage_options)
+    cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
+    stats = FetchStats()
+    info = _call(uri, fs.info, path)  # one HEAD / metadata request; never a listing of a file
+    if info.get("type") == "directory":
+        ckpt = _open_remote_dir(fs, path, uri, stats, block_size)
+    else:
+        reader = RangeReader(fs, path, uri, size=info.get("size"), block_size=block_size, stats=stats)
+        try:
+            ckpt = _open_reader(fs, path, uri, reader, cfg, stats, block_size)
+        except BaseException:
+            reader.close()
+            raise
+    ckpt.direct_io = False
+    ckpt.remote_stats = stats
+    return ckpt
+
+
+def _open_reader(fs, path: str, uri: str, reader: RangeReader, cfg, stats, block_size) -> Checkpoint:
+    from .formats.h5util import find_hdf5_superblock
+
+    if reader.size == 0:
+        raise NotAnArchiveError(uri, "empty file")
+    head = reader.pread(0, min(8192, reader.size))
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return _open_remote_zip(uri, reader, cfg)
+    if find_hdf5_superblock(head) is not None:
+        return _open_remote_h5(uri, reader, cfg)
+    if head.lstrip()[:1] == b"{":
+        return _open_remote_sharded(fs, path, uri, reader, cfg, stats, block_size)
+    raise NotAnArchiveError(uri, "not a Keras weight archive (neither zip, HDF5 nor a sharded index)")
+
+
+def _open_remote_h5(uri: str, reader: RangeReader, cfg, fmt_expected: str | None = None) -> Checkpoint:
+    from .formats import _classify_h5
+    from .formats.h5util import open_h5, translate_errors
+    from .formats.v3 import H5Part, V3Checkpoint
+
+    h5 = open_h5(reader, uri)
+    try:
+        with translate_errors(uri):
+            fmt = _classify_h5(h5, uri)
+        if fmt == "keras3-weights":
+            return V3Checkpoint(uri, fmt, [H5Part(uri, None, 0, h5, reader)], cfg)
+        return RemoteLegacyCheckpoint(uri, h5, reader)
+    except BaseException:
+        h5.close()
+        raise
+
+
+class RemoteLegacyCheckpoint(LegacyCheckpoint):
+    """A :class:`~ckptscan.formats.legacy.LegacyCheckpoint` over a remote file object."""
+
+    def __init__(self, path: str, h5, reader: RangeReader):
+        self._reader = reader
+        super().__init__(path, h5)
+
+    def close(self) -> None:
+        super().close()
+        self._reader.close()
+
+
+def _open_remote_zip(uri: str, reader: RangeReader, cfg) -> Checkpoint:
+    from .formats import _metadata_version
+    from .formats.h5util import open_h5, parse_json, translate_errors
+    from .formats.v3 import H5Part, V3Checkpoint
+    from .formats.zipmember import check_member_names, check_window, data_offset, inflate_to_temp, read_json_member
+
+    with translate_errors(uri):
+        zf = zipfile.ZipFile(reader)  # reads the end record and central directory only
+    part = None
+    cleanup: list[str] = []
+    try:
+        with translate_errors(uri):
+            names = [i.filename for i in zf.infolist()]
+            check_member_names(names, uri)
+            if "config.json" not in names:
+                if "model.weights.npz" in names or WEIGHTS_MEMBER in names:
+                    raise MalformedArchiveError(uri, "zip archive without config.json")
+                raise NotAnArchiveError(uri, "zip archive that is not a .keras model (no config.json)")
+            if WEIGHTS_MEMBER not in names:
+                if "model.weights.npz" in names:
+                    raise UnsupportedFormatError(uri, "weights are pickled model.weights.npz; not analysed (never unpickled)")
+                raise MalformedArchiveError(uri, "zip archive without model.weights.h5")
+            for member in ("config.json", "metadata.json", WEIGHTS_MEMBER):
+                if names.count(member) > 1:
+                    raise UnsafeArchiveError(uri, f"zip archive has {names.count(member)} members named {member} (ambiguous)")
+            config = parse_json(read_json_member(zf, "config.json", uri), "config.json")
+            if not isinstance(config, dict):
+                raise MalformedArchiveError(uri, "config.json is not a JSON object")
+            version = _metadata_version(read_json_member(zf, "metadata.json", uri)) if "metadata.json" in names else None
+            info = zf.getinfo(WEIGHTS_MEMBER)
+            if info.flag_bits & 0x1:
+                raise UnsupportedFormatError(uri, "model.weights.h5 is encrypted")
+            if info.compress_type == zipfile.ZIP_STORED:
+                start = data_offset(reader, info, uri)
+                check_window(reader, info, start, uri)
+                window = WindowReader(reader, start, info.file_size)
+                part = H5Part(uri, WEIGHTS_MEMBER, start, None, window)
+                part.h5 = open_h5(window, uri)
+            else:  # a compressed member must be inflated whole: stream it to a temp file
+                cleanup.append(inflate_to_temp(zf, info, uri))
+                part = H5Part(cleanup[0], WEIGHTS_MEMBER, 0, None, reader)
+                part.h5 = open_h5(cleanup[0], uri)
+        return V3Checkpoint(uri, "keras-zip", [part], config, version, cleanup)
+    except BaseException:
+        if part is not None and part.h5 is not None:
+            part.h5.close()
+        for tmp in cleanup:
+            try:
+                os.unlink(tmp)
+            except OSError:  # pragma: no cover
+                pass
+        raise
+    finally:
+        zf.close()  # does not close the reader it was given
+
+
+def _read_small(fs, path: str, uri: str, what: str) -> bytes:
+    from .limits import MAX_JSON_BYTES
+
+    size = _call(uri, fs.size, path)
+    if size is not None and size > MAX_JSON_BYTES:
+        raise UnsafeArchiveError(uri, f"{what} file is {size} bytes (too large)")
+    return _call(uri, fs.cat_file, path)
+
+
+def _open_remote_sharded(fs, path: str, uri: str, reader: RangeReader, cfg, stats: FetchStats,
+                         block_size, fmt: str = "keras3-sharded") -> Checkpoint:
+    from .formats.h5util import open_h5, parse_json, translate_errors
+    from .formats.v3 import H5Part, V3Checkpoint
+    from .limits import MAX_JSON_BYTES
+
+    if reader.size > MAX_JSON_BYTES:
+        raise UnsafeArchiveError(uri, f"JSON file is {reader.size} bytes (too large)")
+    with translate_errors(uri):
+        doc = parse_json(reader.pread(0, reader.size), "JSON")
+    reader.close()
+    if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
+        if isinstance(doc, dict):
+            raise NotAnArchiveError(uri, "JSON file that is not a sharded Keras weights index (no weight_map)")
+        raise MalformedArchiveError(uri, "sharded index without a weight_map object")
+    shards: list[str] = []
+    for value in doc["weight_map"].values():
+        for name in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+            if not isinstance(name, str):
+                raise MalformedArchiveError(uri, "weight_map values must be shard file names")
+            if name not in shards:
+                shards.append(name)
+    if not shards:
+        raise MalformedArchiveError(uri, "sharded index lists no shard files")
+    parts = []
+    base_dir = posixpath.dirname(path)
+    base_uri = uri.rsplit("/", 1)[0]
+    try:
+        for name in shards:
+            if posixpath.basename(name) != name or name in ("", ".", "..") or "\\" in name or "\x00" in name:
+                raise UnsafeArchiveError(uri, f"shard name {name!r} points outside the index's folder (path traversal)")
+            shard_uri = f"{base_uri}/{name}"
+            try:
+                r = RangeReader(fs, posixpath.join(base_dir, name), shard_uri, block_size=block_size, total=stats)
+            except NotAnArchiveError as exc:
+                raise MalformedArchiveError(uri, f"shard {name} is missing") from exc
+            try:
+                h5 = open_h5(r, shard_uri)
+            except CkptscanError as exc:
+                r.close()
+                raise type(exc)(uri, f"shard {name}: {exc.reason}") from exc
+            parts.append(H5Part(shard_uri, name, 0, h5, r))
+        return V3Checkpoint(uri, fmt, parts, cfg)
+    except BaseException:
+        for part in parts:
+            part.h5.close()
+            part.fileobj.close()
+        raise
+
+
+def _open_remote_dir(fs, path: str, uri: str, stats: FetchStats, block_size) -> Checkpoint:
+    """An unzipped ``.keras`` folder behind a URI: ``config.json`` plus the weights."""
+    from .formats import _metadata_version
+    from .formats.h5util import open_h5, parse_json, translate_errors
+    from .formats.v3 import H5Part, V3Checkpoint
+
+    join = posixpath.join
+    if not (_call(uri, fs.isfile, join(path, "config.json"))
+            and (_call(uri, fs.isfile, join(path, WEIGHTS_MEMBER)) or _call(uri, fs.isfile, join(path, "model.weights.json")))):
+        raise NotAnArchiveError(uri, "folder without config.json and model.weights.h5")
+    with translate_errors(uri):
+        own = parse_json(_read_small(fs, join(path, "config.json"), uri, "config"), "config")
+    if not isinstance(own, dict):
+        raise MalformedArchiveError(uri, "config file is not a JSON object")
+    version = None
+    if _call(uri, fs.isfile, join(path, "metadata.json")):
+        version = _metadata_version(_read_small(fs, join(path, "metadata.json"), uri, "metadata"))
+    base = uri.rstrip("/")
+    if _call(uri, fs.isfile, join(path, WEIGHTS_MEMBER)):
+        r = RangeReader(fs, join(path, WEIGHTS_MEMBER), f"{base}/{WEIGHTS_MEMBER}", block_size=block_size, total=stats)
+        try:
+            h5 = open_h5(r, uri)
+            try:
+                return V3Checkpoint(uri, "keras-dir", [H5Part(f"{base}/{WEIGHTS_MEMBER}", WEIGHTS_MEMBER, 0, h5, r)], own, version)
+            except BaseException:
+                h5.close()
+                raise
+        except BaseException:
+            r.close()
+            raise
+    idx = join(path, "model.weights.json")
+    r = RangeReader(fs, idx, f"{base}/model.weights.json", block_size=block_size, total=stats)
+    ckpt = _open_remote_sharded(fs, idx, f"{base}/model.weights.json", r, own, stats, block_size, fmt="keras-dir")
+    ckpt.path = uri
+    return ckpt
+
+
+def download(uri: str, dest: str | os.PathLike | None = None, storage_options: dict | None = None) -> str:
+    """Copy a remote object to a local file (for ``fix``, which writes a patched local copy)."""
+    fs, path = filesystem(uri, storage_options)
+    if dest is None:
+        fd, dest = tempfile.mkstemp(prefix="ckptscan-remote-", suffix=posixpath.splitext(path)[1] or ".bin")
+        os.close(fd)
+    _call(uri, fs.get_file, path, str(dest))
+    return str(dest)

@@ -1,0 +1,427 @@
+"""Remote URIs through fsspec against real servers on 127.0.0.1.
+
+* an HTTP server with ``Range`` support (the standard library's, plus single-range
+  handling written here), counting on the *server* side every byte it sends;
+* an S3-compatible server: moto in server mode, driven through s3fs/aiobotocore over
+  HTTP, credentials and endpoint from the environment only.
+
+Scan and inspect results over each server equal the local results for every fixture
+format; inspect of a large ``.keras`` fetches a small fraction of it, scan about 1x.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("fsspec")
+
+from ckptscan import open_checkpoint  # noqa: E402
+from ckptscan.errors import NotAnArchiveError  # noqa: E402
+from ckptscan.inventory import inventory  # noqa: E402
+from ckptscan.remote import RangeReader, RemoteError, open_any, open_remote  # noqa: E402
+
+from conftest import FIXTURES, ROOT, run_cli  # noqa: E402
+
+K3 = FIXTURES / "k3"
+DIVERGE = FIXTURES / "diverge"
+_SHARD = re.compile(r"_\d{5}\.weights\.h5$")
+
+
+def fixture_files() -> list[str]:
+    """Every fixture checkpoint (shards are reached through their index), relative to FIXTURES."""
+    out = []
+    for d in (K3, FIXTURES / "tf2"):
+        if d.is_dir():
+            out += [str(p.relative_to(FIXTURES)) for p in sorted(d.iterdir())
+                    if p.suffix in (".keras", ".h5", ".json") and not _SHARD.search(p.name) and not p.name.endswith(".config.json")]
+    if (DIVERGE / "epoch_05.keras").exists():
+        out.append("diverge/epoch_05.keras")
+    return out
+
+
+FILES = fixture_files()
+_LOCAL_SCANS: dict = {}
+
+
+def representative() -> list[str]:
+    """One fixture per format id, plus the reduced-precision .keras ones and the diverged epoch."""
+    seen: dict[str, str] = {}
+    for rel in FILES:
+        with open_checkpoint(FIXTURES / rel) as c:
+            seen.setdefault(c.format, rel)
+    extra = [r for r in FILES if r.endswith(".keras") and re.search(r"bf16|fp16|mixed", r)]
+    extra += [r for r in FILES if r.startswith("diverge/")]
+    return list(dict.fromkeys(list(seen.values()) + extra))
+
+
+def local_scan(rel: str):
+    from ckptscan.scan import scan_file
+
+    if rel not in _LOCAL_SCANS:
+        _LOCAL_SCANS[rel] = _scan_key(scan_file(str(FIXTURES / rel)))
+    return _LOCAL_SCANS[rel]
+
+
+# --- servers --------------------------------------------------------------------------------
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """GET/HEAD of files under ``root`` with single ``Range: bytes=a-b`` support."""
+
+    root = "."
+    served: list = []
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_HEAD(self):  # noqa: N802
+        self._serve(head=True)
+
+    def do_GET(self):  # noqa: N802
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        rel = self.path.split("?", 1)[0].lstrip("/")
+        p = os.path.join(self.root, rel)
+        if ".." in rel.split("/") or not os.path.isfile(p):
+            self.send_error(404)
+            return
+        size = os.path.getsize(p)
+        start, end, status = 0, size - 1, 200
+        rng = self.headers.get("Range")
+        if rng:
+            m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip())
+            if not m:
+                self.send_error(416)
+                return
+            a, b = m.groups()
+            if a == "":
+                start = max(0, size - int(b))
+            else:
+                start, end = int(a), (min(int(b), size - 1) if b else size - 1)
+            if start > end or start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.end_headers()
+                return
+            status = 206
+        self.send_response(status)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if head:
+            return
+        with open(p, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(end - start + 1)
+        self.wfile.write(data)
+        self.served.append((rel, start, len(data)))
+
+
+class HttpServer:
+    """A threaded Range-capable HTTP server on 127.0.0.1 serving ``root``."""
+
+    def __init__(self, root: Path):
+        self.served: list = []
+        handler = type("Handler", (RangeHandler,), {"root": str(root), "served": self.served})
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bytes_sent(self, rel: str | None = None) -> int:
+        return sum(n for r, _, n in self.served if rel is None or r == rel)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def big_keras(tmp_path_factory) -> Path:
+    """A ~19 MB .keras (four 1024x1152 Dense layers with BatchNormalization)."""
+    import keras
+
+    d = tmp_path_factory.mktemp("big")
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((1024,))
+    x = inp
+    for i in range(4):
+        x = keras.layers.Dense(1152, name=f"fc{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+    m = keras.Model(inp, keras.layers.Dense(10, name="head")(x))
+    m.save(d / "big.keras")
+    return d / "big.keras"
+
+
+@pytest.fixture(scope="module")
+def http_server(big_keras):
+    """Serves FIXTURES at / and the big model at /big/."""
+    root = big_keras.parent.parent / "served"
+    root.mkdir(exist_ok=True)
+    for name in ("fixtures", "big"):
+        link = root / name
+        if not link.exists():
+            link.symlink_to(FIXTURES if name == "fixtures" else big_keras.parent)
+    srv = HttpServer(root)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def s3_server(big_keras):
+    """moto's S3 server on 127.0.0.1 with bucket ``ckpts`` holding the fixtures; yields the env."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir("ckpts")
+    for p in FIXTURES.rglob("*"):
+        if p.is_file() and p.suffix in (".keras", ".h5", ".json"):
+            fs.put_file(str(p), f"ckpts/fixtures/{p.relative_to(FIXTURES)}")
+    fs.put_file(str(big_keras), "ckpts/big/big.keras")
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+def _clear_fsspec_cache():
+    import fsspec
+
+    for cls in list(fsspec.registry.values()) if hasattr(fsspec.registry, "values") else []:
+        getattr(cls, "clear_instance_cache", lambda: None)()
+
+
+def _inventory_rows(doc: dict) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("file", "offset")} for r in doc["variables"]]
+
+
+def _scan_key(fr) -> tuple:
+    from ckptscan.jsonl import file_result_to_dict
+
+    d = file_result_to_dict(fr)
+    for k in ("path", "seconds"):
+        d.pop(k, None)
+    for f in d["findings"]:
+        f.pop("file", None)
+        f["message"] = f["message"]
+    return json.dumps(d, sort_keys=True, default=str).replace(fr.path, "<FILE>")
+
+
+# --- the reader -----------------------------------------------------------------------------
+@given(reads=st.lists(st.tuples(st.integers(0, 70_000), st.integers(0, 300_000)), min_size=1, max_size=25),
+       block=st.sampled_from([1, 7, 4096, 32768]))
+@settings(max_examples=30, deadline=None)
+def test_range_reader_reads_exactly_the_bytes(reads, block):
+    import fsspec
+
+    path = K3 / "seed.keras" if (K3 / "seed.keras").exists() else Path(__file__)
+    data = path.read_bytes()
+    fs = fsspec.filesystem("file")
+    r = RangeReader(fs, str(path), str(path), block_size=block)
+    for off, n in reads:
+        off = off % (len(data) + 10)
+        r.seek(off)
+        assert r.read(n) == data[off : off + n]
+        assert r.tell() == min(off + n, len(data)) if off <= len(data) else off
+    assert r.stats.bytes_fetched <= len(data) * (len(reads) + 1) + block * len(reads)
+    r.close()
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+@pytest.mark.skipif(not FILES, reason="fixtures not generated")
+def test_http_inspect_equal_local_for_every_fixture(http_server):
+    for rel in FILES:
+        uri = f"{http_server.url}/fixtures/{rel}"
+        with open_checkpoint(FIXTURES / rel) as local, open_checkpoint(uri) as remote:
+            assert remote.format == local.format and remote.direct_io is False, rel
+            assert _inventory_rows(inventory(remote, include_optimizer=True)) == _inventory_rows(
+                inventory(local, include_optimizer=True)), rel
+
+
+@pytest.mark.skipif(not FILES, reason="fixtures not generated")
+def test_http_scan_equal_local_for_every_format(http_server):
+    from ckptscan.scan import scan_file
+
+    reps = representative()
+    for rel in reps:
+        uri = f"{http_server.url}/fixtures/{rel}"
+        with open_checkpoint(FIXTURES / rel) as local, open_checkpoint(uri) as remote:
+            for v in local.weights(include_optimizer=True)[:40]:
+                np.testing.assert_array_equal(remote.read(remote.find(v.path)), local.read(v), err_msg=f"{rel} {v.path}")
+        assert _scan_key(scan_file(uri)) == local_scan(rel), rel
+    assert len(reps) >= 5
+
+
+def test_http_inspect_large_keras_fetches_a_small_fraction(http_server, big_keras):
+    size = big_keras.stat().st_size
+    uri = f"{http_server.url}/big/big.keras"
+    before = http_server.bytes_sent()
+    with open_remote(uri) as ckpt:
+        inventory(ckpt)
+        stats = ckpt.remote_stats
+        inspect_bytes = http_server.bytes_sent() - before
+        assert stats.bytes_fetched == inspect_bytes  # client and server agree
+        assert inspect_bytes < 0.03 * size, (inspect_bytes, size)
+        for v in ckpt.weights():
+            for block in ckpt.iter_blocks(v):
+                assert np.isfinite(block).all()
+        scan_bytes = http_server.bytes_sent() - before
+    assert size * 0.95 < scan_bytes < size * 1.15, (scan_bytes, size)
+    print(f"\nremote bytes: inspect {inspect_bytes} ({inspect_bytes / size:.2%}), full read {scan_bytes} "
+          f"({scan_bytes / size:.3f}x) of {size}")
+
+
+def test_http_cli_inspect_and_scan_equal_local(http_server):
+    rel = "k3/seed_broken.keras" if (K3 / "seed_broken.keras").exists() else None
+    if rel is None:
+        pytest.skip("fixtures not generated")
+    uri = f"{http_server.url}/fixtures/{rel}"
+    r = run_cli("inspect", "--json", uri)
+    loc = run_cli("inspect", "--json", FIXTURES / rel)
+    assert r.returncode == 0, r.stderr
+    assert _inventory_rows(json.loads(r.stdout)) == _inventory_rows(json.loads(loc.stdout))
+    rs = run_cli("scan", "--format", "json", uri)
+    ls = run_cli("scan", "--format", "json", FIXTURES / rel)
+    assert rs.returncode == ls.returncode == 1, rs.stderr
+    fr, fl = json.loads(rs.stdout), json.loads(ls.stdout)
+    strip = lambda doc: [(f["rule_id"], f.get("layer_path"), f.get("variable"), f.get("count")) for f in doc["files"][0]["findings"]]  # noqa: E731
+    assert strip(fr) == strip(fl) and strip(fr)
+
+
+def test_http_diff_remote_against_local(http_server):
+    if not (K3 / "seed_broken_legacy.h5").exists():
+        pytest.skip("fixtures not generated")
+    from ckptscan.history import diff
+
+    a = diff(K3 / "seed.keras", K3 / "seed_broken_legacy.h5")
+    b = diff(f"{http_server.url}/fixtures/k3/seed.keras", K3 / "seed_broken_legacy.h5")
+    assert [v.to_dict() for v in a.variables] == [v.to_dict() for v in b.variables]
+
+
+def test_http_missing_object(http_server):
+    uri = f"{http_server.url}/fixtures/nope.keras"
+    with pytest.raises(NotAnArchiveError) as exc:
+        open_remote(uri)
+    assert str(exc.value) == f"{uri}: no such file or directory"
+    p = run_cli("inspect", uri)
+    assert p.returncode == 2 and p.stderr == f"ckptscan: error: {uri}: no such file or directory\n"
+
+
+def test_http_truncated_zip_is_an_error_not_a_crash(http_server, tmp_path):
+    data = (K3 / "seed.keras").read_bytes() if (K3 / "seed.keras").exists() else None
+    if data is None:
+        pytest.skip("fixtures not generated")
+    (Path(http_server.httpd.RequestHandlerClass.root) / "trunc").mkdir(exist_ok=True)
+    (Path(http_server.httpd.RequestHandlerClass.root) / "trunc" / "t.keras").write_bytes(data[: len(data) // 2])
+    p = run_cli("inspect", f"{http_server.url}/trunc/t.keras")
+    assert p.returncode == 2 and p.stderr.startswith(f"ckptscan: error: {http_server.url}/trunc/t.keras: ")
+
+
+def test_file_uri_is_local():
+    if not (K3 / "seed.keras").exists():
+        pytest.skip("fixtures not generated")
+    with open_any(f"file://{K3 / 'seed.keras'}") as ckpt:
+        assert ckpt.direct_io is True and ckpt.format == "keras-zip"
+
+
+def test_missing_extra_gives_one_line_hint():
+    code = (
+        "import sys; sys.modules['fsspec'] = None\n"
+        "from ckptscan.cli import main\n"
+        "sys.exit(main(['inspect', 's3://bucket/model.keras']))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 2
+    assert p.stderr == "ckptscan: error: s3://bucket/model.keras: remote URIs need the optional extra: pip install 'ckptscan[remote]'\n"
+
+
+def test_unknown_protocol_is_an_error():
+    with pytest.raises(RemoteError, match="unsupported URI|needs a backend package"):
+        open_remote("nosuchproto://x/y.keras")
+
+
+# --- S3 (moto server) -------------------------------------------------------------------------
+@pytest.mark.skipif(not FILES, reason="fixtures not generated")
+def test_s3_scan_and_inspect_equal_local_for_every_format(s3_server):
+    from ckptscan.scan import scan_file
+
+    for rel in representative():
+        uri = f"s3://ckpts/fixtures/{rel}"
+        with open_checkpoint(FIXTURES / rel) as local, open_checkpoint(uri) as remote:
+            assert remote.format == local.format, rel
+            assert _inventory_rows(inventory(remote, include_optimizer=True)) == _inventory_rows(
+                inventory(local, include_optimizer=True)), rel
+        assert _scan_key(scan_file(uri)) == local_scan(rel), rel
+
+
+def test_s3_large_keras_fetch_fraction(s3_server, big_keras):
+    size = big_keras.stat().st_size
+    with open_remote("s3://ckpts/big/big.keras") as ckpt:
+        inventory(ckpt)
+        inspect_bytes = ckpt.remote_stats.bytes_fetched
+        for v in ckpt.weights():
+            for _ in ckpt.iter_blocks(v):
+                pass
+        full = ckpt.remote_stats.bytes_fetched
+    assert inspect_bytes < 0.03 * size
+    assert size * 0.95 < full < size * 1.15
+    print(f"\ns3 bytes: inspect {inspect_bytes / size:.2%}, full read {full / size:.3f}x of {size}")
+
+
+def test_s3_cli_credentials_from_environment_only(s3_server):
+    if not (DIVERGE / "epoch_05.keras").exists():
+        pytest.skip("fixtures not generated")
+    env = {**os.environ, **s3_server, "CKPTSCAN_REMOTE_STATS": "1"}
+    p = subprocess.run([sys.executable, "-m", "ckptscan", "scan", "--format", "json", "s3://ckpts/fixtures/diverge/epoch_05.keras"],
+                       capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 1, p.stderr
+    doc = json.loads(p.stdout)
+    assert {f["rule_id"] for f in doc["files"][0]["findings"]} >= {"BN001", "BN004"}
+    assert re.search(r"ckptscan: remote: s3://ckpts/fixtures/diverge/epoch_05.keras: fetched \d+ of \d+ bytes", p.stderr)
+    # without credentials in the environment, the same command fails with one line
+    bare = {k: v for k, v in env.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL_S3"}
+    bare.update(AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true")
+    q = subprocess.run([sys.executable, "-m", "ckptscan", "inspect", "s3://ckpts/fixtures/diverge/epoch_05.keras"],
+                       capture_output=True, text=True, env=bare, timeout=120, stdin=subprocess.DEVNULL)
+    assert q.returncode == 2 and q.stderr.startswith("ckptscan: error: s3://ckpts/fixtures/diverge/epoch_05.keras: ")
+    assert len(q.stderr.strip().splitlines()) == 1
+
+
+def test_s3_timeline_over_remote_epochs(s3_server):
+    manifest_path = DIVERGE / "manifest.json"
+    if not manifest_path.exists():
+        pytest.skip("fixtures not generated")
+    from ckptscan.history import timeline
+
+    manifest = json.loads(manifest_path.read_text())
+    uris = [f"s3://ckpts/fixtures/diverge/{e['file']}" for e in manifest["epochs"]]
+    tl = timeline(uris[::-1])
+    assert tl.first_bad.path.endswith(f"epoch_{manifest['first_bad_epoch']:02d}.keras")
+    assert tl.last_good.path.endswith(f"epoch_{manifest['last_good_epoch']:02d}.keras")
