@@ -290,7 +290,7 @@ def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | Non
 
 def write_manifest(doc: FixManifest, path: str) -> None:
     """Write the manifest JSON atomically."""
-    tmp = safety.temp_path(path)
+    tmp = safety.temp_path(path, unique=True)
     with open(tmp, "w") as fh:
         json.dump(doc.to_dict(), fh, indent=2)
         fh.write("\n")

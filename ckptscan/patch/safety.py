@@ -63,10 +63,32 @@ def lock_path(path: str | os.PathLike) -> str:
     return os.path.join(os.path.dirname(p), f".{os.path.basename(p)}.ckptscan-lock")
 
 
-def temp_path(target: str) -> str:
-    """A temporary name next to ``target`` that recovery can attribute to this process."""
+def temp_path(target: str, unique: bool = False) -> str:
+    """A hidden temporary name next to ``target``.
+
+    Fixed (``.<name>.ckptscan.tmp``) for writes made under the checkpoint's lock, so
+    recovery finds a dead run's leftovers with a ``stat``; ``unique`` adds the pid
+    for files written without the lock (manifests, ``--output`` staging).
+    """
     d, b = os.path.split(os.path.abspath(target))
-    return os.path.join(d, f".{b}.ckptscan-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    if unique:
+        return os.path.join(d, f".{b}.ckptscan-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    return os.path.join(d, f".{b}.ckptscan.tmp")
+
+
+def journal_temp(path: str | os.PathLike) -> str:
+    """Where the journal is written before it is renamed into place."""
+    return temp_path(journal_path(path))
+
+
+def _fixed_temps(path: str) -> list[str]:
+    p = unit_path(path)
+    out = [journal_temp(p), temp_path(p), temp_path(p + ".member"), temp_path(p + ".bak")]
+    if os.path.isdir(p):
+        out.append(temp_path(os.path.join(p, "model.weights.h5")))
+    elif p.endswith(".json"):
+        out += glob.glob(os.path.join(glob.escape(os.path.dirname(p)), ".*.ckptscan.tmp"))
+    return out
 
 
 # --- fault injection -----------------------------------------------------------------
@@ -226,7 +248,7 @@ def write_journal(path: str, regions: list[Region]) -> str:
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     doc = {"ckptscan_journal": JOURNAL_VERSION, "checkpoint": unit_path(path), "pid": os.getpid(),
            "created": time.time(), "regions": body, "sha256": digest}
-    tmp = f"{jp}.{os.getpid()}.tmp"
+    tmp = journal_temp(path)
     with open(tmp, "w") as fh:
         json.dump(doc, fh)
         fh.flush()
@@ -306,14 +328,16 @@ def recover_locked(path: str) -> str | None:
 
 
 def _clean_temps(path: str) -> int:
+    """Remove what a dead run left: fixed-name temporaries, and pid-named ones of dead pids."""
     p = unit_path(path)
-    pats = [os.path.join(os.path.dirname(p), f".{glob.escape(os.path.basename(p))}.ckptscan-*.tmp"),
-            glob.escape(journal_path(p)) + ".*.tmp"]
+    removed = 0
+    for tmp in _fixed_temps(p):
+        if os.path.lexists(tmp):
+            _unlink_quiet(tmp)
+            removed += 1
+    pats = [os.path.join(os.path.dirname(p), f".{glob.escape(os.path.basename(p))}.ckptscan-*.tmp")]
     if os.path.isdir(p):
         pats.append(os.path.join(glob.escape(p), ".*.ckptscan-*.tmp"))
-    if p.endswith(".json"):
-        pats.append(os.path.join(glob.escape(os.path.dirname(p)), ".*.ckptscan-*.tmp"))
-    removed = 0
     for pat in pats:
         for tmp in glob.glob(pat):
             pid = _tmp_pid(tmp)
@@ -329,8 +353,6 @@ def _clean_temps(path: str) -> int:
 def _tmp_pid(tmp: str) -> int | None:
     base = os.path.basename(tmp)
     try:
-        if JOURNAL_SUFFIX + "." in base:
-            return int(base.rsplit(".", 2)[-2])
         return int(base.rsplit(".ckptscan-", 1)[1].split("-", 1)[0])
     except (ValueError, IndexError):
         return None
@@ -341,7 +363,9 @@ def needs_recovery(path: str | os.PathLike) -> bool:
 
     False while this process itself holds the checkpoint's lock (a fix in progress).
     """
-    return os.path.exists(journal_path(path)) and unit_path(path) not in _HELD
+    if unit_path(path) in _HELD:
+        return False
+    return os.path.exists(journal_path(path)) or any(os.path.lexists(t) for t in _fixed_temps(path))
 
 
 def recover(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT) -> str | None:

@@ -339,7 +339,7 @@ def _patch_copy(path, fmt, files, regions, prepared, physical, output, reopen, e
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         raise PatchRefusedError(path, f"output folder {parent} does not exist")
-    stage = safety.temp_path(out)
+    stage = safety.temp_path(out, unique=True)
     os.mkdir(stage)
     try:
         if fmt == "keras3-sharded":
