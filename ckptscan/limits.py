@@ -50,16 +50,102 @@ MAX_SMALL_MEMBER = 256 << 20
 MAX_INFLATED = 64 << 30
 
 
+class _Deadline:
+    """The deadline of the innermost :func:`file_timeout` (checked by every HDF5 read)."""
+
+    at: float | None = None
+    path: object = None
+    seconds: float = 0.0
+
+
+_DEADLINE = _Deadline()
+
+
+def check_deadline() -> None:
+    """Raise :class:`FileTimeoutError` if the current file's deadline has passed.
+
+    Called from every read the HDF5 library makes through
+    :class:`~ckptscan.formats.zipmember.FileWindow`: a corrupt B-tree that sends the C
+    library round in circles re-reads the file, and each read then fails, so the
+    library gives up even though a Python signal handler cannot interrupt it.
+    """
+    at = _DEADLINE.at
+    if at is not None and time.monotonic() >= at:
+        raise FileTimeoutError(_DEADLINE.path, f"timed out after {_DEADLINE.seconds:g} s (--timeout)")
+
+
+def expired() -> FileTimeoutError | None:
+    """The timeout error to report if the current deadline has passed, else None."""
+    try:
+        check_deadline()
+    except FileTimeoutError as exc:
+        return exc
+    return None
+
+
+#: Seconds past ``--timeout`` after which the watchdog stops a process stuck in C code.
+HARD_GRACE = 5.0
+
+
+def _start_watchdog(seconds: float, path: object) -> int | None:
+    """Fork a process that kills this one if it is still running after the deadline."""
+    import os
+    import sys
+
+    if not hasattr(os, "fork"):
+        return None
+    line = f"ckptscan: error: {path}: timed out after {seconds:g} s (--timeout); stuck in the HDF5 library, stopped\n"
+    parent = os.getpid()
+    try:
+        sys.stderr.flush()
+    except Exception:  # pragma: no cover
+        pass
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the child: no Python cleanup, no inherited handlers, only sleep and maybe kill
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        time.sleep(seconds + HARD_GRACE)
+        if os.getppid() == parent:
+            os.write(2, line.encode("utf-8", "replace"))
+            os.kill(parent, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def _stop_watchdog(pid: int | None) -> None:
+    import os
+
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # pragma: no cover
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # pragma: no cover
+        pass
+
+
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
 @contextlib.contextmanager
-def file_timeout(seconds: float | None, path: object) -> Iterator[None]:
+def file_timeout(seconds: float | None, path: object, hard: bool = True) -> Iterator[None]:
     """Raise :class:`FileTimeoutError` for ``path`` if the block runs over ``seconds``.
 
     ``None`` or ``<= 0`` disables the limit. Nested use keeps the outer deadline: an
     inner limit never extends it, and the outer timer is re-armed with what is left.
+
+    ``hard``: a corrupt file can send the HDF5 C library into a loop that never returns
+    to Python, so no signal handler runs. A watchdog process then stops the process
+    :data:`HARD_GRACE` seconds after the deadline, printing the usual error line first
+    (exit status 137, SIGKILL). Crash-isolating runners (``scan --jobs``) report that
+    file as unreadable and go on.
 
     >>> with file_timeout(30, "model.keras"):
     ...     pass
@@ -77,6 +163,7 @@ def file_timeout(seconds: float | None, path: object) -> Iterator[None]:
         return
     start = time.monotonic()
     fired = []
+    saved = (_DEADLINE.at, _DEADLINE.path, _DEADLINE.seconds)
 
     def _on_alarm(signum, frame):
         if not fired:
@@ -84,13 +171,17 @@ def file_timeout(seconds: float | None, path: object) -> Iterator[None]:
             raise FileTimeoutError(path, f"timed out after {seconds:g} s (--timeout)")
 
     signal.signal(signal.SIGALRM, _on_alarm)
+    _DEADLINE.at, _DEADLINE.path, _DEADLINE.seconds = start + seconds, path, seconds
+    watchdog = _start_watchdog(seconds, path) if hard else None
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         try:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            _stop_watchdog(watchdog)
         finally:
+            _DEADLINE.at, _DEADLINE.path, _DEADLINE.seconds = saved
             signal.signal(signal.SIGALRM, outer_handler)
             if outer_left:
                 left = outer_left - (time.monotonic() - start)

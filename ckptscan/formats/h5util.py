@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import CkptscanError, LimitExceededError, MalformedArchiveError, UnsafeArchiveError
 from ..limits import (
+    expired,
     MAX_ATTR_BYTES,
     MAX_ATTR_ELEMS,
     MAX_DATASET_EXPANSION,
@@ -97,30 +98,41 @@ def translate_errors(path: str) -> Iterator[None]:
     …
     =============================  ==================================================
     """
-    import zlib
-
     try:
         yield
     except CkptscanError:
         raise
-    except Refused as exc:
-        cls = UnsafeArchiveError if exc.unsafe else MalformedArchiveError
-        raise cls(path, exc.reason) from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-        detail = str(exc) or type(exc).__name__
-        raise MalformedArchiveError(path, f"corrupt zip archive ({detail})") from exc
-    except json.JSONDecodeError as exc:
+    except Exception as exc:
+        late = expired()  # a read failed because the deadline passed: say so
+        if late is not None:
+            raise late from exc
+        mapped = _map_error(exc, path)
+        if mapped is None:
+            raise
+        raise mapped from (None if isinstance(exc, Refused) else exc)
+
+
+def _map_error(exc: Exception, path: str) -> CkptscanError | None:
+    """The ckptscan error for a lower-level exception (see :func:`translate_errors`)."""
+    import zlib
+
+    if isinstance(exc, Refused):
+        return (UnsafeArchiveError if exc.unsafe else MalformedArchiveError)(path, exc.reason)
+    if isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)):
+        return MalformedArchiveError(path, f"corrupt zip archive ({str(exc) or type(exc).__name__})")
+    if isinstance(exc, json.JSONDecodeError):
         msg = exc.msg.removesuffix(" at")
-        raise MalformedArchiveError(path, f"invalid JSON ({msg}, line {exc.lineno} column {exc.colno})") from exc
-    except UnicodeDecodeError as exc:
-        raise MalformedArchiveError(path, f"text that is not UTF-8 ({exc.reason})") from exc
-    except RecursionError as exc:
-        raise MalformedArchiveError(path, "structure nested too deeply") from exc
-    except MemoryError as exc:
-        raise LimitExceededError(path, "out of memory while reading; refusing this file") from exc
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError,
-            AttributeError, AssertionError, SystemError) as exc:
-        raise MalformedArchiveError(path, h5_reason(exc)) from exc
+        return MalformedArchiveError(path, f"invalid JSON ({msg}, line {exc.lineno} column {exc.colno})")
+    if isinstance(exc, UnicodeDecodeError):
+        return MalformedArchiveError(path, f"text that is not UTF-8 ({exc.reason})")
+    if isinstance(exc, RecursionError):
+        return MalformedArchiveError(path, "structure nested too deeply")
+    if isinstance(exc, MemoryError):
+        return LimitExceededError(path, "out of memory while reading; refusing this file")
+    if isinstance(exc, (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError,
+                        AttributeError, AssertionError, SystemError)):
+        return MalformedArchiveError(path, h5_reason(exc))
+    return None
 
 
 def parse_json(raw: bytes | str, what: str = "JSON") -> Any:
@@ -143,9 +155,41 @@ def parse_json(raw: bytes | str, what: str = "JSON") -> Any:
     return doc
 
 
+class _WindowedFile(h5py.File):
+    """An ``h5py.File`` read through a :class:`FileWindow` it owns (closed with it)."""
+
+    _window = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._window is not None:
+                self._window.close()
+                self._window = None
+
+
 def open_h5(source: Any, path: str) -> h5py.File:
-    """Open an HDF5 file (path or file object) read-only, with errors translated."""
+    """Open an HDF5 file (path or file object) read-only, with errors translated.
+
+    A path is read through a :class:`~ckptscan.formats.zipmember.FileWindow` over the
+    whole file, so every read the HDF5 library makes passes through Python and
+    honours the ``--timeout`` deadline (:func:`ckptscan.limits.check_deadline`).
+    """
+    from .zipmember import FileWindow
+
     with translate_errors(path):
+        if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+            import os
+
+            window = FileWindow(os.fspath(source), 0, os.path.getsize(source))
+            try:
+                f = _WindowedFile(window, "r", locking=False)
+            except BaseException:
+                window.close()
+                raise
+            f._window = window
+            return f
         return h5py.File(source, "r", locking=False)
 
 
