@@ -129,10 +129,32 @@ def policy_name(cfg: dict) -> str | None:
     return dtype if isinstance(dtype, str) else None
 
 
+#: Placeholder in :func:`var_names` for a variable created without a name. Keras 3 names
+#: those ``variable``, ``variable_1``, … from a per-process counter (``auto_name``), so a
+#: fresh ``load_model`` numbers them in model build order; readers do the same.
+AUTO_NAME = "\0variable"
+
+#: Layers shipped inside ``keras.applications`` (not exported as ``keras.layers``)
+#: and the names of their variables.
+APPLICATION_LAYERS = {
+    "LayerScale": [AUTO_NAME],  # keras.applications.convnext: add_weight() without a name
+}
+
+
+def auto_names(count: int, start: int = 0) -> list[str]:
+    """Keras' auto names for ``count`` unnamed variables after ``start`` earlier ones."""
+    return ["variable" if i == 0 else f"variable_{i}" for i in range(start, start + count)]
+
+
 def var_names(class_name: str | None, cfg: dict | None) -> list[str] | None:
-    """Keras 3 order of ``vars/<i>`` for a built-in class and its config, or None."""
+    """Keras 3 order of ``vars/<i>`` for a built-in class and its config, or None.
+
+    May contain :data:`AUTO_NAME` placeholders (see there).
+    """
     cfg = cfg or {}
     c = class_name
+    if c in APPLICATION_LAYERS:
+        return list(APPLICATION_LAYERS[c])
     if c in BN_CLASSES:
         out = (["gamma"] if _flag(cfg, "scale") else []) + (["beta"] if _flag(cfg, "center") else [])
         out += ["moving_mean", "moving_variance"]
@@ -209,6 +231,9 @@ class ObjInfo:
     """Structural layer path elements."""
     class_name: str
     config: dict = field(default_factory=dict)
+    alias_of: list[str] | None = None
+    """For a shared layer met again: the path of its first traversal (where Keras 3
+    stores it; legacy files store a second copy here)."""
 
 
 def top_config(doc: dict) -> dict:
@@ -216,6 +241,13 @@ def top_config(doc: dict) -> dict:
     if "class_name" in doc and "config" in doc:
         return doc
     return {"class_name": "Functional", "config": doc}
+
+
+def is_container_class(class_name: str | None, cfg: dict | None) -> bool:
+    """True for a nested model (Functional/Sequential/Model with a ``layers`` list)."""
+    return isinstance(cfg, dict) and isinstance(cfg.get("layers"), list) and (
+        class_name in CONTAINER_CLASSES or "layers" in cfg
+    )
 
 
 def _is_container(entry: dict) -> bool:
@@ -234,11 +266,33 @@ def v3_object_map(doc: dict) -> dict[str, ObjInfo]:
     out: dict[str, ObjInfo] = {}
     top = top_config(doc)
     if _is_container(top):
-        _walk_container(top, "", [], out, depth=0)
+        _walk_container(top, "", [], out, depth=0, shared={})
     return out
 
 
-def _walk_container(entry: dict, prefix: str, struct: list[str], out: dict, depth: int) -> None:
+def _shared_key(entry: dict) -> object:
+    """Identity of a layer that may appear twice in a config (a shared layer).
+
+    Keras 3 ``.keras`` configs mark objects serialized more than once with the same
+    ``shared_object_id``. Legacy ``model_config`` (no ``module`` keys) has no marker:
+    a second entry with the same name, class and config is the same layer there.
+    """
+    if entry.get("shared_object_id") is not None:
+        return ("id", entry["shared_object_id"])
+    if "module" in entry:
+        return None
+    cfg = entry.get("config")
+    if not isinstance(cfg, dict) or not cfg.get("name"):
+        return None
+    import json
+
+    try:
+        return ("cfg", entry.get("class_name"), json.dumps(cfg, sort_keys=True, default=str))
+    except (TypeError, ValueError):
+        return None
+
+
+def _walk_container(entry: dict, prefix: str, struct: list[str], out: dict, depth: int, shared: dict) -> None:
     if depth > 50:
         return
     items = [it for it in entry["config"]["layers"] if isinstance(it, dict)]
@@ -252,15 +306,34 @@ def _walk_container(entry: dict, prefix: str, struct: list[str], out: dict, dept
         n = used.get(base, 0)
         used[base] = n + 1
         slot = base if n == 0 else f"{base}_{n}"
-        _place(it, f"{prefix}layers/{slot}", struct + [layer_name(it)], out, depth)
+        path = struct + [layer_name(it)]
+        key = _shared_key(it)
+        if key is not None and key in shared:
+            # a shared layer met again: Keras 3 skips it (its counter slot is used up);
+            # legacy files hold a second copy of its weights here
+            _place(it, f"{prefix}layers/{slot}", path, out, depth, {}, alias_of=shared[key])
+            continue
+        if key is not None:
+            shared[key] = path
+        _place(it, f"{prefix}layers/{slot}", path, out, depth, shared)
 
 
-def _place(entry: dict, obj: str, struct: list[str], out: dict, depth: int) -> None:
+def _place(entry: dict, obj: str, struct: list[str], out: dict, depth: int, shared: dict | None = None,
+           alias_of: list[str] | None = None) -> None:
+    shared = {} if shared is None else shared
     cls = str(entry.get("class_name", ""))
     cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
-    out.setdefault(obj, ObjInfo(struct, cls, cfg))
+    out.setdefault(obj, ObjInfo(struct, cls, cfg, alias_of))
+    if alias_of is not None:
+        # sub-objects of a shared layer (cells, halves, projections) are aliases too
+        sub: dict[str, ObjInfo] = {}
+        _place(entry, obj, alias_of, sub, depth)
+        for sub_obj, info in sub.items():
+            if sub_obj != obj:
+                out.setdefault(sub_obj, ObjInfo(struct + info.path[len(alias_of):], info.class_name, info.config, info.path))
+        return
     if _is_container(entry):
-        _walk_container(entry, obj + "/", struct, out, depth + 1)
+        _walk_container(entry, obj + "/", struct, out, depth + 1, shared)
     elif cls in RNN_CELLS:
         cell_cls, cell_name = RNN_CELLS[cls]
         out.setdefault(obj + "/cell", ObjInfo(struct + [cell_name], cell_cls, cfg))

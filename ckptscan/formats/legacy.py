@@ -86,6 +86,12 @@ class LegacyCheckpoint(Checkpoint):
                 if not isinstance(ds, h5py.Dataset):
                     raise MalformedArchiveError(self.path, f"weight {wn!r} of layer {lname!r} is missing")
                 layer_path, var = self._place(top, wn, tree)
+                info = tree.get(layer_path)
+                if info is not None and info.alias_of is not None:
+                    # a shared layer's second copy: Keras names it by its first traversal
+                    canon = "/".join(info.alias_of)
+                    self.notes.append(f"{canon}/{var}: shared layer stored twice; second copy at {ds.name}")
+                    layer_path = canon
                 self._add(ds, layer_path, var, top or lname, "weight", tree)
         opt = root.get("optimizer_weights", getlink=True)
         if opt is not None:
@@ -99,22 +105,29 @@ class LegacyCheckpoint(Checkpoint):
                 self._add(ds, layer_path, comps[-1], "optimizer", "optimizer", tree)
 
     def _place(self, group_name: str, weight_name: str, tree: dict) -> tuple[str, str]:
-        """(layer path, variable name) of one legacy weight name inside its group."""
+        """(layer path, variable name) of one legacy weight name inside its group.
+
+        The weight name is ``<scopes>/<owner>/<var>`` where the scopes are name scopes
+        active when the variable was created (NASNet's ``normal_A_block_0/…``, an outer
+        model's name, uniquified ``x_1`` names). The group is the top-level layer; the
+        part of the name after the group's own name (or the whole name when it does not
+        occur) is resolved against the model config for nested models.
+        """
         comps = [c for c in _SUFFIX.sub("", weight_name).split("/") if c]
         var = comps[-1] if comps else weight_name
         owner = comps[:-1]
         if not group_name:
             return "/".join(owner), var
-        if owner and re.fullmatch(re.escape(group_name) + r"(_\d+)?", owner[0]):
-            owner = owner[1:]
-        if owner and tree:
-            # a nested model's weights carry inner layer names: find them in the config
-            hits = [p for p in tree if p.startswith(group_name + "/") and p.split("/")[-1] == owner[0]]
-            if not hits:
-                base = re.sub(r"_\d+$", "", owner[0])
-                hits = [p for p in tree if p.startswith(group_name + "/") and p.split("/")[-1] == base]
-            if len(hits) == 1:
-                return "/".join([hits[0]] + owner[1:]), var
+        cut = _find_own_name(owner, group_name)
+        if cut is not None:
+            owner = owner[cut + 1 :]
+        info = tree.get(group_name)
+        if info is None or not naming.is_container_class(info.class_name, info.config):
+            # a leaf layer: what follows its name is a sub-layer chain (lstm_cell, query…)
+            return "/".join([group_name] + owner), var
+        resolved = _resolve_nested(group_name, owner, tree)
+        if resolved is not None:
+            return resolved, var
         return "/".join([group_name] + owner), var
 
     def _add(self, ds: h5py.Dataset, layer_path: str, var: str, lname: str, kind: str, tree: dict) -> None:
@@ -138,6 +151,45 @@ class LegacyCheckpoint(Checkpoint):
         )
         self._handles[v.h5path] = ds
         self.variables.append(v)
+
+
+def _find_own_name(owner: list[str], name: str) -> int | None:
+    """Index of ``name`` (or a uniquified ``name_N``) in a weight name's scopes."""
+    for i, c in enumerate(owner):
+        if c == name:
+            return i
+    pat = re.compile(re.escape(name) + r"_\d+")
+    for i, c in enumerate(owner):
+        if pat.fullmatch(c):
+            return i
+    return None
+
+
+def _resolve_nested(group: str, owner: list[str], tree: dict) -> str | None:
+    """Place a nested model's weight (``[scopes…, inner_layer, sub…]``) in the config tree."""
+    cur = group
+    i = 0
+    while i < len(owner):
+        c = owner[i]
+        hit = None
+        if f"{cur}/{c}" in tree:
+            hit = f"{cur}/{c}"
+        else:
+            for name in (c, re.sub(r"_\d+$", "", c)):
+                hits = [p for p in tree if p.startswith(cur + "/") and p.rsplit("/", 1)[-1] == name]
+                if len(hits) > 1:  # a shared layer's later appearances are aliases of the first
+                    hits = [p for p in hits if tree[p].alias_of is None] or hits
+                if len(hits) == 1:
+                    hit = hits[0]
+                    break
+        i += 1
+        if hit is None:
+            continue  # a name scope, not a layer
+        cur = hit
+        info = tree[cur]
+        if not naming.is_container_class(info.class_name, info.config):
+            return "/".join([cur] + owner[i:])
+    return None
 
 
 def _policy_hint(info) -> str | None:

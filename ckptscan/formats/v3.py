@@ -100,6 +100,7 @@ class V3Checkpoint(Checkpoint):
             self.layers.setdefault(p, LayerInfo(p, info.path[-1], info.class_name, info.config))
 
         rank = {obj: i for i, obj in enumerate(cfg_map)}
+        auto = 0  # unnamed variables seen so far (Keras numbers them per process)
         for owner in sorted(objects, key=lambda o: (rank.get(o, len(rank)), _natural(o))):
             slots = objects[owner]
             if not slots:
@@ -111,7 +112,7 @@ class V3Checkpoint(Checkpoint):
                 cls, cfg, known_layer = "Optimizer", {}, True
                 lname = names.get(owner, "optimizer")
             elif info is not None:
-                struct = "/".join(info.path)
+                struct = "/".join(info.alias_of or info.path)
                 cls, cfg, known_layer = info.class_name, info.config, True
                 lname = info.path[0]
                 if names.get(owner) and names[owner] != info.path[-1]:
@@ -131,6 +132,9 @@ class V3Checkpoint(Checkpoint):
                 dtype = dataset_dtype(ds, hint)
                 shape = tuple(ds.shape)
                 name = vnames[pos] if vnames and pos < len(vnames) else f"vars/{i}"
+                if name == naming.AUTO_NAME:
+                    name = naming.auto_names(1, auto)[0]
+                    auto += 1
                 var = Variable(
                     layer_path=struct,
                     name=name,
