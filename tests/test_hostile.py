@@ -261,3 +261,52 @@ def test_hostile_worker_refuses_unbounded_allocation():
     code = ("import resource,sys; resource.setrlimit(resource.RLIMIT_AS,(3<<30,3<<30));\n"
             "import numpy as np\ntry:\n np.ones(10**10, dtype='f4')\nexcept MemoryError:\n sys.exit(7)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 7
+
+
+# --- bulk runs go on -----------------------------------------------------------------------------
+
+def test_directory_scan_reports_broken_and_scans_healthy(cases, tmp_path):
+    """A folder mixing hostile and healthy files: each broken one is an error with its
+    exact reason; every healthy one gets exactly the result it gets when scanned alone."""
+    import json
+    import shutil
+
+    from typer.main import get_command
+
+    from ckptscan.cli import app
+
+    if "scan" not in get_command(app).commands:
+        pytest.skip("`ckptscan scan` is not registered yet")
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    seeds = H.seed_files()
+    healthy = [seeds["keras"], seeds["legacy_h5"]]
+    broken_src = H.FIXTURES / "k3" / "seed_broken.keras"
+    if broken_src.exists():
+        healthy.append(broken_src)  # readable, with findings
+    for src in healthy:
+        shutil.copyfile(src, folder / src.name)
+    hostile = ["v3_external_link", "keras_zip_bomb_declared", "keras_compressed_truncated_h5", "legacy_virtual_passwd"]
+    for name in hostile:
+        shutil.copyfile(cases[name].path, folder / cases[name].path.name)
+    out = run_cli("scan", "--format", "json", folder, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    doc = json.loads(out.stdout)
+    by_name = {Path(f["path"]).name: f for f in doc["files"]}
+    for name in hostile:
+        rec = by_name[cases[name].path.name]
+        assert rec["status"] == "error", rec
+        assert rec["reason"] == cases[name].reason
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("ckptscan: error:")]
+    assert len(errors) == len(hostile)
+
+    def comparable(rec):
+        return {k: v for k, v in rec.items() if k not in ("path", "seconds")}
+
+    for src in healthy:
+        alone = run_cli("scan", "--format", "json", folder / src.name, timeout=300)
+        assert alone.returncode in (0, 1), alone.stderr
+        (single,) = json.loads(alone.stdout)["files"]
+        assert by_name[src.name]["status"] == "scanned"
+        assert comparable(by_name[src.name]) == comparable(single), src.name
