@@ -37,6 +37,8 @@ class Format(str, Enum):
     JSON = "json"
     SARIF = "sarif"
     JUNIT = "junit"
+    JSONL = "jsonl"
+    """One JSON record per file, written as each file finishes (ckptscan.bulk)."""
 
 
 def _codes(values: Optional[List[str]]) -> list[str]:
@@ -108,6 +110,10 @@ def scan(
     config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of bare .weights.h5 files.")] = None,
     settings_file: Annotated[Optional[str], typer.Option("--settings", help="Settings file (default: nearest .ckptscan.toml or pyproject.toml [tool.ckptscan]).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Give up on a file after this many seconds (0: no limit).")] = 300.0,
+    # --- bulk runs (ckptscan.bulk) ---
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).")] = 1,
+    executor: Annotated[Optional[str], typer.Option("--executor", help="Run the per-file work on dask://HOST:PORT (pip install 'ckptscan[dask]').")] = None,
+    cache: Annotated[Optional[str], typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
 ) -> None:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
     from .errors import CkptscanError
@@ -126,6 +132,10 @@ def scan(
         _usage(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
     bar = ProgressBar()
+    if jobs != 1 or executor or cache or fmt is Format.JSONL:  # bulk runs: ckptscan.bulk
+        from .bulk import run_cli_scan
+
+        _finish(run_cli_scan(discover(paths), options, fmt.value, output, level, jobs, executor, cache, bar))
     try:
         report = scan_candidates(discover(paths), options, bar)
     finally:
