@@ -34,7 +34,7 @@ FIXTURES = Path(os.environ.get("HOSTILE_FIXTURES", ROOT / "fixtures"))
 #: below what an unbounded allocation (a shape bomb read) would take.
 WORKER_MEMORY = 3 << 30
 #: Wall-clock limit per input (the CLI's own ``--timeout`` is set below it).
-INPUT_DEADLINE = 20.0
+INPUT_DEADLINE = 30.0  # > CLI_TIMEOUT + limits.HARD_GRACE: a hard stop is seen as such
 CLI_TIMEOUT = 15
 
 LINE = re.compile(r"^ckptscan: error: (?P<file>.+?): (?P<reason>.+)$")

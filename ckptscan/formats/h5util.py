@@ -131,7 +131,13 @@ def _map_error(exc: Exception, path: str) -> CkptscanError | None:
         return LimitExceededError(path, "out of memory while reading; refusing this file")
     if isinstance(exc, (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError,
                         AttributeError, AssertionError, SystemError)):
-        return MalformedArchiveError(path, h5_reason(exc))
+        try:
+            text = str(exc)
+            if "memory allocation failed" in text:  # libhdf5 sized a buffer from corrupt metadata
+                return LimitExceededError(path, "corrupt HDF5 metadata made the HDF5 library run out of memory")
+            return MalformedArchiveError(path, h5_reason(exc))
+        except MemoryError:
+            return LimitExceededError(path, "corrupt HDF5 metadata made the HDF5 library run out of memory")
     return None
 
 
