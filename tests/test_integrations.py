@@ -1,0 +1,209 @@
+"""The pre-commit hook and the GitHub Action, exercised by running them locally."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+from conftest import ROOT  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A project folder with a healthy and a broken checkpoint (and files the hook must skip)."""
+    import keras
+
+    d = tmp_path_factory.mktemp("proj")
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((4,))
+    x = keras.layers.Dense(3, name="d")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    m = keras.Model(inp, x)
+    (d / "models").mkdir()
+    m.save(d / "models" / "good.keras")
+    m.save(d / "models" / "good_legacy.h5")
+    w = m.get_layer("bn").get_weights()
+    w[3][2] = np.nan
+    m.get_layer("bn").set_weights(w)
+    m.save(d / "models" / "bad.keras")
+    (d / "README.txt").write_text("not a model\n")
+    (d / "weights.h5.bak").write_bytes(b"junk")
+    return d
+
+
+# --- pre-commit --------------------------------------------------------------------------------
+def _hook() -> dict:
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert isinstance(hooks, list) and len(hooks) == 1
+    return hooks[0]
+
+
+def test_precommit_manifest():
+    hook = _hook()
+    assert hook["id"] == "ckptscan" and hook["language"] == "python"
+    assert hook["entry"] == "ckptscan scan"
+    files = re.compile(hook["files"])
+    for name in ("a.h5", "dir/b.hdf5", "c.keras", "x/y.weights.h5"):
+        assert files.search(name), name
+    for name in ("a.txt", "a.h5.bak", "model.weights.json", "keras.py"):
+        assert not files.search(name), name
+
+
+def _run_hook(repo: Path, staged: list[str]) -> subprocess.CompletedProcess:
+    """What pre-commit does: filter the staged files by ``files``, run ``entry`` on them."""
+    hook = _hook()
+    pattern = re.compile(hook["files"])
+    selected = [f for f in staged if pattern.search(f)]
+    argv = shlex.split(hook["entry"])
+    assert argv[0] == "ckptscan"
+    return subprocess.run([sys.executable, "-m", "ckptscan", *argv[1:], *hook.get("args", []), *selected],
+                          cwd=repo, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_precommit_hook_refuses_broken_checkpoint(repo):
+    staged = ["README.txt", "weights.h5.bak", "models/good.keras", "models/bad.keras", "models/good_legacy.h5"]
+    p = _run_hook(repo, staged)
+    assert p.returncode == 1, p.stderr
+    assert "models/bad.keras" in p.stdout and "BN001" in p.stdout
+    assert p.stderr.strip().splitlines()[-1] == "ckptscan: 3 files scanned, 1 with errors: 1 error"
+
+
+def test_precommit_hook_passes_healthy_checkpoints(repo):
+    p = _run_hook(repo, ["README.txt", "models/good.keras", "models/good_legacy.h5"])
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.skipif(not (shutil.which("pre-commit") and os.environ.get("CKPTSCAN_TEST_PRECOMMIT")),
+                    reason="set CKPTSCAN_TEST_PRECOMMIT=1 with pre-commit installed (builds a venv from PyPI, ~1 min)")
+def test_precommit_try_repo(repo, tmp_path):
+    work = tmp_path / "git"
+    shutil.copytree(repo, work)
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    subprocess.run(["git", "add", "."], cwd=work, check=True)
+    p = subprocess.run(["pre-commit", "try-repo", str(ROOT), "ckptscan", "--all-files"], cwd=work,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1
+    assert "bad.keras" in p.stdout and "BN001" in p.stdout and "good.keras" in p.stdout
+
+
+# --- GitHub Action ---------------------------------------------------------------------------
+_EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+
+
+def _action() -> dict:
+    return yaml.safe_load((ROOT / "action.yml").read_text())
+
+
+def _subst(text: str, ctx: dict) -> str:
+    def one(m):
+        expr = m.group(1)
+        if expr.startswith("steps.") and expr not in ctx:  # GitHub: an unset output is ''
+            return ""
+        if expr not in ctx:
+            raise KeyError(f"expression not supported by the local runner: {expr}")
+        return str(ctx[expr])
+
+    return _EXPR.sub(one, text)
+
+
+def run_action_locally(workdir: Path, tmp: Path, inputs: dict[str, str]) -> dict:
+    """Run the Action's shell steps the way the runner would (``uses:`` steps are checked, not run)."""
+    action = _action()
+    assert action["runs"]["using"] == "composite"
+    ctx = {f"inputs.{k}": v.get("default", "") for k, v in action["inputs"].items()}
+    ctx.update({f"inputs.{k}": v for k, v in inputs.items()})
+    ctx["github.action_path"] = str(ROOT)
+    out_file, summary = tmp / "github_output", tmp / "step_summary"
+    out_file.write_text("")
+    summary.write_text("")
+    bindir = tmp / "bin"
+    bindir.mkdir(exist_ok=True)
+    shim = bindir / "python"  # `python` on PATH is this interpreter (a symlink would leave its venv)
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    shim.chmod(0o755)
+    ran = []
+    outputs: dict[str, str] = {}
+    for step in action["runs"]["steps"]:
+        if "uses" in step:
+            ran.append(("uses", step["uses"]))
+            continue
+        if step.get("id") == "install":  # ckptscan is installed in this environment already
+            ran.append(("skipped", "install"))
+            continue
+        assert step["shell"] == "bash"
+        env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+               "GITHUB_OUTPUT": str(out_file), "GITHUB_STEP_SUMMARY": str(summary)}
+        env.update({k: _subst(str(v), ctx) for k, v in (step.get("env") or {}).items()})
+        p = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", _subst(step["run"], ctx)], cwd=workdir, env=env,
+                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        ran.append((step.get("id") or step["name"], p))
+        if p.returncode != 0:
+            break  # a failed step ends the job (later steps are skipped, as on GitHub)
+        if step.get("id"):
+            outputs = dict(line.split("=", 1) for line in out_file.read_text().splitlines() if "=" in line)
+            ctx.update({f"steps.{step['id']}.outputs.{k}": v for k, v in outputs.items()})
+    return {"steps": ran, "outputs": outputs, "summary": summary.read_text()}
+
+
+def test_action_manifest_wiring():
+    action = _action()
+    steps = action["runs"]["steps"]
+    uses = [s["uses"] for s in steps if "uses" in s]
+    assert any(u.startswith("actions/setup-python@") for u in uses)
+    upload = next(s for s in steps if s.get("uses", "").startswith("github/codeql-action/upload-sarif@"))
+    assert upload["with"]["sarif_file"] == "${{ steps.scan.outputs.sarif-file }}"
+    assert "always()" in upload["if"]
+    scan = next(s for s in steps if s.get("id") == "scan")
+    assert scan["run"].strip() == "python -m ckptscan.integrations.github_action"
+    assert set(action["outputs"]) >= {"exit-code", "sarif-file"}
+    # no credentials or tokens are passed through inputs
+    assert not any("token" in k or "secret" in k for k in action["inputs"])
+
+
+def test_action_on_broken_checkpoint(repo, tmp_path):
+    res = run_action_locally(repo, tmp_path, {"paths": "models"})
+    steps = dict((name, p) for name, p in res["steps"] if not isinstance(p, str))
+    scan = steps["scan"]
+    assert scan.returncode == 0, scan.stderr  # the scan step itself never fails: the upload must run
+    assert res["outputs"]["exit-code"] == "1"
+    assert res["outputs"]["errors"] == "1" and res["outputs"]["files-scanned"] == "3"
+    verdict = steps["Verdict"]
+    assert verdict.returncode == 1  # the job fails at the end
+    sarif = json.loads((repo / res["outputs"]["sarif-file"]).read_text())
+    assert sarif["version"] == "2.1.0"
+    results = sarif["runs"][0]["results"]
+    assert [(r["ruleId"], r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]) for r in results
+            if r["level"] == "error"] == [("BN001", "models/bad.keras")]
+    s = res["summary"]
+    assert s.startswith("## ❌ ckptscan\n")
+    assert "| `models/bad.keras` | scanned | keras-zip | 1 | 0 | 0 |" in s
+    assert "| error | BN001 | `models/bad.keras` | `bn/moving_variance` |" in s
+    assert "ckptscan fix models/bad.keras" in s
+
+
+def test_action_on_healthy_checkpoints(repo, tmp_path):
+    res = run_action_locally(repo, tmp_path, {"paths": "models/good.keras models/good_legacy.h5", "sarif-file": "out.sarif"})
+    steps = dict((name, p) for name, p in res["steps"] if not isinstance(p, str))
+    assert res["outputs"]["exit-code"] == "0" and res["outputs"]["sarif-file"] == "out.sarif"
+    assert steps["Verdict"].returncode == 0
+    assert res["summary"].startswith("## ✅ ckptscan\n")
+    assert json.loads((repo / "out.sarif").read_text())["runs"][0]["results"] == []
+
+
+def test_action_bad_input_fails_scan_step(repo, tmp_path):
+    res = run_action_locally(repo, tmp_path, {"paths": "models", "fail-on": "sometimes"})
+    steps = dict((name, p) for name, p in res["steps"] if not isinstance(p, str))
+    assert steps["scan"].returncode == 4
+    assert "bad input fail-on='sometimes'" in steps["scan"].stderr
+    assert "Verdict" not in steps
