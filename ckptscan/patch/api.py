@@ -162,7 +162,8 @@ def _still_bad(path: str, req: FixRequest, targets: list[Target]) -> list[str]:
 
 
 def apply(plan: PatchPlan, *, output: str | None = None, backup: str | None = None, verify: str = "full",
-          config: str | None = None, lock_timeout: float = safety.LOCK_TIMEOUT) -> FileFix:
+          config: str | None = None, lock_timeout: float = safety.LOCK_TIMEOUT,
+          force_rewrite: bool = False) -> FileFix:
     """Apply an explicit plan (changes name variables by :attr:`Variable.path`).
 
     Takes the lock, recovers an interrupted run, re-resolves each variable in the
@@ -182,7 +183,7 @@ def apply(plan: PatchPlan, *, output: str | None = None, backup: str | None = No
                 raise PatchRefusedError(path, f"{c.variable.path}: no such variable") from None
             changes.append(replace(c, variable=var))
         return apply_plan(ckpt, PatchPlan(path, tuple(changes)), reopen=lambda p: _open(p, config),
-                          output=output, backup=backup, verify=verify)
+                          output=output, backup=backup, verify=verify, force_rewrite=force_rewrite)
     finally:
         ckpt.close()
         lock.release()

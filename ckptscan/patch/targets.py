@@ -1,8 +1,8 @@
 """What to repair: the scan's patchable error-level findings, or a built-in check.
 
 With :mod:`ckptscan.scan` available the targets are its findings with
-``patchable=True`` at ``error`` severity (``--select``/``--ignore`` rule IDs,
-``--layer`` glob). A finding's ``indices`` may be truncated, so the bad elements are
+``patchable=True`` at ``error`` severity, plus warnings of rules named in
+``--select`` (``--ignore`` rule IDs, ``--layer`` glob). A finding's ``indices`` may be truncated, so the bad elements are
 recomputed from the tensor (non-finite values; negative values of a BN variance) and
 merged with the finding's. Without the scan module, the built-in check alone decides
 (rule IDs ``builtin:nonfinite``, ``builtin:negative-variance``).
@@ -94,7 +94,8 @@ def find_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_opt
     by_path: dict[str, list] = {}
     for f in findings:
         sev = getattr(f.severity, "value", f.severity)
-        if not f.patchable or sev != "error" or not f.variable:
+        explicit = any(f.rule_id == s or f.rule_id.startswith(s) for s in select if s)
+        if not f.patchable or not f.variable or (sev != "error" and not explicit):
             continue
         if f.category == "optimizer" and not include_optimizer:
             continue

@@ -133,11 +133,12 @@ def unit_files(ckpt: Checkpoint) -> list[str]:
 # --- the patch ------------------------------------------------------------------------
 
 def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None = None,
-               backup: str | None = None, verify: str = "full") -> FileFix:
+               backup: str | None = None, verify: str = "full", force_rewrite: bool = False) -> FileFix:
     """Write ``plan`` into ``ckpt`` (which this closes) and verify the result.
 
     ``reopen(path)`` opens a checkpoint the same way ``ckpt`` was opened (same
-    ``--config``). The caller holds the checkpoint's lock.
+    ``--config``). The caller holds the checkpoint's lock. ``force_rewrite`` takes the
+    atomic full-rewrite path even where an in-place patch is possible.
     """
     path = ckpt.path
     prepared = [prepare(ckpt, c) for c in plan.changes]
@@ -147,7 +148,7 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
         ckpt.close()
         return FileFix(path, "unchanged", reason="the planned values are already stored", format=ckpt.format)
     targets = sorted({p.change.variable.file for p in prepared})
-    in_place = all(p.change.variable.offset is not None for p in prepared) and (
+    in_place = not force_rewrite and all(p.change.variable.offset is not None for p in prepared) and (
         ckpt.format != "keras-zip" or _member_stored(ckpt))
     if not in_place and len(targets) > 1:
         raise PatchRefusedError(path, "chunked or compressed tensors in several shards cannot be rewritten atomically")
