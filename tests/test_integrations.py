@@ -207,3 +207,35 @@ def test_action_bad_input_fails_scan_step(repo, tmp_path):
     assert steps["scan"].returncode == 4
     assert "bad input fail-on='sometimes'" in steps["scan"].stderr
     assert "Verdict" not in steps
+
+
+# --- docs/api.md: the upload gate examples run as written ---------------------------------
+def _doc_blocks(marker: str) -> str:
+    text = (ROOT / "docs" / "api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    return "\n".join(b for b in blocks if marker in b)
+
+
+def test_api_doc_upload_gate(repo, capsys):
+    ns: dict = {}
+    exec(compile(_doc_blocks("def publish_if_healthy"), "docs/api.md", "exec"), ns)  # noqa: S102
+    uploaded = []
+    assert ns["publish_if_healthy"](str(repo / "models" / "good.keras"), uploaded.append) is True
+    assert ns["publish_if_healthy"](str(repo / "models" / "bad.keras"), uploaded.append) is False
+    assert ns["publish_if_healthy"](str(repo / "README.txt"), uploaded.append) is False
+    assert uploaded == [str(repo / "models" / "good.keras")]
+    err = capsys.readouterr().err
+    assert f"refusing {repo / 'models' / 'bad.keras'}: BN001 bn/moving_variance: 1 NaN" in err
+    assert "(ckptscan fix can repair it)" in err
+    assert f"refusing {repo / 'README.txt'}: unreadable: " in err
+
+
+def test_api_doc_publish_last_good(repo, tmp_path, capsys):
+    ns: dict = {}
+    exec(compile(_doc_blocks("import sys") + "\n" + _doc_blocks("def publish_last_good"), "docs/api.md", "exec"), ns)  # noqa: S102
+    for i, src in ((1, "good.keras"), (2, "good.keras"), (10, "bad.keras")):
+        shutil.copy(repo / "models" / src, tmp_path / f"epoch_{i}.keras")
+    uploaded = []
+    best = ns["publish_last_good"]([str(tmp_path / f"epoch_{i}.keras") for i in (10, 1, 2)], uploaded.append)
+    assert best == str(tmp_path / "epoch_2.keras") and uploaded == [best]
+    assert f"restore with: ckptscan fix --from {tmp_path / 'epoch_2.keras'} {tmp_path / 'epoch_10.keras'}" in capsys.readouterr().err
