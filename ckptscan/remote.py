@@ -521,3 +521,39 @@ def download(uri: str, dest: str | os.PathLike | None = None, storage_options: d
         os.close(fd)
     _call(uri, fs.get_file, path, str(dest))
     return str(dest)
+
+
+def fix_remote(uri: str, output: str, ref: str | None = None, storage_options: dict | None = None, **fix_kwargs):
+    """Repair a remote checkpoint into a *new* object or local file; the source is never written.
+
+    The object (and ``ref``, when it is a URI) is copied to a temporary folder,
+    :func:`ckptscan.fix` writes a patched copy there, and only a complete, verified copy
+    is uploaded to ``output`` (one PUT: object stores never show a partial object) or
+    moved to a local ``output``. Returns the :class:`~ckptscan.patch.model.FixManifest`
+    with paths as given. Only single-file checkpoints (``.keras``, ``.h5``).
+    """
+    import dataclasses
+    import shutil
+
+    from .patch.api import fix
+
+    if output.rstrip("/") == uri.rstrip("/"):
+        raise RemoteError(uri, "refusing to overwrite the source object; give a different --output")
+    with tempfile.TemporaryDirectory(prefix="ckptscan-fix-") as tmp:
+        name = posixpath.basename(filesystem(uri, storage_options)[1]) or "checkpoint"
+        src = download(uri, os.path.join(tmp, name), storage_options)
+        local_ref = ref
+        if ref is not None and is_uri(ref) and not ref.startswith("file://"):
+            local_ref = download(ref, os.path.join(tmp, "ref-" + posixpath.basename(ref)), storage_options)
+        patched = os.path.join(tmp, "patched-" + name)
+        manifest = fix(src, output=patched, ref=local_ref, **fix_kwargs)
+        ff = manifest.files[0]
+        if ff.status == "fixed" and os.path.exists(patched):
+            if is_uri(output) and not output.startswith("file://"):
+                ofs, opath = filesystem(output, storage_options)
+                _call(output, ofs.put_file, patched, opath)
+            else:
+                dest = output[len("file://"):] if output.startswith("file://") else output
+                shutil.move(patched, dest)
+        files = tuple(dataclasses.replace(f, path=uri, output=output if f.status == "fixed" else "") for f in manifest.files)
+        return dataclasses.replace(manifest, files=files)

@@ -424,3 +424,27 @@ def test_s3_timeline_over_remote_epochs(s3_server):
     tl = timeline(uris[::-1])
     assert tl.first_bad.path.endswith(f"epoch_{manifest['first_bad_epoch']:02d}.keras")
     assert tl.last_good.path.endswith(f"epoch_{manifest['last_good_epoch']:02d}.keras")
+
+
+def test_s3_fix_writes_a_new_object_never_the_source(s3_server, tmp_path):
+    if not (DIVERGE / "epoch_05.keras").exists():
+        pytest.skip("fixtures not generated")
+    import s3fs
+
+    from ckptscan.remote import fix_remote
+    from ckptscan.scan import scan_file
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    src = "s3://ckpts/fixtures/diverge/epoch_05.keras"
+    before = fs.cat_file(src)
+    with pytest.raises(RemoteError, match="refusing to overwrite the source object"):
+        fix_remote(src, output=src)
+    m = fix_remote(src, output="s3://ckpts/fixed/epoch_05.keras", ref="s3://ckpts/fixtures/diverge/epoch_04.keras",
+                   strategy="from")
+    assert m.files[0].status == "fixed" and m.files[0].output == "s3://ckpts/fixed/epoch_05.keras"
+    assert fs.cat_file(src) == before  # the source object is untouched
+    fixed = scan_file("s3://ckpts/fixed/epoch_05.keras")
+    assert fixed.status == "scanned" and not [f for f in fixed.findings if f.severity.value == "error"]
+    local = tmp_path / "e5.keras"
+    m2 = fix_remote(src, output=str(local), ref=str(DIVERGE / "epoch_04.keras"), strategy="from")
+    assert m2.files[0].status == "fixed" and local.exists()
