@@ -261,13 +261,32 @@ def _is_bare_op(entry: dict) -> bool:
     return str(entry.get("module") or "").startswith(("keras.src.ops", "keras.ops"))
 
 
-def v3_object_map(doc: dict) -> dict[str, ObjInfo]:
-    """Map HDF5 object paths (no leading ``/``, no ``/vars``) to layers, per Keras 3."""
+def v3_object_map(doc: dict, tf_keras: bool = False) -> dict[str, ObjInfo]:
+    """Map HDF5 object paths (no leading ``/``, no ``/vars``) to layers, per Keras 3
+    (or, with ``tf_keras``, per tf-keras 2.x, which wrote the same store layout)."""
     out: dict[str, ObjInfo] = {}
     top = top_config(doc)
     if _is_container(top):
         _walk_container(top, "", [], out, depth=0, shared={})
+    if tf_keras:
+        _tf_keras_paths(out)
     return out
+
+
+def _tf_keras_paths(out: dict[str, ObjInfo]) -> None:
+    """tf-keras names a TimeDistributed's inner variables after the wrapper alone
+    (``time_distributed/kernel:0``): drop the inner layer's element from the paths."""
+    for obj in sorted(out, key=lambda k: k.count("/")):
+        head, sep, _ = obj.rpartition("/layer")
+        if not sep or obj[len(head) + len(sep):][:1] not in ("", "/"):
+            continue
+        parent = out.get(head)
+        if parent is None or parent.class_name != "TimeDistributed":
+            continue
+        info = out[obj]
+        n = len(parent.path)
+        if len(info.path) > n and info.path[:n] == parent.path:
+            info.path = parent.path + info.path[n + 1 :]
 
 
 def _shared_key(entry: dict) -> object:
@@ -341,7 +360,10 @@ def _place(entry: dict, obj: str, struct: list[str], out: dict, depth: int, shar
         _place(cfg["cell"], obj + "/cell", struct + [layer_name(cfg["cell"])], out, depth + 1)
     elif cls == "Bidirectional" and isinstance(cfg.get("layer"), dict):
         fwd = cfg["layer"]
+        # Keras 3 stores the renamed copy (``forward_lstm``); tf-keras the user's layer
+        # (``lstm``), whose copy it names ``forward_`` + name
         fname = layer_name(fwd)
+        fname = fname if fname.startswith("forward_") else "forward_" + fname
         _place(fwd, obj + "/forward_layer", struct + [fname], out, depth + 1)
         bwd = cfg.get("backward_layer")
         if isinstance(bwd, dict):
@@ -357,6 +379,8 @@ def _place(entry: dict, obj: str, struct: list[str], out: dict, depth: int, shar
         sub["bias_axes"] = "x" if _flag(cfg, "use_bias") else None
         for attr, name in MHA_SUBLAYERS.items():
             out.setdefault(f"{obj}/{attr}", ObjInfo(struct + [name], "EinsumDense", sub))
+            # tf-keras v3 stores walk the private attributes (``_query_dense``)
+            out.setdefault(f"{obj}/_{attr}", ObjInfo(struct + [name], "EinsumDense", sub))
 
 
 # --- whole-model layer tree --------------------------------------------------------

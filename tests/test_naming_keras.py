@@ -32,6 +32,27 @@ HERE = Path(__file__).resolve()
 # --- expected side (runs inside the worker, where keras is imported) -------------------
 
 
+def digest(values) -> str:
+    """Fingerprint of a tensor's values (exact: every stored dtype widens to float64)."""
+    import hashlib
+
+    import numpy as np
+
+    arr = np.ascontiguousarray(np.asarray(values).astype(np.float64))
+    return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
+
+
+def randomize(model, seed: int = 0) -> None:
+    """Give every variable distinct random values, so a name attached to the wrong
+    dataset (BN's four same-shaped vectors, LSTM halves…) changes the values it reads."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        v = rng.uniform(0.5, 2.0, size=tuple(w.shape))
+        w.assign(v.astype("int64") if "int" in str(w.dtype) else v.astype("float32"))
+
+
 def keras_reported(model) -> list[list]:
     """(layer path, variable, shape, dtype) for every variable, as Keras reports them."""
     import keras
@@ -54,7 +75,9 @@ def keras_reported(model) -> list[list]:
                 comps = w.path.split("/")
                 assert comps[-1] == w.name, (w.path, w.name)
                 idx = comps.index(layer.name)
-                out.append(["/".join(prefix + [layer.name] + comps[idx + 1 : -1]), w.name, list(w.shape), str(w.dtype)])
+                values = keras.ops.convert_to_numpy(w)
+                out.append(["/".join(prefix + [layer.name] + comps[idx + 1 : -1]), w.name, list(w.shape), str(w.dtype),
+                            digest(values)])
 
     walk(model, [])
     return out
@@ -237,6 +260,7 @@ def worker() -> None:
                 reply = {"expected": keras_reported(model)}
             else:
                 model = build_app(req["name"], req["size"]) if req["kind"] == "app" else build_spec_model(req["spec"])
+                randomize(model)
                 reply = {"expected": keras_reported(model), "files": save_all(model, req["out"])}
         except Exception:
             reply = {"error": traceback.format_exc()}
@@ -282,12 +306,12 @@ def ckptscan_reported(path: str, config: str | None = None):
 
     with ckptscan.open_checkpoint(path, config=config) as ckpt:
         vs = ckpt.weights()
-        rows = [(v.layer_path, v.name, tuple(v.shape), v.dtype, v.h5path) for v in vs]
+        rows = [(v.layer_path, v.name, tuple(v.shape), v.dtype, v.h5path, digest(ckpt.read(v))) for v in vs]
         return rows, [v.path for v in vs if v.naming != "known"], ckpt.format
 
 
 def as_set(rows) -> set:
-    return {(p, n, tuple(s), d) for p, n, s, d in rows}
+    return {(p, n, tuple(s), d) for p, n, s, d, *_ in rows}
 
 
 def assert_same_names(expected_rows, path: str, config: str | None = None, fmt: str | None = None) -> None:
@@ -305,6 +329,13 @@ def assert_same_names(expected_rows, path: str, config: str | None = None, fmt: 
     missing, extra = sorted(expected - got), sorted(got - expected)
     assert not missing and not extra, f"{path}:\n  Keras only: {missing[:8]}\n  ckptscan only: {extra[:8]}"
     assert not inferred, f"{path}: names not known: {inferred[:8]}"
+    if all(len(r) > 4 for r in expected_rows):
+        # each name sits on the right dataset: the values ckptscan reads under a name are
+        # the values Keras holds in the variable of that name
+        want = {(r[0], r[1], r[4]) for r in expected_rows}
+        have = {(r[0], r[1], r[5]) for r in got_rows}
+        wrong = sorted(have - want)
+        assert not wrong, f"{path}: names on the wrong values: {wrong[:8]}"
 
 
 FORMATS = {"keras": "keras-zip", "weights": "keras3-weights", "legacy": "legacy-model"}

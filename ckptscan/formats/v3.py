@@ -94,7 +94,8 @@ class V3Checkpoint(Checkpoint):
                         slot[int(key)] = (part, child)
         if not objects:
             raise MalformedArchiveError(self.path, "HDF5 file holds no Keras variables (no 'vars' groups)")
-        cfg_map = naming.v3_object_map(self.model_config) if self.model_config else {}
+        tf_keras = bool(self.keras_version) and str(self.keras_version).split(".")[0] in ("1", "2")
+        cfg_map = naming.v3_object_map(self.model_config, tf_keras) if self.model_config else {}
         for info in cfg_map.values():
             p = "/".join(info.path)
             self.layers.setdefault(p, LayerInfo(p, info.path[-1], info.class_name, info.config))
