@@ -77,8 +77,9 @@ class MemberCrc:
     crc: int
     data_start: int
     size: int
-    local_crc_at: int
-    """Local file header + 14."""
+    local_crc_at: int | None
+    """Local file header + 14; None when bit 3 is set and the field holds 0 (the CRC
+    lives in the data descriptor)."""
     central_crc_at: int
     """Central directory header + 16."""
     descriptor_crc_at: int | None
@@ -117,11 +118,14 @@ def locate(path: str, member: str) -> MemberCrc:
         if central is None:
             raise MalformedArchiveError(path, f"zip member {member}: no central directory entry")
         desc = None
+        local = info.header_offset + 14
         if info.flag_bits & 0x08:
             fp.seek(data_start + info.compress_size)
             sig = fp.read(4)
             desc = data_start + info.compress_size + (4 if sig == b"PK\x07\x08" else 0)
-        return MemberCrc(member, info.CRC, data_start, info.file_size, info.header_offset + 14, central, desc)
+            if struct.unpack("<I", head[14:18])[0] == 0:
+                local = None
+        return MemberCrc(member, info.CRC, data_start, info.file_size, local, central, desc)
 
 
 def _central_size(zf: zipfile.ZipFile, fp) -> int:
