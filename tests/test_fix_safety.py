@@ -227,3 +227,25 @@ def test_python_api_returns_dataclasses(fixmodels, tmp_path):
     assert all(isinstance(c, ckptscan.patch.ChangeRecord) for c in f.changes)
     assert man.count("fixed") == 1 and f.ok
     assert json.loads(json.dumps(man.to_dict()))["files"][0]["changes"][0]["strategy"] == "reset"
+
+
+def test_target_selection(fixmodels, tmp_path):
+    src = fixmodels[("keras", "bn")]
+    got = {}
+    for name, kw in {"layer": {"layer": "block/*"}, "ignore": {"ignore": ["BN004"]},
+                     "select": {"select": ["BN004"]}}.items():
+        p = fresh(src, tmp_path / name)
+        (f,) = ckptscan.fix(str(p), dry_run=True, **kw).files
+        got[name] = sorted((c.layer_path, c.variable) for c in f.changes)
+    assert got == {
+        "layer": [("block/bn2", "moving_mean"), ("block/bn2", "moving_variance")],
+        "ignore": [("block/bn2", "moving_variance"), ("bn", "moving_variance")],
+        "select": [("block/bn2", "moving_mean"), ("bn", "moving_mean")],
+    }
+    # per-rule strategies: variances reset, means from the median
+    p = fresh(src, tmp_path / "per-rule")
+    (f,) = ckptscan.fix(str(p), rule_strategies={"BN001": "reset", "BN004": "median"}).files
+    assert sorted((c.variable, c.strategy) for c in f.changes) == [
+        ("moving_mean", "median"), ("moving_mean", "median"), ("moving_variance", "reset"), ("moving_variance", "reset")]
+    out = run_cli("fix", fresh(src, tmp_path / "cli"), "-s", "BN001=clamp", "-n")
+    assert out.returncode == 1 and "clamp cannot repair NaN (channels 2)" in out.stdout
