@@ -273,6 +273,15 @@ def v3_object_map(doc: dict, tf_keras: bool = False) -> dict[str, ObjInfo]:
     return out
 
 
+def written_by_tf_keras(doc: dict | None, keras_version: str | None = None) -> bool:
+    """True for a tf-keras 2.x save: ``metadata.json`` says 2.x, or the config's model
+    module is tf-keras' (``tf_keras.src.engine.functional``, ``keras.src.engine.…``)."""
+    if keras_version:
+        return str(keras_version).split(".")[0] in ("1", "2")
+    module = str((doc or {}).get("module") or "")
+    return module.startswith("tf_keras") or ".engine." in module
+
+
 def _tf_keras_paths(out: dict[str, ObjInfo]) -> None:
     """tf-keras names a TimeDistributed's inner variables after the wrapper alone
     (``time_distributed/kernel:0``): drop the inner layer's element from the paths."""

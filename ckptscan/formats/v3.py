@@ -94,7 +94,7 @@ class V3Checkpoint(Checkpoint):
                         slot[int(key)] = (part, child)
         if not objects:
             raise MalformedArchiveError(self.path, "HDF5 file holds no Keras variables (no 'vars' groups)")
-        tf_keras = bool(self.keras_version) and str(self.keras_version).split(".")[0] in ("1", "2")
+        tf_keras = naming.written_by_tf_keras(self.model_config, self.keras_version)
         cfg_map = naming.v3_object_map(self.model_config, tf_keras) if self.model_config else {}
         for info in cfg_map.values():
             p = "/".join(info.path)
