@@ -129,6 +129,12 @@ def build_block(spec, x, ctx):
         return layers.Reshape((SEQ_LEN, F * filters))(y)
     if kind == "prelu":
         return layers.PReLU()(x)
+    if kind == "normalization":
+        return layers.Normalization()(x)
+    if kind == "rmsnorm":
+        return layers.RMSNormalization()(x)
+    if kind == "dropout":
+        return layers.Dropout(0.1, seed=1)(x)
     if kind == "einsum":
         units, bias = a
         return layers.EinsumDense("btf,fu->btu", output_shape=(SEQ_LEN, units), bias_axes="u" if bias else None)(x)
@@ -387,6 +393,9 @@ func_leaf = st.one_of(
     st.tuples(st.just("gn"), _b, _b),
     st.tuples(st.just("conv2d"), st.integers(1, 2), _b),
     st.tuples(st.just("prelu")),
+    st.tuples(st.just("normalization")),
+    st.tuples(st.just("rmsnorm")),
+    st.tuples(st.just("dropout")),
     st.tuples(st.just("einsum"), _units, _b),
     st.tuples(st.just("mha"), st.integers(1, 2), st.integers(1, 3), _b),
     st.tuples(st.just("op"), st.sampled_from(["add", "tanh", "mul"])),
@@ -412,7 +421,7 @@ def _jsonable(spec):
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("CKPTSCAN_NAMING_EXAMPLES", "20")), deadline=None,
+@settings(max_examples=int(os.environ.get("CKPTSCAN_NAMING_EXAMPLES", "50")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 @given(spec=model_spec)
 def test_random_nested_models_named_as_keras(keras_worker, tmp_path, spec):
@@ -431,6 +440,7 @@ HANDPICKED = {
             ["shared", True], ["bidi", "GRU", 2], ["rnn", "GRU", 2, True, False], ["td", 2, False],
             ["bn", True, False, False], ["bn", False, True, True], ["ln", True, True, True],
             ["dense", 3, True, "bfloat16"], ["conv1d", "SeparableConv1D", 2, False],
+            ["normalization"], ["rmsnorm"], ["dropout"], ["prelu"], ["gn", False, True],
         ],
     },
     # found by hypothesis: a Dense shared by the top model and a nested Sequential is
