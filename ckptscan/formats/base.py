@@ -9,6 +9,7 @@ more than one block of one tensor in memory.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -211,17 +212,17 @@ def _storage(dtype: str) -> np.dtype:
 
 
 class _IOCache:
-    """Per-checkpoint read resources: one read-only fd per file, a pool of buffers.
+    """Per-checkpoint read resources: one read-only fd per file, buffers from a pool.
 
-    Buffers are handed to a block generator for its lifetime and returned when it
-    finishes, so a scan allocates a handful of buffers in total, not one per tensor.
-    File descriptors are closed on :meth:`close` (``Checkpoint.__exit__``) or when the
-    checkpoint is garbage-collected.
+    Buffers come from a small process-wide pool (:data:`_POOL`), are owned by one
+    block generator for its lifetime and go back when it finishes, so scanning a
+    thousand files allocates a handful of buffers in total, not some per tensor or per
+    file. File descriptors are closed on :meth:`close` (``Checkpoint.__exit__``) or
+    when the checkpoint is garbage-collected.
     """
 
     def __init__(self) -> None:
         self.fds: dict[str, int] = {}
-        self.free: list[np.ndarray] = []
         self._finalizer = weakref.finalize(self, _close_fds, self.fds)
 
     def fd(self, path: str) -> int:
@@ -230,20 +231,45 @@ class _IOCache:
             fd = self.fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         return fd
 
-    def take(self, nbytes: int) -> np.ndarray:
-        """A uint8 buffer of at least ``nbytes`` (64-byte aligned start)."""
-        for i, buf in enumerate(self.free):
-            if buf.nbytes >= nbytes:
-                return self.free.pop(i)
-        return np.empty(max(nbytes, 4096), dtype=np.uint8)
+    @staticmethod
+    def take(nbytes: int) -> np.ndarray:
+        """A uint8 buffer of at least ``nbytes``."""
+        return _POOL.take(nbytes)
 
-    def give(self, buf: np.ndarray) -> None:
-        if len(self.free) < 8:
-            self.free.append(buf)
+    @staticmethod
+    def give(buf: np.ndarray) -> None:
+        _POOL.give(buf)
 
     def close(self) -> None:
         _close_fds(self.fds)
-        self.free.clear()
+
+
+class _BufferPool:
+    """Free read buffers shared by every checkpoint of the process (thread-safe)."""
+
+    #: Buffers kept when free, and the largest size kept (bigger ones are freed).
+    KEEP, MAX_BYTES = 8, 8 << 20
+
+    def __init__(self) -> None:
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if buf.nbytes >= nbytes:
+                    return self._free.pop(i)
+        return np.empty(max(nbytes, 4096), dtype=np.uint8)
+
+    def give(self, buf: np.ndarray) -> None:
+        if buf.nbytes > self.MAX_BYTES:
+            return
+        with self._lock:
+            if len(self._free) < self.KEEP:
+                self._free.append(buf)
+
+
+_POOL = _BufferPool()
 
 
 def _close_fds(fds: dict[str, int]) -> None:
