@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -220,19 +221,29 @@ def test_k3_seed_across_formats_identical():
         assert r.identical, (other, [v.path for v in r.variables if v.status != "same"])
 
 
-@needs_k3
-def test_k3_faults_manifest_agrees_with_diff():
-    manifest = FIXTURES / "faults.json"
-    if not manifest.exists():
-        pytest.skip("faults.json not generated")
-    doc = json.loads(manifest.read_text())
-    faults = doc.get("faults", doc) if isinstance(doc, dict) else doc
-    seed_broken = [f for f in faults if isinstance(f, dict) and f.get("file") == "k3/seed_broken.keras"]
-    if not seed_broken:
-        pytest.skip("faults.json has no entries for k3/seed_broken.keras")
-    r = diff(K3 / "seed.keras", K3 / "seed_broken.keras")
-    changed = {v.path for v in r.by_status("changed")}
-    assert {f"{f['layer_path']}/{f['variable']}" for f in seed_broken} == changed
+FAULTS = FIXTURES / "faults.json"
+_SEED_BROKEN = ["k3/seed_broken.keras", "k3/seed_broken.weights.h5", "k3/seed_broken_legacy.h5",
+                "k3/seed_broken_sharded.weights.json", "tf2/seed_broken.h5", "tf2/seed_broken_weights.h5"]
+
+
+@pytest.mark.skipif(not FAULTS.exists(), reason="faults.json not generated")
+@pytest.mark.parametrize("broken", _SEED_BROKEN)
+def test_diff_against_seed_names_exactly_the_injected_faults(broken):
+    """diff(seed, seed_broken) changes exactly the variables faults.json says were broken."""
+    faults = [f for f in json.loads(FAULTS.read_text())["faults"] if f["file"] == broken]
+    if not faults or not (FIXTURES / broken).exists():
+        pytest.skip(f"no ground truth for {broken}")
+    seed = K3 / "seed.keras" if broken.startswith("k3/") else FIXTURES / "tf2" / "seed.h5"
+    r = diff(seed, FIXTURES / broken)
+    assert not r.by_status("only-in-a") and not r.by_status("only-in-b") and not r.by_status("shape-mismatch")
+    assert {v.path for v in r.by_status("changed")} == {f"{f['layer_path']}/{f['variable']}" for f in faults}
+    for f in faults:
+        vd = r.get(f"{f['layer_path']}/{f['variable']}")
+        nonfinite = sum(1 for x in f.get("injected_values", []) if str(x).lower() in ("nan", "inf", "-inf"))
+        if f["fault"] in ("nan", "inf"):
+            assert vd.new_nonfinite == vd.changed_values == len(f["indices"]) or vd.new_nonfinite == nonfinite, (broken, f)
+        else:
+            assert vd.new_nonfinite == 0 and vd.changed_values == len(f["indices"]), (broken, f)
 
 
 # --- CLI: diff ----------------------------------------------------------------------
@@ -366,3 +377,13 @@ def test_timeline_fix_command_makes_first_bad_predict_finite(tmp_path):
     assert np.isfinite(after).all()
     assert (after.argmax(-1) == val["y"]).mean() > 0.8
     assert timeline([doc["last_good"], first_bad]).first_bad is None
+
+
+@pytest.mark.skipif(not (FIXTURES / "tf2" / "seed.keras").exists(), reason="fixtures/tf2 not generated")
+def test_tf2_keras_vs_legacy_h5_identical_except_metric_state():
+    r = diff(FIXTURES / "tf2" / "seed.keras", FIXTURES / "tf2" / "seed.h5")
+    assert (r.format_a, r.format_b) == ("keras-zip", "legacy-model")
+    assert not r.by_status("changed") and not r.by_status("shape-mismatch") and not r.by_status("only-in-b")
+    assert len(r.by_status("same")) > 100
+    # tf-keras .keras files also store metric state (Mean trackers), which a legacy .h5 has not
+    assert all(re.fullmatch(r"mean(_\d+)?/vars/\d+", v.path) for v in r.by_status("only-in-a"))
