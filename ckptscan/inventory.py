@@ -51,7 +51,8 @@ def inventory(ckpt: Checkpoint, layer_glob: str | None = None, include_optimizer
         "keras_version": ckpt.keras_version,
         "counts": {
             "variables": len(weights),
-            "optimizer_variables": len(ckpt.variables) - len(weights),
+            "optimizer_variables": sum(1 for v in ckpt.variables if v.kind == "optimizer"),
+            "metric_variables": sum(1 for v in ckpt.variables if v.kind == "metric"),
             "layers": len({v.layer_path for v in weights}),
             "inferred_names": sum(1 for v in weights if v.naming == "inferred"),
         },
@@ -84,8 +85,8 @@ def render_table(doc: dict) -> str:
     rows = [("layer path", "variable", "shape", "dtype", "size")]
     for v in doc["variables"]:
         name = v["name"] + ("*" if v["naming"] == "inferred" else "")
-        if v["kind"] == "optimizer":
-            name += " (optimizer)"
+        if v["kind"] in ("optimizer", "metric"):
+            name += f" ({v['kind']})"
         rows.append((v["layer_path"], name, "(" + ", ".join(map(str, v["shape"])) + ")", v["dtype"], _human(v["nbytes"])))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines.append("")

@@ -5,7 +5,9 @@
   (``keras.saving.load_model``) in the naming worker of ``test_naming_keras.py``; a bare
   ``.weights.h5`` / sharded index is named by the config ``faults.json`` records for it
   (or the ``config.json`` of the same-stem ``.keras``), from which Keras builds the
-  model. ckptscan reads the weights file with that same config (``config=``).
+  model (and loads the weights file into it). ckptscan reads the weights file with that
+  same config (``config=``). Besides names, shapes and dtypes, the values ckptscan reads
+  under each name must be the values Keras loaded into that variable.
 * ``fixtures/tf2/`` (tf-keras): the expected names are what tf-keras itself reports,
   recorded by ``fixtures/gen_expected_names.py`` in ``fixtures/tf2/expected_names.json``
   (TensorFlow is not a test dependency). Every tf2 model file must have an entry.
@@ -95,9 +97,27 @@ def test_fixtures_present():
 @pytest.mark.parametrize("path", K3, ids=[f"{p.parent.name}/{p.name}" for p in K3])
 def test_keras3_fixture_named_as_keras(keras_worker, tmp_path, path):
     config = str(config_for(path, tmp_path)) if is_weights_only(path) else None
-    reply = keras_worker.ask({"kind": "load", "path": str(path), "config": config})
+    fallback = _manifest_files().get(f"{path.parent.name}/{path.name}", {}).get("config")
+    reply = keras_worker.ask({"kind": "load", "path": str(path), "config": config,
+                              "fallback_config": str(FIXTURES / fallback) if fallback else None})
     assert "error" not in reply, reply.get("error")
+    if "load_error" in reply:
+        # Keras 3.15 cannot load two of its own legacy .h5 files; the names are still
+        # Keras' (model built from the same model's config.json, or the file's
+        # model_config). Only these known failures are accepted:
+        assert reply["load_error"] in KNOWN_LOAD_FAILURES.get(path.name, ()), reply["load_error"]
+        if "load_weights_error" in reply:
+            # bfloat16 weights in a legacy .h5 cannot be assigned back by Keras 3: the
+            # value check is left out, names/shapes/dtypes are still compared
+            assert reply["load_weights_error"].endswith("No cast function available.")
     assert_same_names(reply["expected"], str(path), config)
+
+
+#: Keras 3.15 load_model failures on legacy .h5 files Keras 3.15 itself wrote.
+KNOWN_LOAD_FAILURES = {
+    "bf16_legacy.h5": ("ValueError: No cast function available.",),
+    "misc_legacy.h5": ("TypeError: too many positional arguments",),
+}
 
 
 def _expected_tf2() -> dict:

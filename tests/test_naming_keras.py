@@ -74,7 +74,10 @@ def keras_reported(model) -> list[list]:
             for w in layer.weights:
                 comps = w.path.split("/")
                 assert comps[-1] == w.name, (w.path, w.name)
-                idx = comps.index(layer.name)
+                # a model built in one go names variables under the enclosing scopes
+                # (``bi/forward_lstm/lstm_cell/kernel``); one rebuilt by load_model may
+                # start at the sub-layer (``forward_lstm/lstm_cell/kernel``)
+                idx = comps.index(layer.name) if layer.name in comps else -1
                 values = keras.ops.convert_to_numpy(w)
                 out.append(["/".join(prefix + [layer.name] + comps[idx + 1 : -1]), w.name, list(w.shape), str(w.dtype),
                             digest(values)])
@@ -259,11 +262,38 @@ def worker() -> None:
             keras.backend.clear_session()  # fresh auto-name counters, as in a new process
             if req["kind"] == "load":
                 # an existing file: Keras loads it, or builds the model its config describes
+                reply = {}
                 if req.get("config"):
                     model = keras.models.model_from_json(Path(req["config"]).read_text())
+                    model.load_weights(req["path"])  # the file fits this model
                 else:
-                    model = keras.saving.load_model(req["path"], compile=False)
-                reply = {"expected": keras_reported(model)}
+                    try:
+                        model = keras.saving.load_model(req["path"], compile=False)
+                    except (ValueError, TypeError) as exc:
+                        if not req["path"].endswith(".h5"):
+                            raise
+                        # Keras cannot load some legacy files it wrote (bfloat16 weights:
+                        # "No cast function available"; a model_config its legacy loader
+                        # cannot rebuild). Names still come from Keras: the model is built
+                        # from the config.json of the same model (else model_config)
+                        reply["load_error"] = f"{type(exc).__name__}: {exc}"
+                        if req.get("fallback_config"):
+                            model = keras.models.model_from_json(Path(req["fallback_config"]).read_text())
+                        else:
+                            import h5py
+
+                            from keras.src.legacy.saving import saving_utils  # what load_model uses
+
+                            with h5py.File(req["path"], "r") as f:
+                                raw = f.attrs["model_config"]
+                            model = saving_utils.model_from_config(json.loads(raw))
+                        try:
+                            model.load_weights(req["path"])
+                            reply["values_loaded"] = True
+                        except Exception as exc2:  # noqa: BLE001 - recorded, asserted by the test
+                            reply["load_weights_error"] = f"{type(exc2).__name__}: {exc2}"
+                rows = keras_reported(model)
+                reply["expected"] = [r[:4] for r in rows] if "load_weights_error" in reply else rows
             else:
                 model = build_app(req["name"], req["size"]) if req["kind"] == "app" else build_spec_model(req["spec"])
                 randomize(model)

@@ -107,8 +107,13 @@ class V3Checkpoint(Checkpoint):
             if not slots:
                 continue
             is_opt = owner == "optimizer" or owner.startswith("optimizer/")
+            is_metric = owner.startswith("metrics/")  # tf-keras .keras: compiled metric state
             info = cfg_map.get(owner)
-            if is_opt:
+            if is_metric:
+                struct = owner
+                cls, cfg, known_layer = "Metric", {}, True
+                lname = owner.split("/")[1]
+            elif is_opt:
                 struct = owner
                 cls, cfg, known_layer = "Optimizer", {}, True
                 lname = names.get(owner, "optimizer")
@@ -126,6 +131,11 @@ class V3Checkpoint(Checkpoint):
             indices = sorted(slots)
             shapes = [tuple(slots[i][1].shape or ()) for i in indices]
             vnames, var_known = self._var_names(cls, cfg, shapes, is_opt, from_config=info is not None)
+            if is_metric:
+                # Mean/Sum-style metrics (the loss trackers) hold (total, count)
+                base = re.sub(r"_\d+$", "", owner.rsplit("/", 1)[-1])
+                vnames = ["total", "count"] if base in ("mean", "sum") and len(shapes) == 2 else None
+                var_known = vnames is not None
             for pos, i in enumerate(indices):
                 part, ds = slots[i]
                 hint = attr_str(ds, "dtype")
@@ -149,7 +159,7 @@ class V3Checkpoint(Checkpoint):
                     offset=None if offset is None else part.base + offset,
                     nbytes=stored if stored else _nbytes(shape, dtype),
                     naming="known" if (known_layer and var_known and not is_opt) else "inferred",
-                    kind="optimizer" if is_opt else "weight",
+                    kind="optimizer" if is_opt else "metric" if is_metric else "weight",
                 )
                 self._handles[(var.file, var.member, var.h5path)] = ds
                 self.variables.append(var)
