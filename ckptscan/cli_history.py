@@ -50,13 +50,19 @@ def timeline(
     include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also judge optimizer state.")] = False,
     keep_order: Annotated[bool, typer.Option("--keep-order", help="Use the order given instead of natural sort.")] = False,
     nonfinite_only: Annotated[bool, typer.Option("--nonfinite-only", help="Judge health by NaN/Inf only, not the full rule set.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Judge checkpoints in this many processes (0: one per CPU).")] = 1,
+    executor: Annotated[Optional[str], typer.Option("--executor", help="Judge them on dask://HOST:PORT.")] = None,
 ) -> None:
     """Health of a series of checkpoints: the first bad one, the last good one, and how to restore."""
     from .cli import finish
     from .history import render_timeline, timeline as run_timeline
 
-    tl = run_timeline(checkpoints, include_optimizer=include_optimizer, sort=not keep_order,
-                      method="nonfinite" if nonfinite_only else "auto")
+    try:
+        tl = run_timeline(checkpoints, include_optimizer=include_optimizer, sort=not keep_order,
+                          method="nonfinite" if nonfinite_only else "auto", jobs=jobs, executor=executor)
+    except CkptscanError as exc:  # an unusable executor
+        error_line(exc)
+        finish(4)
     for h in tl.entries:
         if h.status == "error":
             error_line(f"{h.path}: {h.reason}")

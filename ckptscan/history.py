@@ -438,49 +438,51 @@ def nonfinite_health(path: str, include_optimizer: bool = False) -> Health:
     return Health(path, "good", method="nonfinite")
 
 
-def _scan_health_fn() -> Callable[[str, bool], Health] | None:
-    """A health function backed by ``ckptscan.scan`` when that module provides one."""
+def _scan_module():
     import importlib
 
     try:  # the module, not the ``ckptscan.scan`` function the package exports
-        scan_mod = importlib.import_module("ckptscan.scan")
+        mod = importlib.import_module("ckptscan.scan")
     except ImportError:
         return None
-    fn = getattr(scan_mod, "scan_file", None)
-    if fn is None:
-        return None
+    return mod if hasattr(mod, "scan_file") else None
 
-    def health(path: str, include_optimizer: bool = False) -> Health:
-        base = nonfinite_health(path, include_optimizer)
-        if base.status == "error":
-            return base
-        try:
-            result = fn(path)
-        except CkptscanError as exc:  # pragma: no cover - scan_file returns error results
-            return Health(path, "error", reason=exc.reason, method="scan")
-        if getattr(result, "status", "scanned") == "error":
-            return Health(path, "error", reason=getattr(result, "reason", ""), method="scan")
-        errors = [f for f in getattr(result, "findings", ()) if getattr(f.severity, "value", f.severity) == "error"]
-        if not include_optimizer:
-            errors = [f for f in errors if getattr(f, "category", "weight") != "optimizer"]
-        bad = list(base.bad_variables)
-        for f in errors:
-            p = f.path
-            if p not in bad:
-                bad.append(p)
-        if errors or base.nonfinite_values:
-            rules = sorted({f.rule_id for f in errors})
-            why = []
-            if base.nonfinite_values:
-                why.append(f"{base.nonfinite_values} non-finite values")
-            if errors:
-                why.append(f"{len(errors)} error findings ({', '.join(rules)})")
-            return Health(path, "bad", reason="; ".join(why) + f" in {len(bad)} variables",
-                          nonfinite_values=base.nonfinite_values, bad_variables=tuple(bad),
-                          findings=len(errors), method="scan")
-        return Health(path, "good", method="scan")
 
-    return health
+def scan_health(path: str, include_optimizer: bool = False) -> Health:
+    """Health from the full rule set (:func:`ckptscan.scan.scan_file`) plus the NaN/Inf count.
+
+    Bad: NaN/Inf weights or error-level findings (optimizer findings only with
+    ``include_optimizer``). Module level, so worker processes can run it.
+    """
+    base = nonfinite_health(path, include_optimizer)
+    if base.status == "error":
+        return base
+    result = _scan_module().scan_file(path)
+    if getattr(result, "status", "scanned") == "error":
+        return Health(path, "error", reason=getattr(result, "reason", ""), method="scan")
+    errors = [f for f in getattr(result, "findings", ()) if getattr(f.severity, "value", f.severity) == "error"]
+    if not include_optimizer:
+        errors = [f for f in errors if getattr(f, "category", "weight") != "optimizer"]
+    bad = list(base.bad_variables)
+    for f in errors:
+        if f.path not in bad:
+            bad.append(f.path)
+    if errors or base.nonfinite_values:
+        rules = sorted({f.rule_id for f in errors})
+        why = []
+        if base.nonfinite_values:
+            why.append(f"{base.nonfinite_values} non-finite values")
+        if errors:
+            why.append(f"{len(errors)} error findings ({', '.join(rules)})")
+        return Health(path, "bad", reason="; ".join(why) + f" in {len(bad)} variables",
+                      nonfinite_values=base.nonfinite_values, bad_variables=tuple(bad),
+                      findings=len(errors), method="scan")
+    return Health(path, "good", method="scan")
+
+
+def _scan_health_fn() -> Callable[[str, bool], Health] | None:
+    """:func:`scan_health` when ``ckptscan.scan`` is available."""
+    return scan_health if _scan_module() is not None else None
 
 
 @dataclass(frozen=True)
@@ -531,11 +533,13 @@ def _shell_quote(s: str) -> str:
 def timeline(
     paths: Iterable[str | os.PathLike], include_optimizer: bool = False, sort: bool = True,
     method: str = "auto", health_fn: Callable[[str, bool], Health] | None = None,
+    jobs: int = 1, executor: str | None = None,
 ) -> Timeline:
     """The health of each checkpoint, in natural order unless ``sort`` is False.
 
     ``method``: ``scan`` (the full rule set of :mod:`ckptscan.scan`), ``nonfinite``
-    (NaN/Inf only) or ``auto`` (scan when available).
+    (NaN/Inf only) or ``auto`` (scan when available). ``jobs``/``executor`` judge the
+    checkpoints in parallel (:func:`ckptscan.executor.run_many`; same result).
     """
     items = natural_sort(paths) if sort else [str(p) for p in paths]
     if health_fn is None:
@@ -547,7 +551,17 @@ def timeline(
                 if method == "scan":
                     raise RuntimeError("ckptscan.scan is not available in this build")
                 health_fn = nonfinite_health
-    return Timeline(tuple(health_fn(p, include_optimizer) for p in items))
+    if jobs == 1 and executor is None:
+        return Timeline(tuple(health_fn(p, include_optimizer) for p in items))
+    import functools
+
+    from .executor import run_many
+
+    entries = []
+    for out in run_many(functools.partial(health_fn, include_optimizer=include_optimizer), items,
+                        jobs=jobs, executor=executor, ordered=True):
+        entries.append(out.value if out.ok else Health(items[out.index], "error", reason=out.error or ""))
+    return Timeline(tuple(entries))
 
 
 def render_timeline(tl: Timeline) -> str:

@@ -387,3 +387,13 @@ def test_tf2_keras_vs_legacy_h5_identical_except_metric_state():
     assert len(r.by_status("same")) > 100
     # tf-keras .keras files also store metric state (Mean trackers), which a legacy .h5 has not
     assert all(re.fullmatch(r"mean(_\d+)?/vars/\d+", v.path) for v in r.by_status("only-in-a"))
+
+
+@needs_diverge
+def test_timeline_jobs2_same_as_sequential():
+    files = [str(p) for p in sorted(DIVERGE.glob("epoch_*.keras"))]
+    seq = run_cli("timeline", "--json", *files)
+    par = run_cli("timeline", "--json", "--jobs", "2", *files)
+    assert seq.returncode == par.returncode == 1
+    assert json.loads(par.stdout) == json.loads(seq.stdout)
+    assert timeline(files, jobs=2).to_dict() == timeline(files).to_dict()
