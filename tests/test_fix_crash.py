@@ -17,7 +17,6 @@ import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
 import ckptscan
 from ckptscan.formats import open_checkpoint
