@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import fcntl
 import glob
 import hashlib
 import json
@@ -38,6 +37,11 @@ import uuid
 from dataclasses import dataclass
 
 from ..errors import MalformedArchiveError, PatchRefusedError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: reading works, patching refuses
+    fcntl = None
 
 JOURNAL_SUFFIX = ".ckptscan-journal"
 JOURNAL_VERSION = 1
@@ -196,6 +200,8 @@ class Lock:
 
 def acquire_lock(path: str, timeout: float = LOCK_TIMEOUT) -> Lock:
     """Take the exclusive lock of checkpoint ``path``, waiting up to ``timeout`` seconds."""
+    if fcntl is None:  # pragma: no cover
+        raise PatchRefusedError(path, "no flock on this platform; ckptscan fix needs POSIX file locks")
     lp = lock_path(path)
     deadline = time.monotonic() + timeout
     while True:
