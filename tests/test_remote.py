@@ -448,3 +448,25 @@ def test_s3_fix_writes_a_new_object_never_the_source(s3_server, tmp_path):
     local = tmp_path / "e5.keras"
     m2 = fix_remote(src, output=str(local), ref=str(DIVERGE / "epoch_04.keras"), strategy="from")
     assert m2.files[0].status == "fixed" and local.exists()
+
+
+def test_s3_unzipped_keras_folder(s3_server, tmp_path):
+    if not (K3 / "seed_broken.keras").exists():
+        pytest.skip("fixtures not generated")
+    import zipfile
+
+    import s3fs
+
+    folder = tmp_path / "seed_broken_dir"
+    with zipfile.ZipFile(K3 / "seed_broken.keras") as zf:
+        zf.extractall(folder)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    for p in folder.iterdir():
+        fs.put_file(str(p), f"ckpts/dirs/seed_broken_dir/{p.name}")
+    with open_checkpoint(folder) as local, open_checkpoint("s3://ckpts/dirs/seed_broken_dir") as remote:
+        assert (remote.format, local.format) == ("keras-dir", "keras-dir")
+        assert _inventory_rows(inventory(remote)) == _inventory_rows(inventory(local))
+        assert remote.remote_stats.bytes_fetched > 0
+    from ckptscan.scan import scan_file
+
+    assert _scan_key(scan_file("s3://ckpts/dirs/seed_broken_dir")) == _scan_key(scan_file(str(folder)))
