@@ -3,8 +3,9 @@
 ``scan --format jsonl`` prints :func:`render_jsonl` for each
 :class:`~ckptscan.report.FileResult` the moment it is ready, so a consumer can read
 the output line by line while the run is still going (each line is flushed whole).
-:func:`file_result_to_dict` / :func:`file_result_from_dict` are also the on-disk form
-of the ``--cache`` entries.
+Each record is the JSON report's per-file object plus ``schema_version``.
+:func:`file_result_to_dict` / :func:`file_result_from_dict` are the lossless form
+(every dataclass field) used for the ``--cache`` entries.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def file_result_from_dict(doc: dict) -> FileResult:
 
 
 def render_jsonl(file_result: FileResult) -> str:
-    """One JSON Lines record for one file, ending in ``\\n`` (no newline inside)."""
-    doc = {"schema_version": JSONL_SCHEMA_VERSION, **file_result_to_dict(file_result)}
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False, default=str) + "\n"
+    """One JSON Lines record for one file, ending in ``\n`` (no newline inside).
+
+    The record is ``{"schema_version": 1, ...}`` followed by exactly the per-file
+    object of the JSON report (``ckptscan/schema/report.schema.json#/$defs/file``),
+    so a line reads like one element of ``files`` in ``scan --format json``.
+    """
+    from .render.json import file_doc
+
+    doc = {"schema_version": JSONL_SCHEMA_VERSION, **file_doc(file_result)}
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False) + "\n"

@@ -149,18 +149,34 @@ def _result():
                       variables_scanned=12, bytes_scanned=4096)
 
 
+def _file_schema():
+    import importlib.resources
+
+    schema = json.loads(importlib.resources.files("ckptscan").joinpath("schema/report.schema.json").read_text())
+    return {"$schema": schema.get("$schema"), "$defs": schema["$defs"], "$ref": "#/$defs/file"}
+
+
 def test_render_jsonl_one_valid_line_and_round_trip():
+    import jsonschema
+
     line = render_jsonl(_result())
     assert line.endswith("\n") and "\n" not in line[:-1]
     doc = json.loads(line)
-    assert doc["schema_version"] == 1 and doc["path"] == "a.keras"
+    assert doc.pop("schema_version") == 1 and doc["path"] == "a.keras"
+    jsonschema.validate(doc, _file_schema())  # a line is one `files` element of the JSON report
     assert doc["findings"][0]["severity"] == "error" and doc["findings"][0]["indices"] == [0, 4, 7]
-    assert doc["findings"][0]["details"]["max"] == "inf"
-    back = file_result_from_dict(file_result_to_dict(_result()))
+    assert doc["findings"][0]["details"]["max"] is None  # non-finite numbers are null, as in --format json
+    assert doc["counts"] == {"error": 1, "warning": 0, "info": 0}
+    back = file_result_from_dict(json.loads(json.dumps(file_result_to_dict(_result()))))
     assert back == _result()
     assert back.findings[0].severity is Severity.ERROR
+    assert back.findings[0].details["max"] == "inf"
 
 
 def test_render_jsonl_error_result():
+    import jsonschema
+
     doc = json.loads(render_jsonl(FileResult("x.h5", "error", reason="not a Keras weight archive")))
     assert (doc["status"], doc["reason"], doc["findings"]) == ("error", "not a Keras weight archive", [])
+    doc.pop("schema_version")
+    jsonschema.validate(doc, _file_schema())

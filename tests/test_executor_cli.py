@@ -81,6 +81,14 @@ def test_jsonl_is_valid_line_by_line_while_running(corpus):
     paths = sorted(r["path"] for r in records)
     assert paths == sorted(files)  # discovery de-duplicates repeated paths; one record per file
     assert all(r["schema_version"] == 1 for r in records)
+    import importlib.resources
+
+    import jsonschema
+
+    schema = json.loads(importlib.resources.files("ckptscan").joinpath("schema/report.schema.json").read_text())
+    file_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/file"}
+    for r in records:
+        jsonschema.validate({k: v for k, v in r.items() if k != "schema_version"}, file_schema)
     by = {Path(r["path"]).name: r for r in records}
     assert by["junk.keras"]["status"] == "error"
     assert by["ckpt_03.keras"]["status"] == "scanned"
