@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
-from ckptscan.executor import ExecutorError, Outcome, run_many
+from ckptscan.executor import ExecutorError, run_many
 from ckptscan.history import nonfinite_health
 from ckptscan.jsonl import file_result_from_dict, file_result_to_dict, render_jsonl
 from ckptscan.report import FileResult, Finding, Severity
