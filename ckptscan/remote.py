@@ -557,3 +557,38 @@ def fix_remote(uri: str, output: str, ref: str | None = None, storage_options: d
                 shutil.move(patched, dest)
         files = tuple(dataclasses.replace(f, path=uri, output=output if f.status == "fixed" else "") for f in manifest.files)
         return dataclasses.replace(manifest, files=files)
+
+
+def fix_paths(paths, output: str | None = None, ref: str | None = None, manifest: str | None = None, **fix_kwargs):
+    """:func:`ckptscan.fix` for a list that holds URIs (its hook for ``s3://``, ``https://``…).
+
+    A remote object is only ever repaired into ``output`` (:func:`fix_remote`); without
+    one it fails with a reason and nothing is written. ``file://`` URIs and plain paths
+    go to the local fixer unchanged.
+    """
+    from .patch.api import fix, write_manifest
+    from .patch.model import FileFix, FixManifest
+
+    paths = [os.fspath(p) for p in paths]
+    if output is not None and len(paths) != 1:
+        raise ValueError("output needs exactly one input checkpoint")
+    local_ref = ref[len("file://"):] if ref and ref.startswith("file://") else ref
+    results = []
+    for p in paths:
+        if not is_uri(p) or p.startswith("file://"):
+            results += list(fix(p[len("file://"):] if p.startswith("file://") else p, output=output, ref=local_ref,
+                                **fix_kwargs).files)
+            continue
+        if output is None:
+            results.append(FileFix(p, "failed", reason="a remote object is never patched in place: "
+                                                       "give --output (a local path or another URI)"))
+            continue
+        try:
+            results += list(fix_remote(p, output, ref=local_ref, **fix_kwargs).files)
+        except CkptscanError as exc:
+            results.append(FileFix(p, "failed", reason=exc.reason))
+    doc = FixManifest(tuple(results), dry_run=bool(fix_kwargs.get("dry_run", False)))
+    if manifest is not None:
+        write_manifest(doc, manifest)
+    return doc
+

@@ -476,3 +476,19 @@ def test_s3_unzipped_keras_folder(s3_server, tmp_path):
     from ckptscan.scan import scan_file
 
     assert _scan_key(scan_file("s3://ckpts/dirs/seed_broken_dir")) == _scan_key(scan_file(str(folder)))
+
+
+def test_cli_fix_remote_needs_output_and_writes_a_copy(http_server, tmp_path):
+    if not (DIVERGE / "epoch_05.keras").exists():
+        pytest.skip("fixtures not generated")
+    uri = f"{http_server.url}/fixtures/diverge/epoch_05.keras"
+    ref = f"{http_server.url}/fixtures/diverge/epoch_04.keras"
+    p = run_cli("fix", "--from", ref, uri)
+    assert p.returncode == 2
+    assert f"ckptscan: error: {uri}: a remote object is never patched in place: give --output" in p.stderr
+    out = tmp_path / "epoch_05.fixed.keras"
+    q = run_cli("fix", "--from", ref, "--output", out, uri)
+    assert q.returncode == 0, q.stdout + q.stderr
+    assert out.exists()
+    assert run_cli("scan", "--select", "BN001,BN004", out).returncode == 0
+    assert (DIVERGE / "epoch_05.keras").read_bytes() != out.read_bytes()

@@ -263,6 +263,13 @@ def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | Non
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    if any("://" in os.fspath(p) for p in paths):  # URIs: ckptscan.remote writes a patched copy, never in place
+        from ..remote import fix_paths
+
+        return fix_paths(paths, output=output, ref=ref, manifest=manifest, strategy=strategy,
+                         rule_strategies=rule_strategies, value=value, clamp_min=clamp_min, clamp_max=clamp_max,
+                         whole_tensor=whole_tensor, select=select, ignore=ignore, layer=layer,
+                         include_optimizer=include_optimizer, dry_run=dry_run, verify=verify, config=config)
     strat = _parse_strategy(strategy)
     if ref is not None and strat is Strategy.AUTO:
         strat = Strategy.FROM
