@@ -57,6 +57,10 @@ def timeline(
     from .cli import finish
     from .history import render_timeline, timeline as run_timeline
 
+    if any("://" in c for c in checkpoints):  # s3://bucket/run/epoch_*.keras
+        from .remote import expand_uris
+
+        checkpoints = expand_uris(checkpoints)
     try:
         tl = run_timeline(checkpoints, include_optimizer=include_optimizer, sort=not keep_order,
                           method="nonfinite" if nonfinite_only else "auto", jobs=jobs, executor=executor)

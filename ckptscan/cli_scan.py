@@ -98,6 +98,15 @@ class ProgressBar:
             self.stream.flush()
 
 
+def _uris(paths: List[str]) -> List[str]:
+    """Remote globs and folders (s3://bucket/run/*.keras) expanded by ckptscan.remote."""
+    if not any("://" in p for p in paths):
+        return paths
+    from .remote import expand_uris
+
+    return expand_uris(paths)
+
+
 @app.command()
 def scan(
     paths: Annotated[List[str], typer.Argument(help="Files, directories (recursive, recognised by content) or globs.")],
@@ -135,9 +144,9 @@ def scan(
     if jobs != 1 or executor or cache or fmt is Format.JSONL:  # bulk runs: ckptscan.bulk
         from .bulk import run_cli_scan
 
-        _finish(run_cli_scan(discover(paths), options, fmt.value, output, level, jobs, executor, cache, bar))
+        _finish(run_cli_scan(discover(_uris(paths)), options, fmt.value, output, level, jobs, executor, cache, bar))
     try:
-        report = scan_candidates(discover(paths), options, bar)
+        report = scan_candidates(discover(_uris(paths)), options, bar)
     finally:
         bar.close()
     for fr in report.files_with("error"):

@@ -23,6 +23,7 @@ Set ``CKPTSCAN_REMOTE_STATS=1`` to print the bytes fetched per object on stderr.
 from __future__ import annotations
 
 import io
+import json
 import os
 import posixpath
 import sys
@@ -592,3 +593,53 @@ def fix_paths(paths, output: str | None = None, ref: str | None = None, manifest
         write_manifest(doc, manifest)
     return doc
 
+
+
+#: File names a remote folder listing keeps (shards are reached through their index).
+_CHECKPOINT_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.json")
+
+
+def expand_uris(paths) -> list[str]:
+    """Expand URI globs (``s3://b/run/epoch_*.keras``) and URI folders into checkpoint URIs.
+
+    Local paths, ``file://`` and ``http(s)://`` URIs (no listing) pass through
+    unchanged, as does a URI that cannot be listed (opening it reports the error).
+    A folder holding ``config.json`` is an unzipped ``.keras`` and stays one entry;
+    in other folders, files named ``*.keras``, ``*.h5``, ``*.hdf5`` and
+    ``*.weights.json`` are kept, except the shards an index in the same folder lists.
+    """
+    out: list[str] = []
+    for raw in paths:
+        p = os.fspath(raw)
+        if not is_uri(p) or p.startswith(("file://", "http://", "https://")):
+            out.append(p)
+            continue
+        try:
+            fs, path = filesystem(p)
+            if any(ch in path for ch in "*?["):
+                found = sorted(fs.glob(path))
+                out += [_unstrip(fs, p, f) for f in found if fs.isfile(f)] or [p]
+                continue
+            info = fs.info(path)
+            if info.get("type") != "directory" or fs.isfile(posixpath.join(path, "config.json")):
+                out.append(p)
+                continue
+            files = sorted(f for f in fs.find(path) if f.endswith(_CHECKPOINT_SUFFIXES))
+            shards: set[str] = set()
+            for idx in (f for f in files if f.endswith(".weights.json")):
+                try:
+                    doc = json.loads(fs.cat_file(idx))
+                    for v in (doc.get("weight_map") or {}).values():
+                        for n in [v] if isinstance(v, str) else v if isinstance(v, list) else []:
+                            shards.add(posixpath.join(posixpath.dirname(idx), str(n)))
+                except (ValueError, OSError, AttributeError):
+                    pass
+            out += [_unstrip(fs, p, f) for f in files if f not in shards] or [p]
+        except Exception:  # noqa: BLE001 - leave it to the open to report
+            out.append(p)
+    return out
+
+
+def _unstrip(fs, original: str, path: str) -> str:
+    proto = original.split("://", 1)[0]
+    return f"{proto}://{path}" if "://" not in path else path

@@ -492,3 +492,29 @@ def test_cli_fix_remote_needs_output_and_writes_a_copy(http_server, tmp_path):
     assert out.exists()
     assert run_cli("scan", "--select", "BN001,BN004", out).returncode == 0
     assert (DIVERGE / "epoch_05.keras").read_bytes() != out.read_bytes()
+
+
+def test_s3_globs_and_folders_expand(s3_server):
+    if not (DIVERGE / "manifest.json").exists() or not (K3 / "seed_sharded.weights.json").exists():
+        pytest.skip("fixtures not generated")
+    from ckptscan.remote import expand_uris
+
+    manifest = json.loads((DIVERGE / "manifest.json").read_text())
+    epochs = [f"s3://ckpts/fixtures/diverge/{e['file']}" for e in manifest["epochs"]]
+    assert expand_uris(["s3://ckpts/fixtures/diverge/epoch_*.keras"]) == epochs
+    listed = expand_uris(["s3://ckpts/fixtures/k3"])
+    assert "s3://ckpts/fixtures/k3/seed_sharded.weights.json" in listed
+    assert not [u for u in listed if re.search(r"_\d{5}\.weights\.h5$", u)]  # shards come through their index
+    assert "s3://ckpts/fixtures/k3/seed.keras" in listed
+    assert expand_uris(["local/x.keras", "https://h/x.keras"]) == ["local/x.keras", "https://h/x.keras"]
+    env = {**os.environ, **s3_server}
+    p = subprocess.run([sys.executable, "-m", "ckptscan", "timeline", "--json", "s3://ckpts/fixtures/diverge/epoch_*.keras"],
+                       capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    doc = json.loads(p.stdout)
+    assert p.returncode == 1 and [c["path"] for c in doc["checkpoints"]] == epochs
+    assert doc["first_bad"] == f"s3://ckpts/fixtures/diverge/epoch_{manifest['first_bad_epoch']:02d}.keras"
+    q = subprocess.run([sys.executable, "-m", "ckptscan", "scan", "-f", "jsonl", "s3://ckpts/fixtures/diverge/epoch_0[45].keras"],
+                       capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert q.returncode == 1, q.stderr
+    recs = [json.loads(ln) for ln in q.stdout.splitlines()]
+    assert [r["path"] for r in recs] == epochs[3:5]
