@@ -94,7 +94,7 @@ def discover(paths: Iterable[str | os.PathLike]) -> list[Candidate]:
 
     for raw in paths:
         p = str(raw)
-        if not os.path.exists(p) and _is_glob(p):
+        if not os.path.exists(p) and _is_glob(p) and "://" not in p:  # URIs (signed ?query=) are not globs
             matches = sorted(globmod.glob(p, recursive=True))
             for m in matches:
                 if os.path.isdir(m) and not _is_keras_dir(m):

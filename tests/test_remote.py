@@ -518,3 +518,15 @@ def test_s3_globs_and_folders_expand(s3_server):
     assert q.returncode == 1, q.stderr
     recs = [json.loads(ln) for ln in q.stdout.splitlines()]
     assert [r["path"] for r in recs] == epochs[3:5]
+
+
+def test_http_signed_url_with_query_string(http_server):
+    """A presigned URL (``?X-Amz-Signature=…``) is a URI, not a glob pattern."""
+    if not (DIVERGE / "epoch_05.keras").exists():
+        pytest.skip("fixtures not generated")
+    uri = f"{http_server.url}/fixtures/diverge/epoch_05.keras?X-Amz-Expires=60&X-Amz-Signature=abc"
+    p = run_cli("scan", "-f", "jsonl", uri)
+    assert p.returncode == 1, p.stderr
+    rec = json.loads(p.stdout)
+    assert rec["path"] == uri and rec["status"] == "scanned"
+    assert {f["rule_id"] for f in rec["findings"]} >= {"BN001", "BN004"}
