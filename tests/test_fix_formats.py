@@ -72,6 +72,11 @@ def test_every_layout_every_strategy(fixmodels, tmp_path, layout, strategy):
     assert f.mode == ("rewrite" if layout == "deflated" else "in-place")
     assert {(c.layer_path, c.variable): set(c.indices) for c in f.changes} == {k: set(v) for k, v in BROKEN.items()}
     model = check_repaired(p, layout, BROKEN, before, before_raw)
+    if layout == "deflated":  # the atomic rewrite keeps member order, names and compression
+        def members(z):
+            with zipfile.ZipFile(z) as zf:
+                return [(i.filename, i.compress_type, i.date_time) for i in zf.infolist()]
+        assert members(p) == members(fixmodels[(layout, "bn")])
     after_raw = raw_of(p, list(BROKEN))
     if strategy == "from":  # bit for bit the reference's bits at the broken elements
         ref_raw = raw_of(ref, list(BROKEN))
