@@ -246,3 +246,14 @@ def test_target_selection(fixmodels, tmp_path):
         ("moving_mean", "median"), ("moving_mean", "median"), ("moving_variance", "reset"), ("moving_variance", "reset")]
     out = run_cli("fix", fresh(src, tmp_path / "cli"), "-s", "BN001=clamp", "-n")
     assert out.returncode == 1 and "clamp cannot repair NaN (channels 2)" in out.stdout
+
+
+def test_json_output_is_the_manifest(fixmodels, tmp_path):
+    p = fresh(fixmodels[("weights", "bn")], tmp_path / "w")
+    out = run_cli("fix", p, "--json", "--dry-run", "--strategy", "reset")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["manifest_version"] == 1 and doc["dry_run"] is True
+    (f,) = doc["files"]
+    assert f["status"] == "planned" and len(f["changes"]) == 4
+    assert all("no layer config" in c["note"] for c in f["changes"])
