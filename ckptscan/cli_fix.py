@@ -45,16 +45,35 @@ def _num(x) -> str:
     return x if isinstance(x, str) else f"{x:.7g}"
 
 
+def _runs(items: list[str], sep: str, same) -> list[str]:
+    """Collapse runs of three or more: ``0, 1, 2, 3`` → ``0–3``; ``x; x; x`` → ``x (×3)``."""
+    out: list[str] = []
+    i = 0
+    while i < len(items):
+        j = i
+        while j + 1 < len(items) and same(items[j], items[j + 1]):
+            j += 1
+        n = j - i + 1
+        if n >= 3:
+            out.append(f"{items[i]}–{items[j]}" if sep == "range" else f"{items[i]} (×{n})")
+        else:
+            out.extend(items[i : j + 1])
+        i = j + 1
+    return out
+
+
 def _render_change(c, limit: int = 16) -> str:
     where = f"{c.layer_path}/{c.variable}" if c.layer_path else c.variable
     if c.indices is None:
         what = f"whole tensor {c.shape}"
     else:
         idx = list(c.indices)
-        what = ("channels " if len(c.shape) == 1 else "elements ") + ", ".join(map(str, idx[:limit]))
-        what += f" … ({len(idx)})" if len(idx) > limit else ""
-    pairs = [f"{_num(o)} → {_num(n)}" for o, n in zip(c.old, c.new)]
-    shown = "; ".join(pairs[:limit]) + (f"; … ({len(pairs)} values)" if len(pairs) > limit else "")
+        shown_idx = _runs([str(i) for i in idx[: limit * 4]], "range", lambda a, b: int(b) == int(a) + 1)
+        what = ("channels " if len(c.shape) == 1 else "elements ") + ", ".join(shown_idx[:limit])
+        what += f" … ({len(idx)})" if len(shown_idx) > limit or len(idx) > limit * 4 else ""
+    pairs = _runs([f"{_num(o)} → {_num(n)}" for o, n in zip(c.old, c.new)], "count", lambda a, b: a == b)
+    total = len(c.old)
+    shown = "; ".join(pairs[:limit]) + (f"; … ({total} values)" if len(pairs) > limit else "")
     if not pairs and c.indices is None:
         shown = "(values not listed: large tensor)"
     why = f" [{c.strategy}" + (f"; {c.reason}" if c.reason else "") + "]"
