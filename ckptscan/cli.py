@@ -93,7 +93,16 @@ def finish(code: int) -> None:
 
 
 def main(argv: List[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code (usage errors → 4)."""
+    """Console-script entry point; returns the exit code (usage errors → 4).
+
+    Run as the program (``argv`` None) it first forks a supervisor
+    (:func:`ckptscan.limits.supervise`) that turns a file stuck in C code past
+    ``--timeout`` into exit 2 and one error line; ``main(argv)`` called in-process does not.
+    """
+    if argv is None:
+        from .limits import supervise
+
+        supervise(next((a for a in sys.argv[1:] if not a.startswith("-")), None))
     _STATE["own_exit"] = False
     try:
         app(args=argv, prog_name="ckptscan")

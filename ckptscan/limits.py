@@ -5,7 +5,10 @@ file and raises :class:`~ckptscan.errors.FileTimeoutError` when it fires, so a b
 reports the file and goes on. Python delivers the signal between bytecodes: a single
 call into the HDF5 C library finishes before the timeout is raised (no such call in
 ckptscan reads more than one bounded block). Outside the main thread, or where
-``setitimer`` does not exist (Windows), the context manager does nothing.
+``setitimer`` does not exist (Windows), the context manager does nothing. A call that
+never returns to Python (libhdf5 looping on a corrupt B-tree) is stopped from outside by
+the process's watcher: the CLI's supervisor process, else one watchdog process per
+process (see "the hard stop" below).
 
 Memory: every reader refuses, before allocating, any structure whose declared size
 exceeds the constants below, and reads tensor values block by block
@@ -83,45 +86,431 @@ def expired() -> FileTimeoutError | None:
     return None
 
 
-#: Seconds past ``--timeout`` after which the watchdog stops a process stuck in C code.
+# --- the hard stop -----------------------------------------------------------------------
+#
+# A corrupt file can send libhdf5 round in circles inside one C call that holds the GIL:
+# neither SIGALRM nor check_deadline() runs again. Only another process can stop it. Each
+# process has one *watcher*, told over a pipe what it is working on:
+#
+#   b"A <kill_at> <seconds> <path>\n"   armed: stop me at time.monotonic() == kill_at
+#   b"D\n"                              disarmed
+#
+# (CLOCK_MONOTONIC is system-wide, so the watcher compares it with its own clock.)
+#
+# * Under the CLI the watcher is the *supervisor* (:func:`supervise`): ``main()`` forks
+#   once at start; the parent only waits. When a deadline passes it SIGKILLs the child,
+#   prints the one error line and exits 2; otherwise it relays the child's exit status.
+# * Elsewhere (the Python API, ``scan --jobs`` pool workers, in-process ``main(argv)``)
+#   the first hard :func:`file_timeout` forks one long-lived *watchdog* for the process;
+#   every later file only writes to its pipe. The watchdog exits when the pipe closes
+#   (the process exited) and is reaped at exit. In a pool worker run under the supervisor
+#   it records the stuck file (``CKPTSCAN_STUCK_FILE``) before stopping the worker, so the
+#   pool's one-at-a-time retry of that file reports the timeout at once instead of hanging
+#   again; the other files' results are kept.
+
+#: Seconds past ``--timeout`` after which the watcher stops a process stuck in C code.
 HARD_GRACE = 5.0
+#: After Ctrl-C, seconds the supervisor waits for a child stuck in a file before stopping it.
+INTERRUPT_GRACE = 2.0
+#: The environment variable naming the list of files that hung a pool worker.
+STUCK_ENV = "CKPTSCAN_STUCK_FILE"
+#: Set to ``0`` to run the CLI without a supervisor process (debugging).
+SUPERVISOR_ENV = "CKPTSCAN_SUPERVISOR"
 
 
-def _start_watchdog(seconds: float, path: object) -> int | None:
-    """Fork a process that kills this one if it is still running after the deadline."""
+def hard_reason(seconds: float) -> str:
+    """The reason reported for a file stopped by the hard limit."""
+    return f"timed out after {seconds:g} s (--timeout); stuck in the HDF5 library, stopped"
+
+
+class _Channel:
+    """This process's pipe to its watcher."""
+
+    fd: int | None = None
+    """Write end of the pipe (None: no watcher yet)."""
+    owner: int | None = None
+    """The pid that owns ``fd`` (a forked child must not use its parent's)."""
+    watchdog: int | None = None
+    """pid of our own watchdog process; None when the supervisor watches us."""
+    armed: tuple[float, float, str] | None = None
+    """(kill_at, seconds, path) last sent."""
+
+
+_CH = _Channel()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's pipe and watchdog are not ours."""
+    import os
+
+    if _CH.fd is not None:
+        try:
+            os.close(_CH.fd)
+        except OSError:  # pragma: no cover
+            pass
+    _CH.fd = _CH.owner = _CH.watchdog = None
+    _CH.armed = None
+
+
+def _register_fork_hook() -> None:
+    import os
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+_register_fork_hook()
+
+
+def _encode(kill_at: float, seconds: float, path: str) -> bytes:
+    name = path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    msg = f"A {kill_at!r} {seconds!r} {name}\n".encode("utf-8", "surrogateescape")
+    if len(msg) > 4000:  # one atomic pipe write (PIPE_BUF); the name is only for the message
+        msg = msg[:3990] + b"...\n"
+    return msg
+
+
+def _decode(line: bytes) -> tuple[float, float, str] | None:
+    if not line.startswith(b"A "):
+        return None
+    _, kill_at, seconds, name = line.split(b" ", 3)
+    path = name.decode("utf-8", "surrogateescape").replace("\\n", "\n").replace("\\r", "\r").replace("\\\\", "\\")
+    return float(kill_at), float(seconds), path
+
+
+def _send(msg: bytes) -> bool:
+    import os
+
+    try:
+        os.write(_CH.fd, msg)
+        return True
+    except OSError:  # the watcher is gone: no hard stop from now on, start a new one next time
+        _drop_watchdog()
+        return False
+
+
+def _ensure_watcher() -> bool:
+    """A watcher for this process: the supervisor's pipe, or our own watchdog (started now)."""
+    import os
+
+    if _CH.fd is not None and _CH.owner == os.getpid():
+        return True
+    _CH.fd = None
+    return _start_watchdog()
+
+
+def _arm(state: tuple[float, float, str] | None) -> None:
+    if state is None:
+        if _CH.fd is not None and _CH.armed is not None:
+            _send(b"D\n")
+        _CH.armed = None
+        return
+    if _ensure_watcher() and _send(_encode(*state)):
+        _CH.armed = state
+
+
+def _start_watchdog() -> bool:
+    """Fork this process's watchdog (once); False where ``fork`` does not exist."""
     import os
     import sys
 
     if not hasattr(os, "fork"):
-        return None
-    line = f"ckptscan: error: {path}: timed out after {seconds:g} s (--timeout); stuck in the HDF5 library, stopped\n"
+        return False
+    import json  # noqa: F401 - imported before the fork: the watchdog uses it to record a stuck file
+    import select  # noqa: F401
+
+    r, w = os.pipe()
     parent = os.getpid()
-    try:
-        sys.stderr.flush()
-    except Exception:  # pragma: no cover
-        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # pragma: no cover
+            pass
     pid = os.fork()
-    if pid:
-        return pid
-    try:  # the child: no Python cleanup, no inherited handlers, only sleep and maybe kill
-        signal.signal(signal.SIGALRM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        time.sleep(seconds + HARD_GRACE)
-        if os.getppid() == parent:
-            os.write(2, line.encode("utf-8", "replace"))
+    if pid == 0:  # the watchdog: no Python cleanup, only wait on the pipe and maybe kill
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            # hold none of the parent's files open (pipes it closes, sockets, checkpoints)
+            # but the pipe and stderr
+            if r > 2:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                os.dup2(devnull, 0)
+                os.dup2(devnull, 1)
+                os.closerange(3, r)
+                os.closerange(r + 1, 1 << 16)
+            _watchdog_loop(r, parent)
+        finally:
+            os._exit(0)
+    os.close(r)
+    _CH.fd, _CH.owner, _CH.watchdog, _CH.armed = w, parent, pid, None
+    _at_exit_once()
+    return True
+
+
+def _watchdog_loop(rfd: int, parent: int) -> None:
+    """Sleep until the armed deadline; stop ``parent`` if it is still armed then."""
+    import os
+    import select
+
+    armed = None
+    buf = b""
+    while True:
+        wait = 1.0 if armed is None else max(0.0, min(1.0, armed[0] - time.monotonic()))
+        ready, _, _ = select.select([rfd], [], [], wait)
+        if ready:
+            data = os.read(rfd, 65536)
+            if not data:
+                return  # the process closed the pipe: it exited
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                armed = _decode(line) if line.startswith(b"A ") else None
+        if os.getppid() != parent:
+            return
+        if armed is not None and time.monotonic() >= armed[0]:
+            _, seconds, path = armed
+            if not _record_stuck(path, hard_reason(seconds)):
+                line = f"ckptscan: error: {path}: {hard_reason(seconds)}\n"
+                os.write(2, line.encode("utf-8", "replace"))
             os.kill(parent, signal.SIGKILL)
-    finally:
-        os._exit(0)
+            return
 
 
-def _stop_watchdog(pid: int | None) -> None:
+def _drop_watchdog() -> None:
+    """Close our watchdog's pipe (it then exits) and reap it."""
     import os
 
-    if pid is None:
+    fd, pid = _CH.fd, _CH.watchdog
+    owner = _CH.owner
+    _CH.fd = _CH.owner = _CH.watchdog = None
+    _CH.armed = None
+    if fd is not None and owner == os.getpid():
+        try:
+            os.close(fd)
+        except OSError:  # pragma: no cover
+            pass
+    if pid is None or owner != os.getpid():
         return
+    end = time.monotonic() + 1.0
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() > end:
+            break
+        time.sleep(0.002)
+    if not done:  # pragma: no cover - the watchdog always sees the pipe close
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+_AT_EXIT = []
+
+
+def _at_exit_once() -> None:
+    if not _AT_EXIT:
+        import atexit
+
+        atexit.register(_drop_watchdog)
+        _AT_EXIT.append(True)
+
+
+# --- files that hung a pool worker --------------------------------------------------------
+
+
+def _record_stuck(path: str, reason: str) -> bool:
+    """Append ``path`` to the supervisor's stuck list; False when there is none."""
+    import json
+    import os
+
+    target = os.environ.get(STUCK_ENV)
+    if not target:
+        return False
     try:
-        os.kill(pid, signal.SIGTERM)
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND)
+    except OSError:
+        return False
+    try:
+        os.write(fd, (json.dumps([path, reason]) + "\n").encode("utf-8", "surrogateescape"))
+    except OSError:  # pragma: no cover
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def stuck_reason(path: object) -> str | None:
+    """Why ``path`` was stopped earlier in this CLI run (it hung a worker), else None."""
+    import json
+    import os
+
+    target = os.environ.get(STUCK_ENV)
+    if not target:
+        return None
+    try:
+        if os.path.getsize(target) == 0:
+            return None
+        with open(target, encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                try:
+                    p, reason = json.loads(line)
+                except ValueError:
+                    continue
+                if p == str(path):
+                    return reason
+    except OSError:
+        return None
+    return None
+
+
+# --- the CLI supervisor -------------------------------------------------------------------
+
+
+def _prctl(option: int, arg: int) -> bool:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, arg, 0, 0, 0) == 0
+    except Exception:  # noqa: BLE001 - not Linux: the feature is simply absent
+        return False
+
+
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+def supervise(command: str | None = None) -> None:
+    """Fork the CLI into a supervisor (this call never returns there) and a worker child.
+
+    Returns in the child, whose :func:`file_timeout` then reports to the supervisor. The
+    supervisor waits for the child and exits with its status (a child killed by signal N
+    is relayed as signal N). If the child stays in one file past ``--timeout`` plus
+    :data:`HARD_GRACE` (stuck in C code), the supervisor SIGKILLs it, prints
+    ``ckptscan: error: <file>: timed out after N s (--timeout); stuck in the HDF5 library,
+    stopped`` and exits 2; for ``scan``, one more line says that no report was written.
+    Ctrl-C reaches the child (same process group); a child stuck in a file that does not
+    exit within :data:`INTERRUPT_GRACE` is stopped and the exit status is 130. The
+    supervisor is also the subreaper of the child's processes (Linux): none outlives it.
+
+    Does nothing without ``fork``, when already supervised, or with ``CKPTSCAN_SUPERVISOR=0``.
+    """
+    import os
+    import sys
+
+    if not hasattr(os, "fork") or os.environ.get(SUPERVISOR_ENV) == "0" or _CH.fd is not None:
+        return
+    tmp = os.environ.get("TMPDIR") or "/tmp"
+    stuck = os.path.join(tmp, f"ckptscan-{os.getpid()}-{os.urandom(6).hex()}.stuck")
+    try:
+        os.close(os.open(stuck, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        stuck = None
+    if stuck:
+        os.environ[STUCK_ENV] = stuck
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # pragma: no cover
+            pass
+    r, w = os.pipe()
+    subreaper = sys.platform.startswith("linux") and _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        _CH.fd, _CH.owner, _CH.watchdog, _CH.armed = w, os.getpid(), None, None
+        if sys.platform.startswith("linux"):
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the supervisor died before prctl
+                os._exit(1)
+        return
+    os.close(w)
+    code = 1
+    try:
+        code = _supervise_loop(r, pid, command)
+    finally:
+        if subreaper:
+            _reap_orphans()
+        if stuck:
+            try:
+                os.unlink(stuck)
+            except OSError:  # pragma: no cover
+                pass
+        _exit_like(code)
+
+
+def _supervise_loop(rfd: int, child: int, command: str | None) -> int | tuple[str, int]:
+    """Watch ``child``; returns its exit code, or ("signal", N) when a signal killed it."""
+    import os
+    import select
+
+    interrupted: list[float] = []
+    forward = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None),
+                           getattr(signal, "SIGQUIT", None)) if s is not None]
+
+    def on_interrupt(signum, frame):
+        interrupted.append(time.monotonic())
+
+    def on_forward(signum, frame):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    for s in forward:
+        signal.signal(s, on_forward)
+    armed = None
+    buf = b""
+    eof = False
+    while True:
+        if not eof:
+            wait = 0.5 if armed is None else max(0.0, min(0.5, armed[0] - time.monotonic()))
+            try:
+                ready, _, _ = select.select([rfd], [], [], wait)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                ready = []
+            if ready:
+                data = os.read(rfd, 65536)
+                if data:
+                    buf += data
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        armed = _decode(line) if line.startswith(b"A ") else None
+                else:
+                    eof = True
+        done, status = os.waitpid(child, 0 if eof else os.WNOHANG)
+        if done:
+            if os.WIFSIGNALED(status):
+                return ("signal", os.WTERMSIG(status))
+            return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+        now = time.monotonic()
+        if armed is not None and now >= armed[0]:
+            _kill_and_reap(child)
+            _, seconds, path = armed
+            lines = f"ckptscan: error: {path}: {hard_reason(seconds)}\n"
+            if command == "scan":
+                lines += ("ckptscan: scan stopped: no report written; scan with --jobs 2 to report "
+                          "this file and the others\n")
+            os.write(2, lines.encode("utf-8", "replace"))
+            return 2
+        if interrupted and armed is not None and now - interrupted[0] >= INTERRUPT_GRACE:
+            _kill_and_reap(child)
+            os.write(2, b"ckptscan: interrupted\n")
+            return 130
+
+
+def _kill_and_reap(pid: int) -> None:
+    import os
+
+    try:
+        os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:  # pragma: no cover
         pass
     try:
@@ -129,6 +518,68 @@ def _stop_watchdog(pid: int | None) -> None:
     except ChildProcessError:  # pragma: no cover
         pass
 
+
+def _children() -> list[int]:
+    """pids whose parent is this process (Linux /proc)."""
+    import os
+
+    me = os.getpid()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me:
+            out.append(int(name))
+    return out
+
+
+def _reap_orphans(grace: float = 2.0) -> None:
+    """As subreaper: wait (up to ``grace`` s) for processes the child left, then kill them."""
+    import os
+
+    end = time.monotonic() + grace
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid:
+            continue
+        if time.monotonic() > end:
+            break
+        time.sleep(0.01)
+    for pid in _children():  # pragma: no cover - orphans exit when their pipes close
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _exit_like(code: int | tuple[str, int]) -> None:
+    """Leave the supervisor with ``code``, or die of the same signal as the child."""
+    import os
+
+    if isinstance(code, tuple):
+        sig = code[1]
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+            time.sleep(0.1)
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+        os._exit(128 + sig)
+    os._exit(code)
 
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
@@ -142,15 +593,25 @@ def file_timeout(seconds: float | None, path: object, hard: bool = True) -> Iter
     inner limit never extends it, and the outer timer is re-armed with what is left.
 
     ``hard``: a corrupt file can send the HDF5 C library into a loop that never returns
-    to Python, so no signal handler runs. A watchdog process then stops the process
-    :data:`HARD_GRACE` seconds after the deadline, printing the usual error line first
-    (exit status 137, SIGKILL). Crash-isolating runners (``scan --jobs``) report that
-    file as unreadable and go on.
+    to Python, so no signal handler runs. The process's watcher (see "the hard stop"
+    above) then stops it :data:`HARD_GRACE` seconds after the deadline: under the CLI
+    the supervisor prints ``ckptscan: error: <file>: timed out after N s (--timeout);
+    stuck in the HDF5 library, stopped`` and exits 2; elsewhere the process's watchdog
+    prints that line and SIGKILLs the process (``scan --jobs`` workers: the pool reports
+    that file with this reason and goes on). Arming costs one pipe write per file.
+    A file already stopped this way in the current CLI run (:func:`stuck_reason`) fails
+    at once.
 
     >>> with file_timeout(30, "model.keras"):
     ...     pass
     """
-    if not seconds or seconds <= 0 or not hasattr(signal, "setitimer") or not _main_thread():
+    if not seconds or seconds <= 0:
+        yield
+        return
+    stuck = stuck_reason(path)
+    if stuck is not None:
+        raise FileTimeoutError(path, stuck)
+    if not hasattr(signal, "setitimer") or not _main_thread():
         yield
         return
     outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
@@ -172,14 +633,17 @@ def file_timeout(seconds: float | None, path: object, hard: bool = True) -> Iter
 
     signal.signal(signal.SIGALRM, _on_alarm)
     _DEADLINE.at, _DEADLINE.path, _DEADLINE.seconds = start + seconds, path, seconds
-    watchdog = _start_watchdog(seconds, path) if hard else None
+    hard_saved = _CH.armed
+    if hard:
+        _arm((start + seconds + HARD_GRACE, float(seconds), str(path)))
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         try:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            _stop_watchdog(watchdog)
+            if hard:
+                _arm(hard_saved)
         finally:
             _DEADLINE.at, _DEADLINE.path, _DEADLINE.seconds = saved
             signal.signal(signal.SIGALRM, outer_handler)

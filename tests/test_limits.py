@@ -1,0 +1,274 @@
+"""The hard stop of ``--timeout``: one watcher per process, the CLI supervisor, signals.
+
+``tests/data/hdf5_btree_loop.keras`` is a fuzzer-mutated ``seed.keras`` (input 740 of the
+hostile-input fuzzer) on which libhdf5 loops forever inside one C call holding the GIL:
+neither SIGALRM nor the Python-level deadline checks can stop it, only another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, ROOT
+
+from ckptscan import limits
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not sys.platform.startswith("linux"),
+                                reason="the hard stop needs fork (and /proc to observe it)")
+
+HANG = ROOT / "tests" / "data" / "hdf5_btree_loop.keras"
+GOOD = FIXTURES / "k3" / "seed.keras"
+TIMEOUT = 3
+#: --timeout + HARD_GRACE + start-up, with room for a loaded CI machine.
+LIMIT = TIMEOUT + limits.HARD_GRACE + 12
+
+
+def _stopped(path) -> str:
+    return f"ckptscan: error: {path}: timed out after {TIMEOUT} s (--timeout); stuck in the HDF5 library, stopped\n"
+
+
+def _cli(*args, env=None, timeout=60):
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "ckptscan", *map(str, args)], capture_output=True, text=True,
+                         timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    return out, time.monotonic() - t0
+
+
+def _marked() -> tuple[dict, str]:
+    mark = uuid.uuid4().hex
+    return {"CKPTSCAN_TEST_MARK": mark}, mark
+
+
+def _processes_with(mark: str) -> list[str]:
+    """Processes whose environment carries ``mark`` (the CLI and all it started)."""
+    found = []
+    needle = f"CKPTSCAN_TEST_MARK={mark}".encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    with open(f"/proc/{name}/stat", "rb") as st:
+                        found.append(st.read().decode(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
+def _py(code: str, env=None, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=str(ROOT))
+
+
+# --- the watchdog of a process without supervisor (Python API, pool workers) ------------------
+
+def test_one_long_lived_watchdog_per_process_reaped_at_exit():
+    out = _py("""
+        import os, time
+        from ckptscan import limits
+        pids = set()
+        for i in range(50):
+            with limits.file_timeout(30, f"f{i}.keras"):
+                pids.add(limits._CH.watchdog)
+        (wd,) = pids
+        me = str(os.getpid())
+        kids = []
+        for n in os.listdir("/proc"):
+            if n.isdigit():
+                try:
+                    st = open(f"/proc/{n}/stat").read()
+                except OSError:
+                    continue
+                rest = st[st.rindex(")") + 2:].split()
+                if rest[1] == me:
+                    kids.append((int(n), rest[0]))
+        print(wd, kids)
+    """)
+    assert out.returncode == 0, out.stderr
+    wd, kids = out.stdout.split(" ", 1)
+    wd = int(wd)
+    assert eval(kids) in ([(wd, "S")], [(wd, "R")])  # one child, alive (not a zombie)
+    with pytest.raises(ProcessLookupError):  # reaped when the process exited
+        os.kill(wd, 0)
+
+
+def test_watchdog_stops_a_process_stuck_in_c_code():
+    """SIGALRM blocked + a sleep in C: only the watchdog can end it (one line, SIGKILL)."""
+    t0 = time.monotonic()
+    out = _py("""
+        import signal, time
+        from ckptscan import limits
+        limits.HARD_GRACE = 0.5
+        with limits.file_timeout(5, "warm.keras"):
+            pass  # the watchdog now exists and is disarmed: nothing may fire later
+        time.sleep(6)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        with limits.file_timeout(0.5, "stuck.keras"):
+            time.sleep(30)
+    """)
+    elapsed = time.monotonic() - t0
+    assert out.returncode == -signal.SIGKILL
+    assert out.stderr == "ckptscan: error: stuck.keras: timed out after 0.5 s (--timeout); stuck in the HDF5 library, stopped\n"
+    assert elapsed < 6 + 1 + 10
+
+
+def test_nested_limits_rearm_the_outer_hard_deadline():
+    from ckptscan.errors import FileTimeoutError
+
+    with pytest.raises(FileTimeoutError):
+        with limits.file_timeout(0.3, "outer"):
+            outer = limits._CH.armed
+            assert outer[2] == "outer" and outer[1] == 0.3
+            with limits.file_timeout(0.1, "inner"):
+                assert limits._CH.armed[2] == "inner"
+            assert limits._CH.armed == outer
+            time.sleep(1)
+    assert limits._CH.armed is None
+
+
+def test_hard_false_arms_nothing():
+    with limits.file_timeout(5, "a", hard=False):
+        assert limits._CH.armed is None
+
+
+def test_a_file_that_hung_a_worker_fails_at_once(tmp_path, monkeypatch):
+    from ckptscan.errors import FileTimeoutError
+
+    stuck = tmp_path / "stuck"
+    stuck.write_text(json.dumps(["x.keras", limits.hard_reason(3)]) + "\n")
+    monkeypatch.setenv(limits.STUCK_ENV, str(stuck))
+    with pytest.raises(FileTimeoutError) as info:
+        with limits.file_timeout(3, "x.keras"):
+            pytest.fail("the body must not run")
+    assert str(info.value) == "x.keras: timed out after 3 s (--timeout); stuck in the HDF5 library, stopped"
+    with limits.file_timeout(3, "y.keras"):
+        pass
+    with limits.file_timeout(0, "x.keras"):  # no limit asked: nothing to report
+        pass
+
+
+# --- the CLI supervisor ------------------------------------------------------------------------
+
+def test_fixture_really_hangs_without_the_hard_stop():
+    """Control: with the hard stop off, SIGALRM alone does not end the run."""
+    code = f"""
+        from ckptscan.limits import file_timeout
+        from ckptscan.formats import open_checkpoint
+        with file_timeout(1, "x", hard=False), open_checkpoint({str(HANG)!r}) as c:
+            c.variables
+    """
+    with pytest.raises(subprocess.TimeoutExpired):
+        _py(code, timeout=8)
+
+
+@pytest.mark.parametrize("command", ["inspect", "scan"])
+def test_cli_stuck_in_hdf5_exits_2_with_one_line(command):
+    env, mark = _marked()
+    out, elapsed = _cli(command, "--timeout", TIMEOUT, HANG, env=env)
+    assert out.returncode == 2, out.stderr
+    errors = [ln + "\n" for ln in out.stderr.splitlines() if ln.startswith("ckptscan: error:")]
+    assert errors == [_stopped(HANG)]
+    assert out.stderr.startswith(_stopped(HANG))
+    if command == "scan":
+        assert out.stderr == _stopped(HANG) + (
+            "ckptscan: scan stopped: no report written; scan with --jobs 2 to report this file and the others\n")
+    else:
+        assert out.stderr == _stopped(HANG)
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert TIMEOUT + limits.HARD_GRACE - 0.5 < elapsed < LIMIT
+    assert _processes_with(mark) == []
+
+
+def test_cli_jobs_reports_the_stuck_file_and_scans_the_others(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copyfile(HANG, folder / "a_hang.keras")
+    for i in range(3):
+        shutil.copyfile(GOOD, folder / f"good_{i}.keras")
+    env, mark = _marked()
+    out, elapsed = _cli("scan", "--jobs", "2", "--timeout", TIMEOUT, "--format", "json", folder, env=env, timeout=120)
+    assert out.returncode == 2, out.stderr
+    errors = [ln + "\n" for ln in out.stderr.splitlines() if ln.startswith("ckptscan: error:")]
+    assert errors == [_stopped(folder / "a_hang.keras")]
+    doc = json.loads(out.stdout)
+    status = {Path(f["path"]).name: (f["status"], f["reason"]) for f in doc["files"]}
+    assert status == {"a_hang.keras": ("error", limits.hard_reason(TIMEOUT)),
+                      **{f"good_{i}.keras": ("scanned", "") for i in range(3)}}
+    assert elapsed < LIMIT + 30  # the retry of the stuck file does not hang a second time
+    assert _processes_with(mark) == []
+
+
+def test_cli_healthy_run_leaves_no_process_and_relays_the_status(tmp_path):
+    env, mark = _marked()
+    out, _ = _cli("scan", "--timeout", "30", GOOD, env=env)
+    assert out.returncode == 0, out.stderr
+    assert _processes_with(mark) == []
+    usage, _ = _cli("scan", "--no-such-option", env=env)
+    assert usage.returncode == 4
+    assert _processes_with(mark) == []
+
+
+def test_in_process_main_and_api_do_not_fork_a_supervisor():
+    out = _py(f"""
+        import os, ckptscan
+        from ckptscan.cli import main
+        me = os.getpid()
+        rc = main(["inspect", "--timeout", "30", {str(GOOD)!r}])
+        report = ckptscan.scan({str(GOOD)!r}, timeout=30)
+        print("PID-SAME", os.getpid() == me, rc, report.files[0].status)
+    """)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("PID-SAME")]
+    assert lines == ["PID-SAME True 0 scanned"]
+
+
+def _signalled(args, sig, target: str, delay: float):
+    env, mark = _marked()
+    p = subprocess.Popen([sys.executable, "-m", "ckptscan", *map(str, args)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True, text=True, env={**os.environ, **env})
+    time.sleep(delay)
+    t0 = time.monotonic()
+    if target == "group":  # what Ctrl-C does: the whole foreground process group
+        os.killpg(p.pid, sig)
+    else:
+        os.kill(p.pid, sig)
+    out, err = p.communicate(timeout=30)
+    return p.returncode, err, time.monotonic() - t0, mark
+
+
+def test_ctrl_c_while_stuck_in_hdf5_exits_130():
+    rc, err, after, mark = _signalled(["inspect", "--timeout", "60", HANG], signal.SIGINT, "group", 4)
+    assert rc == 130
+    assert err == "ckptscan: interrupted\n"
+    assert after < limits.INTERRUPT_GRACE + 3
+    assert _processes_with(mark) == []
+
+
+def test_ctrl_c_in_python_code_is_the_childs_own_130(tmp_path):
+    fifo = tmp_path / "blocked.keras"
+    os.mkfifo(fifo)  # open() blocks in the kernel; SIGINT interrupts it
+    rc, err, after, mark = _signalled(["inspect", "--timeout", "60", fifo], signal.SIGINT, "group", 3)
+    assert rc == 130
+    assert "Traceback" not in err and "interrupted" not in err  # no second report by the supervisor
+    assert after < limits.INTERRUPT_GRACE
+    assert _processes_with(mark) == []
+
+
+def test_sigterm_to_the_supervisor_reaches_the_child():
+    rc, err, after, mark = _signalled(["inspect", "--timeout", "60", HANG], signal.SIGTERM, "pid", 3)
+    assert rc == -signal.SIGTERM
+    assert after < 3
+    time.sleep(0.2)
+    assert _processes_with(mark) == []
