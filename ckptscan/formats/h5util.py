@@ -225,15 +225,35 @@ def read_attr(obj: h5py.HLObject, name: str) -> Any:
 
     Checks the declared element count and fixed size before any byte is read
     (a variable-length string counts its descriptor; its heap bytes are bounded by the
-    file). Raises :class:`Refused`.
+    file). Raises :class:`Refused`. ``obj``: an h5py object or an :class:`Attrs`.
     """
     aid = obj.attrs.get_id(name)
-    shape = aid.shape or ()
-    elems = math.prod(shape)
-    if elems > MAX_ATTR_ELEMS or elems * aid.dtype.itemsize > MAX_ATTR_BYTES:
+    shape = aid.shape
+    dtype = aid.dtype
+    elems = math.prod(shape or ())
+    if elems > MAX_ATTR_ELEMS or elems * dtype.itemsize > MAX_ATTR_BYTES:
         where = f"{obj.name.rstrip('/')}@{name}"
-        raise Refused(f"attribute {where} declares {elems} elements of {aid.dtype.itemsize} bytes (too large)")
-    return obj.attrs[name]
+        raise Refused(f"attribute {where} declares {elems} elements of {dtype.itemsize} bytes (too large)")
+    return _attr_value(aid, shape, dtype)
+
+
+def _attr_value(aid: Any, shape: Any, dtype: np.dtype) -> Any:
+    """h5py's ``AttributeManager.__getitem__`` on an attribute already open (one open, not two)."""
+    if shape is None:  # empty dataspace
+        return h5py.Empty(dtype)
+    htype = h5py.h5t.py_create(dtype)
+    if dtype.subdtype is not None:
+        subdtype, subshape = dtype.subdtype
+        shape = shape + subshape
+        dtype = subdtype
+    arr = np.zeros(shape, dtype=dtype, order="C")
+    aid.read(arr, mtype=htype)
+    string_info = h5py.h5t.check_string_dtype(dtype)
+    if string_info and string_info.length is None:
+        arr = np.array([b.decode("utf-8", "surrogateescape") for b in arr.flat], dtype=dtype).reshape(arr.shape)
+    if arr.ndim == 0:
+        return arr[()]
+    return arr
 
 
 def chunked_attr(obj: h5py.HLObject, name: str) -> list[str] | None:
@@ -273,25 +293,152 @@ def _link_kind(link: object) -> str:
     return "a user-defined link"
 
 
+def _d(name: bytes) -> str | bytes:
+    """A name from the HDF5 library as h5py shows it (UTF-8, else the raw bytes)."""
+    try:
+        return name.decode("utf8")
+    except UnicodeDecodeError:
+        return name
+
+
+def _e(name: str | bytes) -> bytes:
+    """A name for the HDF5 library, encoded as h5py encodes it."""
+    return name if isinstance(name, bytes) else name.encode("utf8")
+
+
+def h5name(oid: Any) -> str:
+    """The path an open low-level object was reached by (``h5py`` ``obj.name``)."""
+    return _d(h5py.h5i.get_name(oid))
+
+
+class Attrs:
+    """The little of an h5py object that the attribute helpers need, over a bare id.
+
+    ``Attrs(oid)`` has ``.id``, ``.attrs`` (h5py's own ``AttributeManager``, so values
+    decode exactly as ``obj.attrs[...]``) and ``.name``, without building the
+    high-level object (``Group._get`` builds a ``File`` per child to learn its mode).
+    """
+
+    __slots__ = ("id", "attrs")
+
+    def __init__(self, oid: Any):
+        self.id = oid
+        self.attrs = h5py.AttributeManager(self)
+
+    @property
+    def name(self) -> str:
+        return h5name(self.id)
+
+
+_GROUP, _DATASET, _DATATYPE = h5py.h5i.GROUP, h5py.h5i.DATASET, h5py.h5i.DATATYPE
+_HARD, _SOFT, _EXTERNAL = h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT, h5py.h5l.TYPE_EXTERNAL
+_NO_GET = {_DATASET: "'Dataset' object has no attribute 'get'", _DATATYPE: "'Datatype' object has no attribute 'get'"}
+
+
+def is_group(oid: Any) -> bool:
+    return h5py.h5i.get_type(oid) == _GROUP
+
+
+def is_dataset(oid: Any) -> bool:
+    return h5py.h5i.get_type(oid) == _DATASET
+
+
+def safe_open(gid: Any, name: str, where: str) -> Any:
+    """Low-level ``safe_child``: the id of ``gid/name`` (hard links only), or None.
+
+    Same checks, same errors and messages as :func:`safe_child` (which wraps it), on
+    bare h5py ids: no high-level object is built.
+    """
+    oid = gid
+    kind = None
+    for part in [p for p in name.split("/") if p]:
+        if part in (".", ".."):
+            raise UnsafeArchiveError(where, f"HDF5 path {name!r} contains {part!r}")
+        if kind is None:
+            kind = h5py.h5i.get_type(oid)
+        if kind != _GROUP and not isinstance(oid, h5py.h5f.FileID):
+            raise AttributeError(_NO_GET.get(kind, "object has no attribute 'get'"))
+        b = _e(part)
+        try:
+            ltype = oid.links.get_info(b).type
+        except Exception:
+            # h5py's ``name in group`` (one component: is there such a link?) first
+            if not h5py.h5g._path_valid(oid, b, None):
+                return None
+            raise
+        if ltype != _HARD:
+            if ltype == _SOFT:
+                link = h5py.SoftLink(_d(oid.links.get_val(b)))
+            elif ltype == _EXTERNAL:
+                from h5py._hl.compat import filename_decode
+
+                fb, lb = oid.links.get_val(b)
+                link = h5py.ExternalLink(filename_decode(fb), _d(lb))
+            else:
+                raise TypeError("Unknown link type")
+            raise UnsafeArchiveError(
+                where, f"{h5name(oid).rstrip('/')}/{part} is {_link_kind(link)}; links are never followed"
+            )
+        oid = h5py.h5o.open(oid, b)
+        kind = h5py.h5i.get_type(oid)
+        if kind not in (_GROUP, _DATASET, _DATATYPE):
+            raise TypeError("Unknown object type")
+    return oid
+
+
+def only_hard_links(gid: Any) -> bool:
+    """True if every link below ``gid`` is a hard link (one C-level ``H5Lvisit``).
+
+    Then :func:`open_path` may open a path in one call: :func:`safe_open`'s per-link
+    checks could not refuse anything on the way. False on any error.
+    """
+    try:
+        return gid.links.visit(lambda _name, info: 1 if info.type != _HARD else None, info=True) is None
+    except Exception:
+        return False
+
+
+def open_path(gid: Any, name: str, where: str, hard_only: bool) -> Any:
+    """:func:`safe_open`, in one ``H5Oopen`` when ``hard_only`` (see :func:`only_hard_links`).
+
+    Anything unusual (a missing name, ``.``/``..``, an intermediate that is not a group,
+    an odd object type, any error) goes through :func:`safe_open` itself, which gives
+    the exact answer or refusal.
+    """
+    if hard_only:
+        parts = [p for p in name.split("/") if p]
+        if parts and "." not in parts and ".." not in parts:
+            try:
+                oid = h5py.h5o.open(gid, _e("/".join(parts)))
+            except Exception:
+                return safe_open(gid, name, where)
+            if h5py.h5i.get_type(oid) in (_GROUP, _DATASET, _DATATYPE):
+                return oid
+    return safe_open(gid, name, where)
+
+
+def wrap(oid: Any) -> Any:
+    """The h5py high-level object for a low-level id (as ``Group.__getitem__`` builds it)."""
+    kind = h5py.h5i.get_type(oid)
+    if kind == _GROUP:
+        return h5py.Group(oid)
+    if kind == _DATASET:
+        return h5py.Dataset(oid, readonly=True)
+    if kind == _DATATYPE:
+        return h5py.Datatype(oid)
+    raise TypeError("Unknown object type")  # pragma: no cover - safe_open refuses it
+
+
 def safe_child(group: h5py.Group, name: str, where: str):
     """``group[name]`` after checking every link on the way is a hard link.
 
     Soft, external and user-defined links raise :class:`UnsafeArchiveError`: they are
     never followed, even when they would stay inside the file.
     """
-    obj = group
-    for part in [p for p in name.split("/") if p]:
-        if part in (".", ".."):
-            raise UnsafeArchiveError(where, f"HDF5 path {name!r} contains {part!r}")
-        link = obj.get(part, getlink=True)
-        if link is None:
-            return None
-        if not isinstance(link, h5py.HardLink):
-            raise UnsafeArchiveError(
-                where, f"{obj.name.rstrip('/')}/{part} is {_link_kind(link)}; links are never followed"
-            )
-        obj = obj[part]
-    return obj
+    oid = safe_open(group.id, name, where)
+    if oid is None:
+        return None
+    return group if oid is group.id else wrap(oid)
 
 
 def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None) -> Iterator[tuple[str, Any]]:
@@ -301,6 +448,9 @@ def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None
     :data:`~ckptscan.limits.MAX_GROUP_DEPTH` deep, and a group reachable twice (a hard
     link cycle or diamond, which Keras never writes and which would make the walk
     explode).
+
+    The exact (slow) walk: readers try :func:`hard_link_tree` first and come here only
+    when it declines, so that hostile files get these exact refusals.
     """
     if depth > MAX_GROUP_DEPTH:
         parts = group.name.strip("/").split("/")
@@ -327,9 +477,53 @@ def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None
 def _object_key(obj: h5py.HLObject) -> object:
     info = h5py.h5o.get_info(obj.id)
     return (info.fileno, getattr(info, "token", None) or getattr(info, "addr", None))
-def dataset_dtype(ds: h5py.Dataset, hint: str | None = None) -> str:
+
+
+class Declined(Exception):
+    """The fast index met something unusual; the exact (slow) path must decide."""
+
+
+def hard_link_tree(fid: Any) -> list[tuple[str, ...]]:
+    """Every link below the root as its name components, in :func:`walk` order.
+
+    One C-level ``H5Lvisit`` (link types and target addresses). Raises
+    :class:`Declined` unless the tree is exactly what :func:`walk` accepts without a
+    word: hard links only, every object reached by one link (no cycle, no diamond,
+    nothing linking back to the root), UTF-8 names without ``.``/``..`` components,
+    nesting within :data:`~ckptscan.limits.MAX_GROUP_DEPTH`. The order is
+    :func:`walk`'s: depth first, siblings sorted by name.
+    """
+    names: list[bytes] = []
+    addrs: set = set()
+    root = h5py.h5o.get_info(fid).addr
+
+    def visit(name: bytes, info) -> int | None:
+        if info.type != _HARD:
+            return 1
+        a = info.u
+        if a in addrs or a == root:
+            return 1
+        addrs.add(a)
+        names.append(name)
+        return None
+
+    if fid.links.visit(visit, info=True) is not None:
+        raise Declined("not a plain tree of hard links")
+    out = []
+    for raw in names:
+        try:
+            parts = tuple(raw.decode("utf8").split("/"))
+        except UnicodeDecodeError:
+            raise Declined("name that is not UTF-8") from None
+        if len(parts) > MAX_GROUP_DEPTH or "." in parts or ".." in parts or "" in parts:
+            raise Declined("deep or odd path")
+        out.append(parts)
+    out.sort()
+    return out
+
+
+def dtype_name(dt: np.dtype, hint: str | None = None) -> str:
     """The stored dtype name; 2-byte opaque data is bfloat16 (Keras' encoding)."""
-    dt = ds.dtype
     if dt.kind == "V" and dt.itemsize == 2 and dt.names is None:
         return "bfloat16"
     if hint == "bfloat16" and dt.itemsize == 2 and dt.kind in "Vu":
@@ -339,63 +533,87 @@ def dataset_dtype(ds: h5py.Dataset, hint: str | None = None) -> str:
     return str(dt)
 
 
+def needs_hint(dt: np.dtype) -> bool:
+    """True when a ``dtype`` attribute can change :func:`dtype_name` (2-byte non-opaque
+    data); everything else is named from the stored type alone, attribute unread."""
+    return dt.itemsize == 2 and dt.kind == "u"
+
+
+def dataset_dtype(ds: h5py.Dataset, hint: str | None = None) -> str:
+    """The stored dtype name of a dataset (see :func:`dtype_name`)."""
+    return dtype_name(ds.dtype, hint)
+
+
 def check_dataset(ds: h5py.Dataset, where: str) -> tuple[int | None, int]:
     """Validate a weight dataset; return ``(file offset or None, stored bytes)``.
+
+    See :func:`check_dataset_id` (this is it for a high-level dataset).
+    """
+    return check_dataset_id(ds.id, where, ds.file.id.get_filesize())
+
+
+def check_dataset_id(dsid: Any, where: str, filesize: int, dt: np.dtype | None = None,
+                     shape: Any = False) -> tuple[int | None, int]:
+    """Validate a weight dataset by its id; return ``(file offset or None, stored bytes)``.
 
     Refuses (:class:`UnsafeArchiveError`) external storage, virtual datasets, and
     shapes whose declared size is not backed by stored bytes; refuses
     (:class:`MalformedArchiveError`) non-numeric dtypes and contiguous data that would
-    end past the end of the file. Reads no data.
+    end past the end of the file (``filesize``: of the HDF5 file the dataset is in).
+    Reads no data. ``dt``/``shape``: the dataset's, when the caller has them already.
     """
-    name = ds.name
-    plist = ds.id.get_create_plist()
+    plist = dsid.get_create_plist()
     layout = plist.get_layout()
     if layout == h5py.h5d.VIRTUAL:
-        raise UnsafeArchiveError(where, f"{name} is a virtual dataset; links out of the file are never followed")
+        raise UnsafeArchiveError(where, f"{h5name(dsid)} is a virtual dataset; links out of the file are never followed")
     if plist.get_external_count():
         target = plist.get_external(0)[0].decode("utf-8", "replace")
-        raise UnsafeArchiveError(where, f"{name} stores its data in external file {target!r}; never followed")
-    dt = ds.dtype
+        raise UnsafeArchiveError(where, f"{h5name(dsid)} stores its data in external file {target!r}; never followed")
+    if dt is None:
+        dt = dsid.dtype
     if dt.names is not None or dt.subdtype is not None or (dt.kind in "OSUV" and not (dt.kind == "V" and dt.itemsize == 2)):
-        raise MalformedArchiveError(where, f"{name} has dtype {_dtype_label(ds)}, not a numeric weight")
+        raise MalformedArchiveError(where, f"{h5name(dsid)} has dtype {_dtype_label(dt)}, not a numeric weight")
     if dt.kind not in "fiubV" or h5py.check_string_dtype(dt) or h5py.check_vlen_dtype(dt):
-        raise MalformedArchiveError(where, f"{name} has dtype {_dtype_label(ds)}, not a numeric weight")
-    shape = ds.shape
+        raise MalformedArchiveError(where, f"{h5name(dsid)} has dtype {_dtype_label(dt)}, not a numeric weight")
+    if shape is False:
+        shape = dsid.shape
     if shape is None:
-        raise MalformedArchiveError(where, f"{name} has no shape (null dataspace)")
+        raise MalformedArchiveError(where, f"{h5name(dsid)} has no shape (null dataspace)")
     declared = math.prod(shape) * dt.itemsize
-    stored = ds.id.get_storage_size()
+    stored = dsid.get_storage_size()
     if layout == h5py.h5d.CONTIGUOUS:
-        offset = ds.id.get_offset()
+        offset = dsid.get_offset()
         if offset is None:
             if declared > MAX_UNBACKED_BYTES:
-                raise UnsafeArchiveError(where, f"{name} declares {declared} bytes (shape {shape}) but stores none (shape bomb)")
+                raise UnsafeArchiveError(
+                    where, f"{h5name(dsid)} declares {declared} bytes (shape {shape}) but stores none (shape bomb)")
             return None, 0
         if stored < declared:
-            raise MalformedArchiveError(where, f"{name} declares {declared} bytes but stores {stored}")
-        if offset + declared > ds.file.id.get_filesize():
-            raise MalformedArchiveError(where, f"{name}: data ends past the end of the file (truncated file)")
+            raise MalformedArchiveError(where, f"{h5name(dsid)} declares {declared} bytes but stores {stored}")
+        if offset + declared > filesize:
+            raise MalformedArchiveError(where, f"{h5name(dsid)}: data ends past the end of the file (truncated file)")
         little = dt.byteorder in ("<", "=", "|")
         return (offset if little else None), stored
     if layout == h5py.h5d.CHUNKED:
         chunk = plist.get_chunk()
         if math.prod(chunk) * dt.itemsize > MAX_CHUNK_BYTES:
-            raise UnsafeArchiveError(where, f"{name} has chunks of {math.prod(chunk) * dt.itemsize} bytes (too large)")
+            raise UnsafeArchiveError(
+                where, f"{h5name(dsid)} has chunks of {math.prod(chunk) * dt.itemsize} bytes (too large)")
         if declared > MAX_UNBACKED_BYTES and declared > max(stored, 1) * MAX_DATASET_EXPANSION:
             if plist.get_nfilters() == 0:
-                raise UnsafeArchiveError(where, f"{name} declares {declared} bytes (shape {shape}) over {stored} stored (shape bomb)")
+                raise UnsafeArchiveError(
+                    where, f"{h5name(dsid)} declares {declared} bytes (shape {shape}) over {stored} stored (shape bomb)")
             raise UnsafeArchiveError(
-                where, f"{name} expands {declared // max(stored, 1)}x when decompressed (shape bomb)"
+                where, f"{h5name(dsid)} expands {declared // max(stored, 1)}x when decompressed (shape bomb)"
             )
         return None, stored
     # compact: data lives in the object header, small by construction
     if declared > 65536:
-        raise MalformedArchiveError(where, f"{name} declares {declared} bytes in a compact layout")
+        raise MalformedArchiveError(where, f"{h5name(dsid)} declares {declared} bytes in a compact layout")
     return None, declared
 
 
-def _dtype_label(ds: h5py.Dataset) -> str:
-    dt = ds.dtype
+def _dtype_label(dt: np.dtype) -> str:
     if h5py.check_string_dtype(dt):
         return "string"
     if h5py.check_vlen_dtype(dt) is not None:

@@ -17,7 +17,22 @@ import h5py
 from .. import naming
 from ..errors import MalformedArchiveError
 from .base import Checkpoint, LayerInfo, Variable
-from .h5util import attr_str, check_dataset, chunked_attr, dataset_dtype, safe_child, translate_errors
+from .h5util import (
+    Attrs,
+    _e,
+    attr_str,
+    check_dataset_id,
+    chunked_attr,
+    dtype_name,
+    h5name,
+    is_dataset,
+    is_group,
+    only_hard_links,
+    open_path,
+    safe_child,
+    translate_errors,
+    wrap,
+)
 
 _SUFFIX = re.compile(r":\d+$")
 #: Largest ``model_config`` attribute parsed as JSON.
@@ -30,7 +45,8 @@ class LegacyCheckpoint(Checkpoint):
     def __init__(self, path: str, h5: h5py.File):
         super().__init__(path)
         self.h5 = h5
-        self._handles: dict[str, h5py.Dataset] = {}
+        self._handles: dict[str, h5py.Dataset | None] = {}
+        self._filesize = 0
         with translate_errors(path):
             self._index()
 
@@ -41,10 +57,21 @@ class LegacyCheckpoint(Checkpoint):
             pass
 
     def _dataset(self, var: Variable) -> h5py.Dataset:
-        return self._handles[var.h5path]
+        """The h5py dataset of ``var``, opened on first use (chunked or compact data)."""
+        ds = self._handles[var.h5path]
+        if ds is None:
+            ds = self._handles[var.h5path] = wrap(h5py.h5o.open(self.h5.id, _e(var.h5path)))
+        return ds
 
     def _index(self) -> None:
+        """Walk ``layer_names`` → ``weight_names`` → datasets on h5py's low-level ids.
+
+        :func:`safe_open` and :func:`check_dataset_id` are :func:`safe_child` and
+        ``check_dataset`` without the high-level objects (same checks, same messages);
+        no dataset handle stays open after indexing.
+        """
         root = self.h5
+        self._filesize = root.id.get_filesize()
         if "layer_names" in root.attrs or "layer_names0" in root.attrs:
             group, self.format = root, "legacy-weights"
         else:
@@ -73,32 +100,34 @@ class LegacyCheckpoint(Checkpoint):
         names = list(layer_names)
         if "top_level_model_weights" in group and "top_level_model_weights" not in names:
             names.append("top_level_model_weights")
+        gid = group.id
+        hard = only_hard_links(root.id)
         for lname in names:
-            lgroup = safe_child(group, lname, self.path)
-            if lgroup is None:
+            lgid = open_path(gid, lname, self.path, hard)
+            if lgid is None:
                 raise MalformedArchiveError(self.path, f"layer {lname!r} is listed in layer_names but has no group")
-            if not isinstance(lgroup, h5py.Group):
+            if not (lgid is gid or is_group(lgid)):
                 raise MalformedArchiveError(self.path, f"layer {lname!r} is not a group")
-            wnames = chunked_attr(lgroup, "weight_names") or []
+            wnames = chunked_attr(group if lgid is gid else Attrs(lgid), "weight_names") or []
             top = "" if lname == "top_level_model_weights" else lname
             for wn in wnames:
-                ds = safe_child(lgroup, wn, self.path)
-                if not isinstance(ds, h5py.Dataset):
+                ds = open_path(lgid, wn, self.path, hard)
+                if ds is None or not is_dataset(ds):
                     raise MalformedArchiveError(self.path, f"weight {wn!r} of layer {lname!r} is missing")
                 layer_path, var = self._place(top, wn, tree)
                 info = tree.get(layer_path)
                 if info is not None and info.alias_of is not None:
                     # a shared layer's second copy: Keras names it by its first traversal
                     canon = "/".join(info.alias_of)
-                    self.notes.append(f"{canon}/{var}: shared layer stored twice; second copy at {ds.name}")
+                    self.notes.append(f"{canon}/{var}: shared layer stored twice; second copy at {h5name(ds)}")
                     layer_path = canon
                 self._add(ds, layer_path, var, top or lname, "weight", tree)
         opt = root.get("optimizer_weights", getlink=True)
         if opt is not None:
             og = safe_child(root, "optimizer_weights", self.path)
             for wn in chunked_attr(og, "weight_names") or []:
-                ds = safe_child(og, wn, self.path)
-                if not isinstance(ds, h5py.Dataset):
+                ds = open_path(og.id, wn, self.path, hard)
+                if ds is None or not is_dataset(ds):
                     raise MalformedArchiveError(self.path, f"optimizer weight {wn!r} is missing")
                 comps = _SUFFIX.sub("", wn).split("/")
                 layer_path = "/".join(["optimizer"] + comps[:-1])
@@ -130,8 +159,10 @@ class LegacyCheckpoint(Checkpoint):
             return resolved, var
         return "/".join([group_name] + owner), var
 
-    def _add(self, ds: h5py.Dataset, layer_path: str, var: str, lname: str, kind: str, tree: dict) -> None:
-        offset, stored = check_dataset(ds, self.path)
+    def _add(self, dsid, layer_path: str, var: str, lname: str, kind: str, tree: dict) -> None:
+        dt = dsid.dtype
+        shape = dsid.shape
+        offset, stored = check_dataset_id(dsid, self.path, self._filesize, dt, shape)
         info = tree.get(layer_path)
         cls = info.class_name if info else None
         v = Variable(
@@ -139,9 +170,9 @@ class LegacyCheckpoint(Checkpoint):
             name=var,
             layer_name=lname,
             layer_class=cls,
-            shape=tuple(ds.shape),
-            dtype=dataset_dtype(ds, _policy_hint(info)),
-            h5path=ds.name,
+            shape=tuple(shape),
+            dtype=dtype_name(dt, _policy_hint(info)),
+            h5path=h5name(dsid),
             file=self.path,
             member=None,
             offset=offset,
@@ -149,7 +180,7 @@ class LegacyCheckpoint(Checkpoint):
             naming="known",
             kind=kind,
         )
-        self._handles[v.h5path] = ds
+        self._handles[v.h5path] = None  # opened by _dataset if ever read through h5py
         self.variables.append(v)
 
 

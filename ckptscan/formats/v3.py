@@ -12,13 +12,31 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import h5py
 
 from .. import naming
-from ..errors import MalformedArchiveError
+from ..errors import FileTimeoutError, MalformedArchiveError
+from ..limits import expired
 from .base import Checkpoint, LayerInfo, Variable, itemsize
-from .h5util import attr_str, check_dataset, dataset_dtype, safe_child, translate_errors, walk
+from .h5util import (
+    Attrs,
+    Declined,
+    attr_str,
+    check_dataset,
+    check_dataset_id,
+    dataset_dtype,
+    dtype_name,
+    hard_link_tree,
+    is_dataset,
+    is_group,
+    needs_hint,
+    safe_child,
+    translate_errors,
+    walk,
+    wrap,
+)
 
 
 @dataclass
@@ -37,6 +55,17 @@ class H5Part:
 
 
 _INT = re.compile(r"^\d+$")
+
+
+class _Meta(NamedTuple):
+    """What indexing keeps of one dataset (no handle: it is reopened only if read through h5py)."""
+
+    h5path: str
+    shape: tuple
+    dtype: str
+    offset: int | None
+    """Offset within the part's HDF5 bytes (contiguous little-endian data), else None."""
+    stored: int
 
 
 class V3Checkpoint(Checkpoint):
@@ -70,10 +99,80 @@ class V3Checkpoint(Checkpoint):
         self._cleanup = []
 
     def _dataset(self, var: Variable) -> h5py.Dataset:
-        return self._handles[(var.file, var.member, var.h5path)]
+        """The h5py dataset of ``var``, opened on first use (chunked or compact data)."""
+        key = (var.file, var.member, var.h5path)
+        ds = self._handles[key]
+        if not isinstance(ds, h5py.Dataset):
+            h5, h5path = ds
+            ds = self._handles[key] = wrap(h5py.h5o.open(h5.id, h5path.encode("utf8")))
+        return ds
 
     # --- indexing ------------------------------------------------------------
     def _index(self) -> None:
+        try:
+            objects, names = self._collect_fast()
+        except Exception as exc:  # anything unusual: the exact walk decides (and words the refusal)
+            if isinstance(exc, FileTimeoutError):
+                raise
+            late = expired()
+            if late is not None:
+                raise late from exc
+            objects, names = self._collect_exact()
+        self._name(objects, names)
+
+    def _collect_fast(self) -> tuple[dict, dict]:
+        """``vars`` groups and their datasets through h5py's low-level API.
+
+        One ``H5Lvisit`` per part lists the tree (:func:`hard_link_tree`, which declines
+        anything :func:`walk` would refuse or that is not a plain tree); then only the
+        ``vars`` groups and their numbered datasets are opened, each once, and checked
+        (:func:`check_dataset_id`). Any refusal or error raises, and :meth:`_index`
+        falls back to :meth:`_collect_exact`, which reports it in the exact words and
+        order of the full walk. No high-level h5py object is built; no dataset handle
+        stays open.
+        """
+        objects: dict[str, dict[int, tuple[H5Part, _Meta]]] = {}
+        names: dict[str, str] = {}
+        h5o_open = h5py.h5o.open
+        for part in self.parts:
+            fid = part.h5.id
+            filesize = fid.get_filesize()
+            tree = hard_link_tree(fid)
+            children: dict[tuple, list[str]] = {}
+            for parts in tree:
+                children.setdefault(parts[:-1], []).append(parts[-1])
+            for parts in tree:
+                if parts[-1] != "vars":
+                    continue
+                rel = "/".join(parts)
+                gid = h5o_open(fid, rel.encode("utf8"))
+                if not is_group(gid):
+                    continue
+                owner = rel[: -len("vars")].rstrip("/")
+                owner = owner.replace("_layer_checkpoint_dependencies", "layers")
+                slot = objects.setdefault(owner, {})
+                nm = attr_str(Attrs(gid), "name")
+                if nm is not None:
+                    names.setdefault(owner, nm)
+                for key in children.get(parts, ()):
+                    if not _INT.match(key):
+                        continue
+                    i = int(key)
+                    if i in slot and slot[i][0] is part:
+                        raise Declined("two datasets with the same index")
+                    h5path = f"/{rel}/{key}"
+                    dsid = h5o_open(fid, h5path.encode("utf8"))
+                    if not is_dataset(dsid):
+                        continue
+                    dt = dsid.dtype
+                    shape = dsid.shape
+                    offset, stored = check_dataset_id(dsid, self.path, filesize, dt, shape)
+                    hint = attr_str(Attrs(dsid), "dtype") if needs_hint(dt) else None
+                    slot[i] = (part, _Meta(h5path, tuple(shape), dtype_name(dt, hint), offset, stored))
+        return objects, names
+
+    def _collect_exact(self) -> tuple[dict, dict]:
+        """The full walk with high-level h5py objects: every refusal in its exact words."""
         objects: dict[str, dict[int, tuple[H5Part, h5py.Dataset]]] = {}
         names: dict[str, str] = {}
         for part in self.parts:
@@ -92,6 +191,18 @@ class V3Checkpoint(Checkpoint):
                         if not isinstance(child, h5py.Dataset) or not _INT.match(key):
                             continue
                         slot[int(key)] = (part, child)
+        return objects, names
+
+    def _resolve(self, part: H5Part, entry) -> _Meta:
+        """A dataset's record: from the fast index as is, or checked now (exact path)."""
+        if isinstance(entry, _Meta):
+            return entry
+        ds = entry
+        hint = attr_str(ds, "dtype") if needs_hint(ds.dtype) else None
+        offset, stored = check_dataset(ds, self.path)
+        return _Meta(ds.name, tuple(ds.shape), dataset_dtype(ds, hint), offset, stored)
+
+    def _name(self, objects: dict, names: dict) -> None:
         if not objects:
             raise MalformedArchiveError(self.path, "HDF5 file holds no Keras variables (no 'vars' groups)")
         tf_keras = naming.written_by_tf_keras(self.model_config, self.keras_version)
@@ -137,11 +248,9 @@ class V3Checkpoint(Checkpoint):
                 vnames = ["total", "count"] if base in ("mean", "sum") and len(shapes) == 2 else None
                 var_known = vnames is not None
             for pos, i in enumerate(indices):
-                part, ds = slots[i]
-                hint = attr_str(ds, "dtype")
-                offset, stored = check_dataset(ds, self.path)
-                dtype = dataset_dtype(ds, hint)
-                shape = tuple(ds.shape)
+                part, entry = slots[i]
+                meta = self._resolve(part, entry)
+                offset, stored, dtype, shape = meta.offset, meta.stored, meta.dtype, meta.shape
                 name = vnames[pos] if vnames and pos < len(vnames) else f"vars/{i}"
                 if name == naming.AUTO_NAME:
                     name = naming.auto_names(1, auto)[0]
@@ -153,7 +262,7 @@ class V3Checkpoint(Checkpoint):
                     layer_class=cls,
                     shape=shape,
                     dtype=dtype,
-                    h5path=ds.name,
+                    h5path=meta.h5path,
                     file=part.file,
                     member=part.member,
                     offset=None if offset is None else part.base + offset,
@@ -161,7 +270,8 @@ class V3Checkpoint(Checkpoint):
                     naming="known" if (known_layer and var_known and not is_opt) else "inferred",
                     kind="optimizer" if is_opt else "metric" if is_metric else "weight",
                 )
-                self._handles[(var.file, var.member, var.h5path)] = ds
+                self._handles[(var.file, var.member, var.h5path)] = entry if isinstance(entry, h5py.Dataset) \
+                    else (part.h5, meta.h5path)
                 self.variables.append(var)
 
     def _path_from_attrs(self, owner: str, names: dict[str, str]) -> tuple[str, bool]:
