@@ -149,15 +149,19 @@ def parse_json(raw: bytes | str, what: str = "JSON") -> Any:
     """
     text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
     doc = json.loads(text)  # RecursionError past ~1000 levels: see translate_errors
-    stack = [(doc, 1)]
-    while stack:  # iterative: later code that recurses over the config stays safe
-        node, depth = stack.pop()
+    level = [doc] if type(doc) is dict or type(doc) is list else []
+    depth = 1
+    while level:  # iterative, one nesting level at a time: later code that recurses stays safe
         if depth > MAX_JSON_DEPTH:
             raise Refused(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep", unsafe=False)
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+        below: list = []
+        add = below.append
+        for node in level:
+            for v in node.values() if type(node) is dict else node:
+                if type(v) is dict or type(v) is list:  # json.loads builds no subclasses
+                    add(v)
+        level = below
+        depth += 1
     return doc
 
 
@@ -562,13 +566,20 @@ def check_dataset_id(dsid: Any, where: str, filesize: int, dt: np.dtype | None =
     end past the end of the file (``filesize``: of the HDF5 file the dataset is in).
     Reads no data. ``dt``/``shape``: the dataset's, when the caller has them already.
     """
-    plist = dsid.get_create_plist()
-    layout = plist.get_layout()
-    if layout == h5py.h5d.VIRTUAL:
-        raise UnsafeArchiveError(where, f"{h5name(dsid)} is a virtual dataset; links out of the file are never followed")
-    if plist.get_external_count():
-        target = plist.get_external(0)[0].decode("utf-8", "replace")
-        raise UnsafeArchiveError(where, f"{h5name(dsid)} stores its data in external file {target!r}; never followed")
+    offset = dsid.get_offset()
+    if offset is not None:
+        # H5Dget_offset has an address only for contiguous data stored in this file:
+        # never virtual, never in external files; the property list is not needed
+        plist, layout = None, h5py.h5d.CONTIGUOUS
+    else:
+        plist = dsid.get_create_plist()
+        layout = plist.get_layout()
+        if layout == h5py.h5d.VIRTUAL:
+            raise UnsafeArchiveError(
+                where, f"{h5name(dsid)} is a virtual dataset; links out of the file are never followed")
+        if plist.get_external_count():
+            target = plist.get_external(0)[0].decode("utf-8", "replace")
+            raise UnsafeArchiveError(where, f"{h5name(dsid)} stores its data in external file {target!r}; never followed")
     if dt is None:
         dt = dsid.dtype
     if dt.names is not None or dt.subdtype is not None or (dt.kind in "OSUV" and not (dt.kind == "V" and dt.itemsize == 2)):
@@ -582,7 +593,6 @@ def check_dataset_id(dsid: Any, where: str, filesize: int, dt: np.dtype | None =
     declared = math.prod(shape) * dt.itemsize
     stored = dsid.get_storage_size()
     if layout == h5py.h5d.CONTIGUOUS:
-        offset = dsid.get_offset()
         if offset is None:
             if declared > MAX_UNBACKED_BYTES:
                 raise UnsafeArchiveError(
