@@ -333,7 +333,7 @@ def _record_stuck(path: str, reason: str) -> bool:
     if not target:
         return False
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError:
         return False
     try:
@@ -405,14 +405,9 @@ def supervise(command: str | None = None) -> None:
 
     if not hasattr(os, "fork") or os.environ.get(SUPERVISOR_ENV) == "0" or _CH.fd is not None:
         return
-    tmp = os.environ.get("TMPDIR") or "/tmp"
-    stuck = os.path.join(tmp, f"ckptscan-{os.getpid()}-{os.urandom(6).hex()}.stuck")
-    try:
-        os.close(os.open(stuck, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except OSError:
-        stuck = None
-    if stuck:
-        os.environ[STUCK_ENV] = stuck
+    # created by the first pool worker that gets stuck (unguessable name), removed at the end
+    stuck = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"ckptscan-{os.getpid()}-{os.urandom(8).hex()}.stuck")
+    os.environ[STUCK_ENV] = stuck
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -421,7 +416,12 @@ def supervise(command: str | None = None) -> None:
     r, w = os.pipe()
     subreaper = sys.platform.startswith("linux") and _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: run unsupervised (the watchdog then applies)
+        os.close(r)
+        os.close(w)
+        return
     if pid == 0:
         os.close(r)
         _CH.fd, _CH.owner, _CH.watchdog, _CH.armed = w, os.getpid(), None, None
@@ -437,11 +437,10 @@ def supervise(command: str | None = None) -> None:
     finally:
         if subreaper:
             _reap_orphans()
-        if stuck:
-            try:
-                os.unlink(stuck)
-            except OSError:  # pragma: no cover
-                pass
+        try:
+            os.unlink(stuck)
+        except OSError:  # nothing got stuck in a pool worker: never created
+            pass
         _exit_like(code)
 
 
