@@ -63,6 +63,13 @@ def _call(fn: Callable[[Any], Any], index: int, item: Any) -> Outcome:
                        traceback.format_exc(limit=8))
 
 
+def ignore_sigint() -> None:
+    """Pool-worker initializer: Ctrl-C is the parent's to handle (no worker tracebacks)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _mp_context():
     """``forkserver`` where available: workers never inherit threads (jax, dask) of the parent."""
     method = os.environ.get("CKPTSCAN_MP_START")
@@ -158,7 +165,7 @@ def _run_pool(fn, items, jobs: int, ordered: bool) -> Iterator[Outcome]:
         queue = enumerate(items)
         while True:
             suspects: list[tuple[int, Any]] = []
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context()) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), initializer=ignore_sigint) as pool:
                 inflight: dict = {}
 
                 def fill():
@@ -188,7 +195,7 @@ def _run_pool(fn, items, jobs: int, ordered: bool) -> Iterator[Outcome]:
                 break
             # isolate: each suspect alone in a one-worker pool
             for i, item in sorted(suspects, key=lambda x: x[0]):
-                with ProcessPoolExecutor(max_workers=1, mp_context=_mp_context()) as solo:
+                with ProcessPoolExecutor(max_workers=1, mp_context=_mp_context(), initializer=ignore_sigint) as solo:
                     try:
                         yield solo.submit(_call, fn, i, item).result()
                     except BrokenProcessPool:

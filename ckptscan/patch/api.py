@@ -286,7 +286,9 @@ def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | Non
                      output=None if output is None else os.fspath(output), backup=bk, verify=verify,
                      config=config, lock_timeout=lock_timeout)
     if jobs > 1 and len(files) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        from ..executor import ignore_sigint
+
+        with ProcessPoolExecutor(max_workers=jobs, initializer=ignore_sigint) as pool:
             results = list(pool.map(fix_file, files, [req] * len(files)))
     else:
         results = [fix_file(f, req) for f in files]
