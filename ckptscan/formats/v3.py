@@ -160,15 +160,14 @@ class V3Checkpoint(Checkpoint):
                     i = int(key)
                     if i in slot and slot[i][0] is part:
                         raise Declined("two datasets with the same index")
-                    h5path = f"/{rel}/{key}"
-                    dsid = h5o_open(fid, h5path.encode("utf8"))
+                    dsid = h5o_open(gid, key.encode("utf8"))  # one link lookup, not a path from the root
                     if not is_dataset(dsid):
                         continue
                     dt = dsid.dtype
                     shape = dsid.shape
                     offset, stored = check_dataset_id(dsid, self.path, filesize, dt, shape)
                     hint = attr_str(Attrs(dsid), "dtype") if needs_hint(dt) else None
-                    slot[i] = (part, _Meta(h5path, tuple(shape), dtype_name(dt, hint), offset, stored))
+                    slot[i] = (part, _Meta(f"/{rel}/{key}", tuple(shape), dtype_name(dt, hint), offset, stored))
         return objects, names
 
     def _collect_exact(self) -> tuple[dict, dict]:
