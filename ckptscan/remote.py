@@ -363,57 +363,15 @@ class RemoteLegacyCheckpoint(LegacyCheckpoint):
 
 
 def _open_remote_zip(uri: str, reader: RangeReader, cfg) -> Checkpoint:
-    from .formats import _metadata_version
-    from .formats.h5util import open_h5, parse_json, translate_errors
-    from .formats.v3 import H5Part, V3Checkpoint
-    from .formats.zipmember import check_member_names, check_window, data_offset, inflate_to_temp, read_json_member
+    from .formats import keras_zip_checkpoint
+    from .formats.h5util import translate_errors
 
     with translate_errors(uri):
         zf = zipfile.ZipFile(reader)  # reads the end record and central directory only
-    part = None
-    cleanup: list[str] = []
     try:
-        with translate_errors(uri):
-            names = [i.filename for i in zf.infolist()]
-            check_member_names(names, uri)
-            if "config.json" not in names:
-                if "model.weights.npz" in names or WEIGHTS_MEMBER in names:
-                    raise MalformedArchiveError(uri, "zip archive without config.json")
-                raise NotAnArchiveError(uri, "zip archive that is not a .keras model (no config.json)")
-            if WEIGHTS_MEMBER not in names:
-                if "model.weights.npz" in names:
-                    raise UnsupportedFormatError(uri, "weights are pickled model.weights.npz; not analysed (never unpickled)")
-                raise MalformedArchiveError(uri, "zip archive without model.weights.h5")
-            for member in ("config.json", "metadata.json", WEIGHTS_MEMBER):
-                if names.count(member) > 1:
-                    raise UnsafeArchiveError(uri, f"zip archive has {names.count(member)} members named {member} (ambiguous)")
-            config = parse_json(read_json_member(zf, "config.json", uri), "config.json")
-            if not isinstance(config, dict):
-                raise MalformedArchiveError(uri, "config.json is not a JSON object")
-            version = _metadata_version(read_json_member(zf, "metadata.json", uri)) if "metadata.json" in names else None
-            info = zf.getinfo(WEIGHTS_MEMBER)
-            if info.flag_bits & 0x1:
-                raise UnsupportedFormatError(uri, "model.weights.h5 is encrypted")
-            if info.compress_type == zipfile.ZIP_STORED:
-                start = data_offset(reader, info, uri)
-                check_window(reader, info, start, uri)
-                window = WindowReader(reader, start, info.file_size)
-                part = H5Part(uri, WEIGHTS_MEMBER, start, None, window)
-                part.h5 = open_h5(window, uri)
-            else:  # a compressed member must be inflated whole: stream it to a temp file
-                cleanup.append(inflate_to_temp(zf, info, uri))
-                part = H5Part(cleanup[0], WEIGHTS_MEMBER, 0, None, reader)
-                part.h5 = open_h5(cleanup[0], uri)
-        return V3Checkpoint(uri, "keras-zip", [part], config, version, cleanup)
-    except BaseException:
-        if part is not None and part.h5 is not None:
-            part.h5.close()
-        for tmp in cleanup:
-            try:
-                os.unlink(tmp)
-            except OSError:  # pragma: no cover
-                pass
-        raise
+        return keras_zip_checkpoint(
+            uri, zf, reader, lambda start, size: WindowReader(reader, start, size), owner=reader
+        )
     finally:
         zf.close()  # does not close the reader it was given
 

@@ -160,17 +160,28 @@ def _metadata_version(raw: bytes) -> str | None:
 
 
 def _open_zip(where: str, override: dict | None) -> Checkpoint:
-    """Open a ``.keras`` zip. On any error nothing stays open and no temp file remains."""
-    from .v3 import H5Part, V3Checkpoint
-
+    """Open a local ``.keras`` zip. On any error nothing stays open and no temp file remains."""
     with translate_errors(where):
         zf = zipfile.ZipFile(where)
+    with zf, open(where, "rb") as fp:
+        return keras_zip_checkpoint(where, zf, fp, lambda start, size: FileWindow(where, start, size))
+
+
+def keras_zip_checkpoint(where: str, zf: zipfile.ZipFile, fp, make_window, owner=None) -> Checkpoint:
+    """The checkpoint of an open ``.keras`` zip, local or remote.
+
+    ``fp`` is a seekable binary file over the archive (for the member's local header),
+    ``make_window(start, size)`` a file object over the stored weights member, and
+    ``owner`` an object closed with the checkpoint when the member had to be inflated.
+    On any error nothing stays open and no temp file remains.
+    """
+    from .v3 import H5Part, V3Checkpoint
+
     part = None
     cleanup: list[str] = []
     try:
-        with zf, translate_errors(where):
-            infos = zf.infolist()
-            names = [i.filename for i in infos]
+        with translate_errors(where):
+            names = [i.filename for i in zf.infolist()]
             check_member_names(names, where)
             if "config.json" not in names:
                 if "model.weights.npz" in names or WEIGHTS_MEMBER in names:
@@ -193,22 +204,21 @@ def _open_zip(where: str, override: dict | None) -> Checkpoint:
             if info.flag_bits & 0x1:
                 raise UnsupportedFormatError(where, "model.weights.h5 is encrypted")
             if info.compress_type == zipfile.ZIP_STORED:
-                with open(where, "rb") as fp:
-                    start = data_offset(fp, info, where)
-                    check_window(fp, info, start, where)
-                window = FileWindow(where, start, info.file_size)
+                start = data_offset(fp, info, where)
+                check_window(fp, info, start, where)
+                window = make_window(start, info.file_size)
                 part = H5Part(where, WEIGHTS_MEMBER, start, None, window)
                 part.h5 = open_h5(window, where)
             else:
                 cleanup.append(inflate_to_temp(zf, info, where))
-                part = H5Part(cleanup[0], WEIGHTS_MEMBER, 0, None)
+                part = H5Part(cleanup[0], WEIGHTS_MEMBER, 0, None, owner)
                 part.h5 = open_h5(cleanup[0], where)
         return V3Checkpoint(where, "keras-zip", [part], config, version, cleanup)
     except BaseException:
         if part is not None:
             if part.h5 is not None:
                 part.h5.close()
-            if part.fileobj is not None:
+            if part.fileobj is not None and part.fileobj is not owner:
                 part.fileobj.close()
         for tmp in cleanup:
             try:
