@@ -18,6 +18,7 @@ The function and the items must be picklable for anything but ``jobs == 1``
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import traceback
@@ -63,6 +64,19 @@ def _call(fn: Callable[[Any], Any], index: int, item: Any) -> Outcome:
                        traceback.format_exc(limit=8))
 
 
+def _call_batch(fn: Callable[[Any], Any], batch: list[tuple[int, Any]]) -> list[Outcome]:
+    """:func:`_call` over a few items in one task (less pickling and IPC per item)."""
+    return [_call(fn, i, item) for i, item in batch]
+
+
+#: Items sent to a pool worker per task once a run is long. Small checkpoints take a
+#: few milliseconds each, about what one round trip through the pool costs, so after
+#: the first ``POOL_RAMP`` single-item tasks (quick first results, even load on short
+#: runs) they travel in batches.
+POOL_BATCH = 8
+POOL_RAMP = 64
+
+
 def ignore_sigint() -> None:
     """Pool-worker initializer: Ctrl-C is the parent's to handle (no worker tracebacks)."""
     import signal
@@ -71,11 +85,23 @@ def ignore_sigint() -> None:
 
 
 def _mp_context():
-    """``forkserver`` where available: workers never inherit threads (jax, dask) of the parent."""
+    """How pool workers start.
+
+    ``fork`` when this process runs a single thread (the CLI): workers then start with
+    ckptscan already imported, which matters when each file takes milliseconds.
+    ``forkserver`` otherwise, so workers never inherit the threads of a host process
+    (jax, dask, a web server). ``CKPTSCAN_MP_START`` overrides.
+    """
+    import sys
+    import threading
+
     method = os.environ.get("CKPTSCAN_MP_START")
     if method:
         return multiprocessing.get_context(method)
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1 and "jax" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
         return multiprocessing.get_context("forkserver")
     return multiprocessing.get_context("spawn")  # pragma: no cover - non-POSIX
 
@@ -163,6 +189,7 @@ def _run_pool(fn, items, jobs: int, ordered: bool) -> Iterator[Outcome]:
     def gen() -> Iterator[Outcome]:
         window = jobs * 4
         queue = enumerate(items)
+        submitted = [0]
         while True:
             suspects: list[tuple[int, Any]] = []
             with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), initializer=ignore_sigint) as pool:
@@ -170,24 +197,26 @@ def _run_pool(fn, items, jobs: int, ordered: bool) -> Iterator[Outcome]:
 
                 def fill():
                     while len(inflight) < window:
-                        nxt = next(queue, None)
-                        if nxt is None:
+                        submitted[0] += 1
+                        batch = list(itertools.islice(queue, 1 if submitted[0] <= POOL_RAMP else POOL_BATCH))
+                        if not batch:
                             return
-                        inflight[pool.submit(_call, fn, *nxt)] = nxt
+                        inflight[pool.submit(_call_batch, fn, batch)] = batch
 
                 fill()
                 while inflight:
                     done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                     broken = False
                     for fut in done:
-                        i, item = inflight.pop(fut)
+                        batch = inflight.pop(fut)
                         try:
-                            yield fut.result()
+                            yield from fut.result()
                         except BrokenProcessPool:
-                            suspects.append((i, item))
+                            suspects.extend(batch)
                             broken = True
                     if broken:
-                        suspects.extend(inflight.values())
+                        for batch in inflight.values():
+                            suspects.extend(batch)
                         inflight.clear()
                         break
                     fill()

@@ -179,3 +179,14 @@ def test_render_jsonl_error_result():
     assert (doc["status"], doc["reason"], doc["findings"]) == ("error", "not a Keras weight archive", [])
     doc.pop("schema_version")
     jsonschema.validate(doc, _file_schema())
+
+
+def test_long_runs_batch_items_without_losing_or_repeating_any():
+    from ckptscan import executor
+
+    n = executor.POOL_RAMP + 5 * executor.POOL_BATCH + 3  # past the ramp, with a ragged last batch
+    outs = list(run_many(square_or_fail, range(n), jobs=2, ordered=True))
+    assert [o.index for o in outs] == list(range(n))
+    assert [o.item for o in outs] == list(range(n))
+    unordered = sorted(o.index for o in run_many(square_or_fail, range(n), jobs=2))
+    assert unordered == list(range(n))
