@@ -53,7 +53,8 @@ class Variable:
     naming: str = "known"
     """``known`` (config or legacy weight names) or ``inferred`` (heuristics)."""
     kind: str = "weight"
-    """``weight`` (model variable) or ``optimizer`` (optimizer state)."""
+    """``weight`` (model variable), ``optimizer`` (optimizer state) or ``metric``
+    (compiled-metric state some tf-keras ``.keras`` files carry)."""
 
     @property
     def path(self) -> str:
