@@ -37,7 +37,6 @@ class FixRequest:
     verify: str = "full"
     config: str | None = None
     lock_timeout: float = safety.LOCK_TIMEOUT
-    use_scan: bool = True
 
 
 def _open(path: str, config: str | None):
@@ -88,9 +87,7 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
     try:
         if req.ref is not None:
             ref = _open(req.ref, None)
-        targets, source = find_targets(ckpt, req.select, req.ignore, req.layer, req.include_optimizer, req.use_scan)
-        if source == "builtin":
-            notes.append("targets from the built-in check (non-finite values, negative BN variance)")
+        targets = find_targets(ckpt, req.select, req.ignore, req.layer, req.include_optimizer)
         if not targets:
             ckpt.close()
             return FileFix(path, "unchanged", reason="nothing to fix", format=ckpt.format, notes=tuple(notes))
@@ -154,7 +151,7 @@ def _still_bad(path: str, req: FixRequest, targets: list[Target]) -> list[str]:
                 var = ckpt.find(t.variable.path)
             except KeyError:
                 continue
-            idx, _ = bad_elements(ckpt, var)
+            idx = bad_elements(ckpt, var)
             remaining = set(int(i) for i in idx) & set(t.indices)
             if remaining:
                 left.append(f"{var.path}: {len(remaining)} targeted value(s) still bad")

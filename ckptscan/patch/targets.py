@@ -1,11 +1,10 @@
-"""What to repair: the scan's patchable error-level findings, or a built-in check.
+"""What to repair: the scan's patchable findings.
 
-With :mod:`ckptscan.scan` available the targets are its findings with
-``patchable=True`` at ``error`` severity, plus warnings of rules named in
-``--select`` (``--ignore`` rule IDs, ``--layer`` glob). A finding's ``indices`` may be truncated, so the bad elements are
+The targets are the findings of :mod:`ckptscan.scan` with ``patchable=True`` at
+``error`` severity, plus warnings of rules named in ``--select`` (``--ignore`` rule IDs,
+``--layer`` glob). A finding's ``indices`` may be truncated, so the bad elements are
 recomputed from the tensor (non-finite values; negative values of a BN variance) and
-merged with the finding's. Without the scan module, the built-in check alone decides
-(rule IDs ``builtin:nonfinite``, ``builtin:negative-variance``).
+merged with the finding's.
 """
 
 from __future__ import annotations
@@ -17,33 +16,23 @@ import numpy as np
 from ..formats.base import Checkpoint, Variable
 from .strategies import Target, is_bn_stat
 
-BUILTIN_NONFINITE = "builtin:nonfinite"
-BUILTIN_NEGVAR = "builtin:negative-variance"
-
-
-def bad_elements(ckpt: Checkpoint, var: Variable) -> tuple[np.ndarray, list[str]]:
+def bad_elements(ckpt: Checkpoint, var: Variable) -> np.ndarray:
     """Flat indices of non-finite values (and negative BN variances) of ``var``."""
     if not var.is_float or var.size == 0:
-        return np.zeros(0, dtype=np.int64), []
+        return np.zeros(0, dtype=np.int64)
     parts = []
-    rules: list[str] = []
     pos = 0
     negvar = is_bn_stat(var) and var.name == "moving_variance"
     for block in ckpt.iter_blocks(var):
         b = np.asarray(block)
         mask = ~np.isfinite(b)
-        if mask.any() and BUILTIN_NONFINITE not in rules:
-            rules.append(BUILTIN_NONFINITE)
         if negvar:
-            neg = b < 0
-            if neg.any() and BUILTIN_NEGVAR not in rules:
-                rules.append(BUILTIN_NEGVAR)
-            mask |= neg
+            mask |= b < 0
         if mask.any():
             parts.append(np.nonzero(mask)[0] + pos)
         pos += b.size
     idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    return idx.astype(np.int64), rules
+    return idx.astype(np.int64)
 
 
 def _layer_ok(var: Variable, layer: str | None) -> bool:
@@ -60,37 +49,18 @@ def _rule_ok(rid: str, select: tuple[str, ...], ignore: tuple[str, ...]) -> bool
     return not hit(ignore)
 
 
-def builtin_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_optimizer=False) -> list[Target]:
-    """Targets from the built-in check (no scan module)."""
-    out = []
-    for var in ckpt.weights(include_optimizer):
-        if not _layer_ok(var, layer):
-            continue
-        idx, rules = bad_elements(ckpt, var)
-        rules = [r for r in rules if _rule_ok(r, tuple(select), tuple(ignore))]
-        if idx.size and rules:
-            out.append(Target(var, tuple(int(i) for i in idx), tuple(rules),
-                              f"{idx.size} bad value(s) of {var.size}"))
-    return out
-
-
 def scan_findings(ckpt: Checkpoint, select=(), ignore=(), include_optimizer=False):
-    """The scan engine's findings for an open checkpoint, or None without the engine."""
-    try:
-        from ..scan import make_options, scan_checkpoint
-    except ImportError:  # pragma: no cover - the scan engine is part of ckptscan
-        return None
+    """The scan engine's findings for an open checkpoint."""
+    from ..scan import make_options, scan_checkpoint
+
     options = make_options(select=list(select) or None, ignore=list(ignore), include_optimizer=include_optimizer)
     findings, _impact, _counters = scan_checkpoint(ckpt, options)
     return findings
 
 
-def find_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_optimizer=False,
-                 use_scan: bool = True) -> tuple[list[Target], str]:
-    """The targets of ``fix`` and where they came from (``scan`` or ``builtin``)."""
-    findings = scan_findings(ckpt, select, ignore, include_optimizer) if use_scan else None
-    if findings is None:
-        return builtin_targets(ckpt, select, ignore, layer, include_optimizer), "builtin"
+def find_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_optimizer=False) -> list[Target]:
+    """The targets of ``fix``: patchable scan findings at error level (or selected by rule)."""
+    findings = scan_findings(ckpt, select, ignore, include_optimizer)
     by_path: dict[str, list] = {}
     for f in findings:
         sev = getattr(f.severity, "value", f.severity)
@@ -107,7 +77,7 @@ def find_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_opt
         fs = by_path.get(var.path)
         if not fs or not _layer_ok(var, layer):
             continue
-        idx, _ = bad_elements(ckpt, var)
+        idx = bad_elements(ckpt, var)
         merged = set(int(i) for i in idx)
         for f in fs:
             merged.update(int(i) for i in f.indices)
@@ -116,4 +86,4 @@ def find_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_opt
             continue
         rules = tuple(dict.fromkeys(f.rule_id for f in fs))
         out.append(Target(var, tuple(sorted(merged)), rules, fs[0].message))
-    return out, "scan"
+    return out
