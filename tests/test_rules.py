@@ -302,3 +302,16 @@ def test_thresholds_from_settings_mapping():
     assert th.bn_outlier_decades == 4.0 and th.bn_min_channels == 6
     with pytest.raises(ValueError, match="unknown threshold 'nope'"):
         Thresholds.from_mapping({"nope": 1})
+
+
+def test_where_collapses_consecutive_runs_and_says_when_truncated():
+    from ckptscan.rules.base import where
+
+    assert where(range(32), 32, True) == "channels [0–31]"
+    assert where([2, 3], 2, True) == "channels [2, 3]"
+    assert where([1, 4, 5, 6, 9], 5, True) == "channels [1, 4–6, 9]"
+    assert where([7], 1, False) == "flat index [7]"
+    # only the first indices are kept by the statistics: say so
+    assert where(range(64), 256, True) == "channels [0–63, …] (first 64 of 256)"
+    assert where([0, 2, 4, 6, 8, 10, 12, 14, 16, 18], 10, False) == (
+        "flat indices [0, 2, 4, 6, 8, 10, 12, 14, …] (first 8 of 10)")

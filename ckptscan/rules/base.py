@@ -205,14 +205,31 @@ class ModelContext:
 
 
 def where(indices: Iterable[int], count: int, one_dimensional: bool, limit: int = 8) -> str:
-    """``channels [3, 7]`` / ``flat indices [0, 12, …] (first 8 of 40)``."""
+    """``channels [3, 7]``, ``channels [0–31]`` / ``flat indices [0, 12, …] (first 8 of 40)``.
+
+    Runs of three or more consecutive indices are written as ``a–b``.
+    """
     idx = list(indices)
     noun = "channel" if one_dimensional else "flat index"
     plural = "channels" if one_dimensional else "flat indices"
-    shown = ", ".join(map(str, idx[:limit]))
-    if count > limit or count > len(idx):
-        return f"{plural} [{shown}, …] (first {min(limit, len(idx))} of {count})"
-    return f"{noun if count == 1 else plural} [{shown}]"
+    parts: list[str] = []
+    shown = 0
+    i = 0
+    while i < len(idx) and len(parts) < limit:
+        j = i
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        if j - i >= 2:
+            parts.append(f"{idx[i]}–{idx[j]}")
+        else:
+            j = i
+            parts.append(str(idx[i]))
+        shown += j - i + 1
+        i = j + 1
+    text = ", ".join(parts)
+    if count > shown:
+        return f"{plural} [{text}, …] (first {shown} of {count})"
+    return f"{noun if count == 1 else plural} [{text}]"
 
 
 def breakdown(s: TensorStats) -> str:

@@ -59,7 +59,7 @@ def bn_variance_invalid(ctx: BNContext) -> Iterator[Hit]:
     average while the loss-scale optimizer merely skips that step.
 
     ## Example
-    ``post_bn/moving_variance: 256 NaN in channels [0, 1, 2, …] (first 8 of 256) of 256``
+    ``post_bn/moving_variance: 256 NaN in channels [0–255] of 256``
 
     ## Fix
     Take ``moving_mean``/``moving_variance`` of this layer from the last good epoch
@@ -261,7 +261,7 @@ def bn_param_non_finite(ctx: BNContext) -> Iterator[Hit]:
     ``beta`` breaks training too.
 
     ## Example
-    ``post_bn/moving_mean: 256 NaN in channels [0, 1, …] (first 8 of 256) of 256``
+    ``post_bn/moving_mean: 256 NaN in channels [0–255] of 256``
 
     ## Fix
     Restore from the last good checkpoint; ``moving_mean`` can also be re-estimated.
