@@ -22,7 +22,6 @@ Set ``CKPTSCAN_REMOTE_STATS=1`` to print the bytes fetched per object on stderr.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import posixpath
@@ -36,6 +35,7 @@ from typing import Any
 from .errors import CkptscanError, MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
 from .formats.base import Checkpoint
 from .formats.legacy import LegacyCheckpoint
+from .formats.zipmember import SeekableReader
 
 REMOTE_HINT = "remote URIs need the optional extra: pip install 'ckptscan[remote]'"
 #: Block size of the metadata cache (bytes). Override: ``CKPTSCAN_REMOTE_BLOCK``.
@@ -72,7 +72,7 @@ class FetchStats:
         return self.bytes_fetched / self.size if self.size else 0.0
 
 
-class RangeReader(io.RawIOBase):
+class RangeReader(SeekableReader):
     """A read-only, seekable file object over a remote object, by ranged reads.
 
     Reads smaller than :data:`LARGE_READ` are served from an LRU cache of
@@ -102,27 +102,7 @@ class RangeReader(io.RawIOBase):
         self._cached = 0
         self._pos = 0
 
-    # --- io protocol -------------------------------------------------------------
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 0:
-            self._pos = pos
-        elif whence == 1:
-            self._pos += pos
-        else:
-            self._pos = self.size + pos
-        if self._pos < 0:
-            raise ValueError("negative seek position")
-        return self._pos
-
+    # --- io protocol (seek/tell from SeekableReader) -------------------------------
     def readinto(self, b) -> int:
         n = max(0, min(len(b), self.size - self._pos))
         if n == 0:
@@ -203,28 +183,13 @@ class RangeReader(io.RawIOBase):
         super().close()
 
 
-class WindowReader(io.RawIOBase):
+class WindowReader(SeekableReader):
     """A read-only view of ``[start, start + size)`` of a :class:`RangeReader` (a zip member)."""
 
     def __init__(self, reader: RangeReader, start: int, size: int, own: bool = True):
         super().__init__()
         self.reader, self.start, self.size, self._own = reader, start, size, own
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = pos if whence == 0 else self._pos + pos if whence == 1 else self.size + pos
-        if self._pos < 0:
-            raise ValueError("negative seek position")
-        return self._pos
 
     def readinto(self, b) -> int:
         n = max(0, min(len(b), self.size - self._pos))

@@ -58,15 +58,14 @@ def data_offset(fp, info: zipfile.ZipInfo, where: str) -> int:
     return info.header_offset + 30 + name_len + extra_len
 
 
-class FileWindow(io.RawIOBase):
-    """A read-only, seekable view of ``size`` bytes starting at ``start`` of a file."""
+class SeekableReader(io.RawIOBase):
+    """Base of ckptscan's read-only file objects over ``size`` bytes: position and seek.
 
-    def __init__(self, path: str, start: int, size: int):
-        super().__init__()
-        self._f = open(path, "rb")
-        self.start = start
-        self.size = size
-        self._pos = 0
+    Subclasses set :attr:`size` and implement ``readinto``.
+    """
+
+    size: int = 0
+    _pos: int = 0
 
     def readable(self) -> bool:
         return True
@@ -78,14 +77,22 @@ class FileWindow(io.RawIOBase):
         return self._pos
 
     def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 0:
-            self._pos = pos
-        elif whence == 1:
-            self._pos += pos
-        else:
-            self._pos = self.size + pos
-        self._pos = max(0, self._pos)
-        return self._pos
+        new = pos if whence == 0 else self._pos + pos if whence == 1 else self.size + pos
+        if new < 0:
+            raise ValueError("negative seek position")
+        self._pos = new
+        return new
+
+
+class FileWindow(SeekableReader):
+    """A read-only, seekable view of ``size`` bytes starting at ``start`` of a file."""
+
+    def __init__(self, path: str, start: int, size: int):
+        super().__init__()
+        self._f = open(path, "rb")
+        self.start = start
+        self.size = size
+        self._pos = 0
 
     def readinto(self, b) -> int:
         check_deadline()  # a looping HDF5 library gets a failed read once time is up
