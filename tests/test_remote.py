@@ -1,7 +1,8 @@
 """Remote URIs through fsspec against real servers on 127.0.0.1.
 
-* an HTTP server with ``Range`` support (the standard library's, plus single-range
-  handling written here), counting on the *server* side every byte it sends;
+* Debian's nginx (static files, ``Range`` support) on a free port with a temporary
+  prefix, its access log (``$body_bytes_sent``) counting on the *server* side every
+  byte it sends (missing nginx: skipped locally, a failure under ``CI=true``);
 * an S3-compatible server: moto in server mode, driven through s3fs/aiobotocore over
   HTTP, credentials and endpoint from the environment only.
 
@@ -11,14 +12,11 @@ format; inspect of a large ``.keras`` fetches a small fraction of it, scan about
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from ckptscan.inventory import inventory  # noqa: E402
 from ckptscan.remote import RangeReader, RemoteError, open_any, open_remote  # noqa: E402
 
 from conftest import FIXTURES, ROOT, run_cli  # noqa: E402
+from servers import Nginx, need, nginx_binary  # noqa: E402
 
 K3 = FIXTURES / "k3"
 DIVERGE = FIXTURES / "diverge"
@@ -75,92 +74,7 @@ def local_scan(rel: str):
     return _LOCAL_SCANS[rel]
 
 
-# --- servers --------------------------------------------------------------------------------
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    """GET/HEAD of files under ``root`` with single ``Range: bytes=a-b`` support."""
-
-    root = "."
-    served: list = []
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_HEAD(self):  # noqa: N802
-        self._serve(head=True)
-
-    def do_GET(self):  # noqa: N802
-        self._serve(head=False)
-
-    def _serve(self, head: bool) -> None:
-        rel = self.path.split("?", 1)[0].lstrip("/")
-        p = os.path.join(self.root, rel)
-        if ".." in rel.split("/") or not os.path.isfile(p):
-            self.send_error(404)
-            return
-        size = os.path.getsize(p)
-        start, end, status = 0, size - 1, 200
-        rng = self.headers.get("Range")
-        if rng:
-            m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip())
-            if not m:
-                self.send_error(416)
-                return
-            a, b = m.groups()
-            if a == "":
-                start = max(0, size - int(b))
-            else:
-                start, end = int(a), (min(int(b), size - 1) if b else size - 1)
-            if start > end or start >= size:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.end_headers()
-                return
-            status = 206
-        self.send_response(status)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(end - start + 1))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.end_headers()
-        if head:
-            return
-        with open(p, "rb") as fh:
-            fh.seek(start)
-            data = fh.read(end - start + 1)
-        self.wfile.write(data)
-        self.served.append((rel, start, len(data)))
-
-
-class HttpServer:
-    """A threaded Range-capable HTTP server on 127.0.0.1 serving ``root``."""
-
-    def __init__(self, root: Path):
-        self.served: list = []
-        handler = type("Handler", (RangeHandler,), {"root": str(root), "served": self.served})
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def bytes_sent(self, rel: str | None = None) -> int:
-        return sum(n for r, _, n in self.served if rel is None or r == rel)
-
-    def settled_bytes_sent(self, expected_at_least: int, rel: str | None = None) -> int:
-        """Bytes sent, once the server thread has logged every response the client got.
-
-        The handler records a response after writing it, so under load the client can
-        hold the bytes a moment before the server's count catches up.
-        """
-        deadline = time.monotonic() + 5
-        while self.bytes_sent(rel) < expected_at_least and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.bytes_sent(rel)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
+# --- servers (tests/servers.py) ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def big_keras(tmp_path_factory) -> Path:
     """A ~19 MB .keras (four 1024x1152 Dense layers with BatchNormalization)."""
@@ -180,14 +94,15 @@ def big_keras(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def http_server(big_keras):
-    """Serves FIXTURES at / and the big model at /big/."""
+    """nginx serving FIXTURES at /fixtures/ and the big model at /big/."""
     root = big_keras.parent.parent / "served"
     root.mkdir(exist_ok=True)
     for name in ("fixtures", "big"):
         link = root / name
         if not link.exists():
             link.symlink_to(FIXTURES if name == "fixtures" else big_keras.parent)
-    srv = HttpServer(root)
+    need(nginx_binary() is not None, "nginx (apt-get install nginx-light)")
+    srv = Nginx(root, big_keras.parent.parent / "nginx")
     yield srv
     srv.close()
 
@@ -294,20 +209,23 @@ def test_http_scan_equal_local_for_every_format(http_server):
 def test_http_inspect_large_keras_fetches_a_small_fraction(http_server, big_keras):
     size = big_keras.stat().st_size
     uri = f"{http_server.url}/big/big.keras"
-    before = http_server.bytes_sent()
+    before = len(http_server.requests())
     with open_remote(uri) as ckpt:
         inventory(ckpt)
         stats = ckpt.remote_stats
-        inspect_bytes = http_server.settled_bytes_sent(before + stats.bytes_fetched) - before
+        # nginx's access log ($body_bytes_sent): what the server actually sent
+        inspect_bytes, inspect_reqs = http_server.settled(stats.bytes_fetched, before)
         assert stats.bytes_fetched == inspect_bytes  # client and server agree
         assert inspect_bytes < 0.03 * size, (inspect_bytes, size)
         for v in ckpt.weights():
             for block in ckpt.iter_blocks(v):
                 assert np.isfinite(block).all()
-        scan_bytes = http_server.settled_bytes_sent(before + ckpt.remote_stats.bytes_fetched) - before
+        scan_bytes, scan_reqs = http_server.settled(ckpt.remote_stats.bytes_fetched, before)
+        assert scan_bytes == ckpt.remote_stats.bytes_fetched
     assert size * 0.95 < scan_bytes < size * 1.15, (scan_bytes, size)
-    print(f"\nremote bytes: inspect {inspect_bytes} ({inspect_bytes / size:.2%}), full read {scan_bytes} "
-          f"({scan_bytes / size:.3f}x) of {size}")
+    assert all(r[1] == "/big/big.keras" for r in http_server.requests()[before:])
+    print(f"\nnginx bytes sent: inspect {inspect_bytes} ({inspect_bytes / size:.2%}, {inspect_reqs} requests), "
+          f"full read {scan_bytes} ({scan_bytes / size:.3f}x, {scan_reqs} requests) of {size}")
 
 
 def test_http_cli_inspect_and_scan_equal_local(http_server):
@@ -355,8 +273,8 @@ def test_http_truncated_zip_is_an_error_not_a_crash(http_server, tmp_path):
     data = (K3 / "seed.keras").read_bytes() if (K3 / "seed.keras").exists() else None
     if data is None:
         pytest.skip("fixtures not generated")
-    (Path(http_server.httpd.RequestHandlerClass.root) / "trunc").mkdir(exist_ok=True)
-    (Path(http_server.httpd.RequestHandlerClass.root) / "trunc" / "t.keras").write_bytes(data[: len(data) // 2])
+    (http_server.root / "trunc").mkdir(exist_ok=True)
+    (http_server.root / "trunc" / "t.keras").write_bytes(data[: len(data) // 2])
     p = run_cli("inspect", f"{http_server.url}/trunc/t.keras")
     assert p.returncode == 2 and p.stderr.startswith(f"ckptscan: error: {http_server.url}/trunc/t.keras: ")
 
