@@ -4,10 +4,13 @@
 >>> report = scan(["model.keras"])                            # doctest: +SKIP
 >>> [f.message for f in report.findings]                      # doctest: +SKIP
 
-Per file: every float tensor is streamed once through :func:`ckptscan.stats.tensor_stats`
-(the small 1-D vectors of BatchNormalization layers are read whole, once, because the
-BN rules need their channels side by side); tensor rules see the statistics, BN rules
-see each layer's vectors together, model rules see every BN layer and the config. The
+Per file: every float tensor is streamed once through :func:`ckptscan.stats.count_values`
+(NaN/±Inf counts and where they are: all the tensor rules read; the small 1-D vectors of
+BatchNormalization layers are read whole, once, because the BN rules need their channels
+side by side); tensor rules see the counts (and are not called for a tensor without
+NaN/Inf, where none of them can report), BN rules see each layer's vectors together
+(after one vectorised screen, :func:`ckptscan.rules.quiet_layers`, that spares healthy
+layers the per-layer calls), model rules see every BN layer and the config. The
 impact analysis (:func:`impact`) places the broken layers in the config's graph.
 
 Discovery (:func:`discover`): files as given; directories recursively, keeping what
@@ -29,9 +32,9 @@ from .errors import CkptscanError
 from .graph import build_graph
 from .naming import BN_CLASSES
 from .report import FileResult, Finding, Report, Severity
-from .rules import ALL_RULES, BNContext, BNLayer, ModelContext, Rule, Scope, TensorContext, Thresholds, select_rules
+from .rules import ALL_RULES, NONFINITE_ONLY, SCREENED_BN, BNContext, BNLayer, ModelContext, Rule, Scope, TensorContext, Thresholds, quiet_layers, select_rules
 from .settings import Settings
-from .stats import array_stats, tensor_stats
+from .stats import array_counts, count_values
 
 #: Keras' default BatchNormalization epsilon (Keras 3 and tf-keras).
 DEFAULT_BN_EPSILON = 1e-3
@@ -241,25 +244,32 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
     bn_stats: dict[str, dict] = {p: {} for p in groups}
     total = sum(v.nbytes for v in variables) or 1
     done = 0
+    # NUM001/F16001/OPT001 only fire on a tensor holding NaN/±Inf: with only those
+    # selected, a clean tensor needs no rule call at all (the common case, by far)
+    screened = all(r.id in NONFINITE_ONLY for r in tensor_rules)
+    layer_paths = counters["layers"]
     for v in variables:
         if not v.is_float or not need_values:
             counters["skipped"] += 1
             continue
-        if id(v) in in_group:
+        grouped = id(v) in in_group
+        if grouped:
             values = np.asarray(ckpt.read(v)).reshape(-1)
-            stats = array_stats(values)
+            stats = array_counts(values, negatives=v.name == "moving_variance")
             bn_values[v.layer_path][v.name] = values.astype(np.float32, copy=False) if values.dtype != np.float32 else values
             bn_stats[v.layer_path][v.name] = stats
         else:
-            stats = tensor_stats(ckpt.iter_blocks(v), one_dimensional=len(v.shape) == 1)
+            stats = count_values(ckpt.iter_blocks(v), one_dimensional=len(v.shape) == 1)
         counters["variables"] += 1
         counters["bytes"] += v.nbytes
-        if not counters["layers"] or counters["layers"][-1] != v.layer_path:
-            counters["layers"].append(v.layer_path)
+        if not layer_paths or layer_paths[-1] != v.layer_path:
+            layer_paths.append(v.layer_path)
         done += v.nbytes
         if progress:
             progress("bytes", done=done, total=total)
-        ctx = TensorContext(v, stats, id(v) in in_group, th)
+        if screened and stats.n_nan == 0 and stats.n_posinf == 0 and stats.n_neginf == 0:
+            continue
+        ctx = TensorContext(v, stats, grouped, th)
         for r in tensor_rules:
             hits += [(r, h) for h in r.check(ctx)]
     layers: list[BNLayer] = []
@@ -272,9 +282,13 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
             layer_path=path, layer_class=any_var.layer_class, values=bn_values[path], stats=bn_stats[path],
             dtypes={n: g.dtype for n, g in group.items()}, epsilon=eps, epsilon_known=known, variables=group,
         ))
-    for layer in layers:
+    # one vectorised screen over every BN layer: a quiet layer cannot trip the screened
+    # rules, so only the others run on it (none of the built-in ones)
+    quiet = quiet_layers(layers, th) if layers and bn_rules else [False] * len(layers)
+    loud_rules = [r for r in bn_rules if r.id not in SCREENED_BN]
+    for layer, q in zip(layers, quiet):
         ctx = BNContext(layer, th)
-        for r in bn_rules:
+        for r in loud_rules if q else bn_rules:
             hits += [(r, h) for h in r.check(ctx)]
     mctx = ModelContext(layers, ckpt.model_config, ckpt.layers, th)
     for r in model_rules:

@@ -8,11 +8,17 @@ parallel form of Welford's update (numerically stable, no per-element Python).
 
 For 1-D tensors (per-channel vectors) every bad channel index is kept; for larger
 tensors the first :data:`MAX_INDICES` flat indices of each kind.
+
+:func:`count_values` is the scan's kernel: the rules over whole tensors only read how
+many values are NaN/±Inf and where, so a block without any (nearly all of them) costs
+one vectorised ``np.isfinite`` reduction into a reused mask, and only a block that
+holds a non-finite value is looked at further. :class:`ValueCounts` is its result.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -77,6 +83,97 @@ class TensorStats:
             "min": num(self.min), "max": num(self.max), "mean": num(self.mean), "std": num(self.std),
             "max_abs": num(self.max_abs),
         }
+
+
+@dataclass(frozen=True)
+class ValueCounts:
+    """How many values of a tensor are NaN, +Inf, -Inf (and negative, when asked), and where."""
+
+    size: int
+    """Number of elements."""
+    n_nan: int = 0
+    n_posinf: int = 0
+    n_neginf: int = 0
+    n_negative: int | None = None
+    """Finite values below zero (``-0.0`` is not negative); None when not counted."""
+    nonfinite_indices: tuple[int, ...] = ()
+    """Flat indices of NaN/±Inf values (every channel for 1-D tensors, else the first few)."""
+    nan_indices: tuple[int, ...] = field(default=(), repr=False)
+    """Flat indices of NaN values (same bound)."""
+
+    @property
+    def n_inf(self) -> int:
+        """+Inf and -Inf together."""
+        return self.n_posinf + self.n_neginf
+
+    @property
+    def n_nonfinite(self) -> int:
+        """NaN and ±Inf together."""
+        return self.n_nan + self.n_posinf + self.n_neginf
+
+    @property
+    def n_finite(self) -> int:
+        """Finite values."""
+        return self.size - self.n_nan - self.n_posinf - self.n_neginf
+
+
+class _MaskPool:
+    """One reused boolean mask per thread for the clean-block test (no allocation per block)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, n: int) -> np.ndarray:
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.size < n:
+            buf = self._local.buf = np.empty(max(n, 1 << 17), dtype=bool)
+        return buf[:n]
+
+
+_MASKS = _MaskPool()
+
+
+def count_values(blocks: Iterable[np.ndarray], one_dimensional: bool = False, negatives: bool = False) -> ValueCounts:
+    """NaN/+Inf/-Inf counts and indices of a tensor given as flat blocks (one pass).
+
+    A block without a non-finite value costs one ``np.isfinite`` into a reused mask
+    and one ``all``; only blocks that hold NaN/Inf are counted element by kind.
+    ``negatives`` also counts the finite values below zero (the BN rules need it for
+    ``moving_variance``). Index bounds as in :class:`TensorStats`.
+    """
+    limit = MAX_CHANNEL_INDICES if one_dimensional else MAX_INDICES
+    size = n_nan = n_pos = n_neg_inf = n_negative = 0
+    nonfinite: list[int] = []
+    nans: list[int] = []
+    for block in blocks:
+        n = block.size
+        if n == 0:
+            continue
+        offset = size
+        size += n
+        finite = np.isfinite(block, out=_MASKS.get(n))
+        clean = finite.all()
+        if negatives:
+            with np.errstate(invalid="ignore"):
+                n_negative += int(np.count_nonzero(block < 0)) if clean else int(np.count_nonzero((block < 0) & finite))
+        if clean:
+            continue
+        bad = ~finite
+        nf = n - int(np.count_nonzero(finite))
+        nan = np.isnan(block)
+        k_nan = int(np.count_nonzero(nan))
+        k_pos = int(np.count_nonzero(block == np.inf))
+        n_nan += k_nan
+        n_pos += k_pos
+        n_neg_inf += nf - k_nan - k_pos
+        if len(nonfinite) < limit:
+            nonfinite.extend((np.flatnonzero(bad)[: limit - len(nonfinite)] + offset).tolist())
+        if k_nan and len(nans) < limit:
+            nans.extend((np.flatnonzero(nan)[: limit - len(nans)] + offset).tolist())
+    return ValueCounts(
+        size=size, n_nan=n_nan, n_posinf=n_pos, n_neginf=n_neg_inf, n_negative=n_negative if negatives else None,
+        nonfinite_indices=tuple(nonfinite), nan_indices=tuple(nans),
+    )
 
 
 class StatsAccumulator:
@@ -185,3 +282,9 @@ def array_stats(values: np.ndarray) -> TensorStats:
     """Statistics of an in-memory array (1-D arrays keep every bad channel)."""
     arr = np.asarray(values)
     return tensor_stats([arr.reshape(-1)], one_dimensional=arr.ndim == 1)
+
+
+def array_counts(values: np.ndarray, negatives: bool = False) -> ValueCounts:
+    """:func:`count_values` of an in-memory array (1-D arrays keep every bad channel)."""
+    arr = np.asarray(values)
+    return count_values([arr.reshape(-1)], one_dimensional=arr.ndim == 1, negatives=negatives)

@@ -22,12 +22,17 @@ CFG002       custom-object               info      custom (non-Keras) class in t
 from __future__ import annotations
 
 from . import batchnorm, config, numeric  # noqa: F401  (registration)
+from .batchnorm import SCREENED_BN, quiet_layers
 from .base import REGISTRY, BNContext, BNLayer, Hit, ModelContext, Rule, Scope, TensorContext, Thresholds
 
 __all__ = [
-    "ALL_RULES", "BNContext", "BNLayer", "Hit", "ModelContext", "Rule", "Scope", "TensorContext",
-    "Thresholds", "get_rule", "select_rules",
+    "ALL_RULES", "NONFINITE_ONLY", "SCREENED_BN", "BNContext", "BNLayer", "Hit", "ModelContext", "Rule", "Scope", "TensorContext",
+    "Thresholds", "get_rule", "quiet_layers", "select_rules",
 ]
+
+#: Tensor rules that yield nothing for a tensor without NaN/±Inf: the scan engine does
+#: not call them for clean tensors (``tests/test_rules.py`` checks the claim).
+NONFINITE_ONLY = frozenset({"NUM001", "F16001", "OPT001"})
 
 #: Every rule, in ID order.
 ALL_RULES: tuple[Rule, ...] = tuple(sorted(REGISTRY.values(), key=lambda r: r.id))

@@ -559,3 +559,72 @@ def bn_stats_never_updated(ctx: ModelContext) -> Iterator[Hit]:
             continue
         yield Hit(ly.layer_path, "moving_mean", {"path": ly.layer_path, "evidence": evidence},
                   (), int(ly.values["moving_mean"].size), {"evidence": evidence})
+
+
+# --- the screen: which layers cannot trip any BN-layer rule -----------------------------
+
+#: The BN-layer rules :func:`quiet_layers` vouches for.
+SCREENED_BN = frozenset({"BN001", "BN002", "BN003", "BN004", "BN005", "BN006", "BN008"})
+_VECTORS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def _screenable(layer) -> bool:
+    vals = layer.values
+    if any(n not in vals for n in _VECTORS) or len(vals) != len(_VECTORS):
+        return False
+    n = vals["moving_variance"].shape
+    return len(n) == 1 and n[0] > 0 and all(
+        isinstance(vals[k], np.ndarray) and vals[k].dtype == np.float32 and vals[k].shape == n for k in _VECTORS
+    )
+
+
+def quiet_layers(layers, th) -> list[bool]:
+    """For each layer, True when none of :data:`SCREENED_BN` can report anything on it.
+
+    A conservative screen over every layer at once (the vectors concatenated, one
+    vectorised pass, per-layer reductions with ``reduceat``), so that a model with a
+    hundred healthy BN layers does not pay a hundred calls of every rule. A layer is
+    quiet only when, in every channel: all four vectors are finite and the variance is
+    not negative (BN001, BN004); the variance is at most 65504 (BN003); |gamma|, |beta|,
+    |moving_mean| are at most ``param_outlier_abs``, below which BN005 never reports;
+    the folded scale and offset, computed exactly as :func:`folded` does (float32, same
+    operations), are at most ``min(65504, folded_extreme)`` (BN006, BN008); and the
+    live variances span fewer than ``bn_outlier_decades`` decades (less a 1e-6 margin
+    for rounding of ``log10``) or there are fewer than ``bn_min_channels`` of them
+    (BN002: a reported channel is that far above the median, which is at least the
+    smallest live variance). Layers without exactly the four float32 1-D vectors of one
+    length are never quiet; their rules run as usual.
+    """
+    out = [False] * len(layers)
+    lim = (th.bn_outlier_decades, th.param_outlier_abs, th.folded_extreme, th.dead_variance)
+    if not all(np.isfinite(x) for x in lim):
+        return out
+    idx = [i for i, ly in enumerate(layers) if _screenable(ly)]
+    if not idx:
+        return out
+    sizes = [layers[i].values["moving_variance"].size for i in idx]
+    starts = np.cumsum([0] + sizes[:-1])
+    g, b, m, v = (np.concatenate([layers[i].values[k] for i in idx]) for k in _VECTORS)
+    eps = np.repeat(np.array([layers[i].epsilon for i in idx], dtype=np.float32), sizes)
+    with np.errstate(all="ignore"):
+        scale = g / np.sqrt(v + eps)
+        offset = b - m * scale
+        folded_limit = min(FLOAT16_MAX, th.folded_extreme)
+        # NaN fails every "<=": a non-finite value anywhere makes the layer loud
+        # BN005 compares in float64: the largest |x| per layer, compared as float64
+        big = np.maximum(np.maximum(np.abs(g), np.abs(b)), np.abs(m))
+        ok = v >= 0
+        ok &= v <= FLOAT16_MAX
+        ok &= np.abs(scale) <= folded_limit
+        ok &= np.abs(offset) <= folded_limit
+        quiet = np.logical_and.reduceat(ok, starts)
+        quiet &= np.maximum.reduceat(big, starts).astype(np.float64) <= th.param_outlier_abs
+        live = v > th.dead_variance
+        n_live = np.add.reduceat(live, starts, dtype=np.int64)
+        lo = np.minimum.reduceat(np.where(live, v, np.inf), starts).astype(np.float64)
+        hi = np.maximum.reduceat(np.where(live, v, -np.inf), starts).astype(np.float64)
+        spread = np.log10(hi) - np.log10(lo)
+    quiet &= (n_live < th.bn_min_channels) | (spread <= th.bn_outlier_decades - 1e-6)
+    for i, q in zip(idx, quiet.tolist()):
+        out[i] = q
+    return out
