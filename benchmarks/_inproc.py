@@ -8,7 +8,10 @@
             an ``np.isfinite`` reduction (the reader alone, without statistics/rules)
 ``open``    ``open_checkpoint`` only (indexing, naming: the metadata cost)
 ``read``    ``iter_blocks`` + ``np.isfinite`` on checkpoints opened beforehand (data path)
-``stats``   ``tensor_stats`` on checkpoints opened beforehand (data path + statistics)
+``stats``   ``tensor_stats`` on checkpoints opened beforehand (data path + full statistics:
+            counts, min/max, mean/std; what the scan computed before 2026-11-27 05:00)
+``counts``  ``count_values`` on checkpoints opened beforehand (data path + the scan's kernel:
+            NaN/±Inf counts and indices, what the rules read)
 
 Prints one JSON object: wall and CPU seconds per repeat, bytes, and a check value.
 """
@@ -105,8 +108,20 @@ def _stats_only(paths):
     return nbytes, bad
 
 
+def _counts_only(paths):
+    from ckptscan.stats import count_values
+
+    nbytes = bad = 0
+    for ck in _Open.get(paths):
+        for v in ck.variables:
+            if v.is_float:
+                nbytes += v.nbytes
+                bad += count_values(ck.iter_blocks(v), len(v.shape) == 1).n_nonfinite > 0
+    return nbytes, bad
+
+
 MODES = {"floor": _floor, "scan": _scan, "blocks": _blocks, "open": _open_only, "read": _read_only,
-         "stats": _stats_only}
+         "stats": _stats_only, "counts": _counts_only}
 
 
 def main(argv=None) -> int:

@@ -123,22 +123,23 @@ def _gbps(nbytes: int, seconds: float) -> float:
 
 def bench_files(label: str, paths: list[str], repeat: int, results: dict, rss: bool = False) -> None:
     print(f"[{label}] floor / reader / scan ...", file=sys.stderr)
+    load_before = os.getloadavg()
     floor = inproc("floor", paths, repeat)
     blocks = inproc("blocks", paths, repeat)
     scan = inproc("scan", paths, repeat)
-    parts = {m: inproc(m, paths, repeat) for m in ("open", "read", "stats")}
+    parts = {m: inproc(m, paths, repeat) for m in ("open", "read", "counts", "stats")}
     floor_proc = best_of([PY, str(HERE / "floor.py"), *paths], repeat)
     cli = best_of(scan_cmd(paths), repeat)
     nbytes = floor["bytes"]
     row = {
         "files": len(paths), "bytes": nbytes,
         "floor": floor, "reader": blocks, "scan": scan, "floor_process": floor_proc, "scan_process": cli,
-        "breakdown": parts,
+        "breakdown": parts, "load_average": {"before": load_before, "after": os.getloadavg()},
         "ratio_wall": scan["wall"] / floor["wall"], "ratio_cpu": scan["cpu"] / floor["cpu"],
         "ratio_process_wall": cli["wall"] / floor_proc["wall"], "ratio_process_cpu": cli["cpu"] / floor_proc["cpu"],
         "gbps": {k: _gbps(nbytes, v["wall"]) for k, v in
                  {"floor": floor, "reader": blocks, "scan": scan, "floor_process": floor_proc, "scan_process": cli,
-                  "read_only": parts["read"], "stats_only": parts["stats"]}.items()},
+                  "read_only": parts["read"], "counts_only": parts["counts"], "stats_only": parts["stats"]}.items()},
     }
     if rss:
         row["peak_rss_mb"] = {"scan_process": cli["maxrss_mb"], "floor_process": floor_proc["maxrss_mb"]}
@@ -180,15 +181,22 @@ def render(results: dict) -> str:
             f"{r['scan_process']['wall']:.3f} | {r['ratio_process_wall']:.2f}× ({r['ratio_process_cpu']:.2f}×) | "
             f"{r['gbps']['scan']:.2f} | {r['gbps']['floor']:.2f} |"
         )
-    out = ["\n".join(lines)]
-    bl = ["| case | open_checkpoint s (CPU) | read only s (CPU) | read GB/s | read+stats s (CPU) | stats GB/s |",
-          "|---|---:|---:|---:|---:|---:|"]
+    out = [f"Run {results.get('started', '?')} → {results.get('finished', '?')}; load average (1 min) at start "
+           f"{results['machine'].get('load_average_at_start', ['?'])[0]}, at end "
+           f"{(results.get('load_average_at_end') or ['?'])[0]}.", "\n".join(lines)]
+    bl = ["| case | open_checkpoint s (CPU) | read only s (CPU) | read GB/s | read + counts s (CPU) | counts GB/s "
+          "| read + full stats s (CPU) | full stats GB/s | load avg before → after |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for label, r in results["cases"].items():
         b = r.get("breakdown")
         if b:
+            la = r.get("load_average", {})
+            load = f"{la['before'][0]:.1f} → {la['after'][0]:.1f}" if la else "—"
+            counts = (f"{b['counts']['wall']:.3f} ({b['counts']['cpu']:.3f}) | {r['gbps']['counts_only']:.1f}"
+                      if "counts" in b else "— | —")
             bl.append(f"| {label} | {b['open']['wall']:.3f} ({b['open']['cpu']:.3f}) | {b['read']['wall']:.3f} "
-                      f"({b['read']['cpu']:.3f}) | {r['gbps']['read_only']:.1f} | {b['stats']['wall']:.3f} "
-                      f"({b['stats']['cpu']:.3f}) | {r['gbps']['stats_only']:.1f} |")
+                      f"({b['read']['cpu']:.3f}) | {r['gbps']['read_only']:.1f} | {counts} | {b['stats']['wall']:.3f} "
+                      f"({b['stats']['cpu']:.3f}) | {r['gbps']['stats_only']:.1f} | {load} |")
     out.append("\n".join(bl))
     rss = {k: v["peak_rss_mb"] for k, v in results["cases"].items() if "peak_rss_mb" in v}
     if rss:
@@ -203,6 +211,14 @@ def render(results: dict) -> str:
             f"→ **{seed['speedup_process']:.0f}×** faster (in process: load+check {seed['load_s'] + seed['check_s']:.2f} s vs "
             f"scan {seed['scan_inproc_wall']:.3f} s → {seed['speedup_inproc']:.0f}×)."
         )
+        floor_row = results["cases"].get("resnet101v2 (tf-keras .h5)", {}).get("floor_process")
+        if floor_row:
+            out.append(
+                f"Bound: the floor *process* on the same file takes {floor_row['wall']:.3f} s wall "
+                f"({floor_row['cpu']:.3f} s CPU), only {seed['process_wall'] / floor_row['wall']:.1f}× faster than the "
+                f"seed's process ({seed['process_cpu'] / floor_row['cpu']:.1f}× in CPU): a per-process speed-up of 30× "
+                f"needs a process {seed['process_wall'] / 30:.3f} s long, below what the floor reaches."
+            )
     elif seed:
         out.append(f"Seed's method: not run ({seed['error'].strip().splitlines()[-1] if seed['error'].strip() else 'error'}).")
     v = results.get("version")
@@ -246,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if bool(manifest.get("quick")) != args.quick:
         raise SystemExit(f"{inputs} holds {'quick' if manifest.get('quick') else 'full'} inputs; use another --out")
     results: dict = {"machine": machine(), "quick": args.quick, "repeat": repeat, "cases": {}}
+    results["started"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
     if "resnet" not in args.skip:
         for ext in args.resnet_ext or (".keras", ".weights.h5", ".h5"):
@@ -285,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             "script": best_of([script, "--version"], n),
             "bare": best_of([PY, "-c", "pass"], n),
         }
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    results["load_average_at_end"] = os.getloadavg()
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     md = render(results)
     (out / "results.md").write_text(md)
