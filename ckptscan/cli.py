@@ -49,8 +49,27 @@ def _root(
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = None,
+    max_memory: Annotated[
+        Optional[str], typer.Option("--max-memory", envvar="CKPTSCAN_MAX_MEMORY", metavar="SIZE",
+                                    help="Address-space cap of the process reading the files, e.g. 2G, 1536M "
+                                    "(0: no cap; default 2G). A file that needs more fails with exit 2.")
+    ] = None,
 ) -> None:
     """ckptscan: static health checks and repairs for Keras checkpoints."""
+    _memory_cap(max_memory)
+
+
+def _memory_cap(value: Optional[str]) -> None:
+    """Apply ``--max-memory`` (run as the program: always, default 2 GiB; in-process
+    ``main(argv)``: only when given, the host process's limits are its own)."""
+    if value is None and not _STATE.get("program"):
+        return
+    from .limits import apply_memory_cap, parse_size
+
+    try:
+        apply_memory_cap(None if value is None else parse_size(value))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--max-memory' / CKPTSCAN_MAX_MEMORY") from None
 
 
 @app.command()
@@ -102,8 +121,9 @@ def main(argv: List[str] | None = None) -> int:
     if argv is None:
         from .limits import supervise
 
-        supervise(next((a for a in sys.argv[1:] if not a.startswith("-")), None))
+        supervise(_command_name(sys.argv[1:]))
     _STATE["own_exit"] = False
+    _STATE["program"] = argv is None
     try:
         app(args=argv, prog_name="ckptscan")
     except SystemExit as exc:
@@ -121,6 +141,19 @@ def main(argv: List[str] | None = None) -> int:
         sys.stderr.write(f"ckptscan: error: internal error: {type(exc).__name__}: {exc} (please report)\n")
         return EXIT_READ_ERROR
     return 0
+
+
+def _command_name(args: List[str]) -> Optional[str]:
+    """The command word of ``args`` (skips global options and the value of ``--max-memory``)."""
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--max-memory":
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return None
 
 
 def run() -> None:  # pragma: no cover - thin wrapper

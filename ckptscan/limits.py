@@ -12,8 +12,14 @@ process (see "the hard stop" below).
 
 Memory: every reader refuses, before allocating, any structure whose declared size
 exceeds the constants below, and reads tensor values block by block
-(:meth:`ckptscan.formats.base.Checkpoint.iter_blocks`). A ``MemoryError`` that still
-happens is reported as :class:`~ckptscan.errors.LimitExceededError` for that file.
+(:meth:`ckptscan.formats.base.Checkpoint.iter_blocks`). What ckptscan cannot size in
+advance is what libhdf5 allocates while decoding corrupt metadata (a fuzzed file made it
+grow without end inside one C call). The CLI therefore runs under an address-space cap
+(:func:`apply_memory_cap`, ``RLIMIT_AS``; ``--max-memory`` / ``CKPTSCAN_MAX_MEMORY``,
+default :data:`DEFAULT_MAX_MEMORY`): an allocation past it fails, and the failure
+(``MemoryError``, or libhdf5's "memory allocation failed") is reported as
+:class:`~ckptscan.errors.LimitExceededError` for that file (:func:`memory_reason`); the
+run goes on with the next file (see "the memory cap" below).
 """
 
 from __future__ import annotations
@@ -51,6 +57,200 @@ MAX_ZIP_EXPANSION = 100
 MAX_SMALL_MEMBER = 256 << 20
 #: Largest compressed member inflated to a temporary file.
 MAX_INFLATED = 64 << 30
+
+
+# --- the memory cap ------------------------------------------------------------------------
+#
+# RLIMIT_AS, not RLIMIT_DATA: it bounds every kind of mapping (brk, anonymous mmap,
+# thread stacks) on every Linux kernel and on the BSDs; the CLI worker's own address space
+# is ~150 MiB (Python, numpy, h5py), and ckptscan maps no file (tensor values are read with
+# preadv into block-sized buffers), so the cap measures what the process allocates.
+#
+# The soft limit is the cap; the hard limit is the cap plus MEMORY_RESERVE. When a memory
+# failure is seen (memory_exhausted(), called where errors are mapped), the soft limit is
+# raised to the hard one: closing the HDF5 file that holds the memory and printing the
+# error line must not fail for want of a few pages. Before the next file is opened
+# (memory_recover(), called by open_checkpoint) the memory is released (gc, malloc_trim)
+# and the soft limit goes back to the cap. Child processes (scan --jobs / fix --jobs
+# workers, fork or spawn) inherit both limits.
+
+#: Default address-space cap of the CLI process that reads the files (bytes). Reading a
+#: 2 GB checkpoint needs under 400 MiB of address space (see docs/fuzzing.md).
+DEFAULT_MAX_MEMORY = 2 << 30
+#: Address space kept above the cap for cleanup after a memory failure.
+MEMORY_RESERVE = 256 << 20
+#: The environment variable of ``--max-memory`` ("2G", "1536M", "0" = no cap).
+MEMORY_ENV = "CKPTSCAN_MAX_MEMORY"
+#: Smallest cap accepted (Python, numpy and h5py alone take ~150 MiB of address space).
+MIN_MAX_MEMORY = 256 << 20
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40,
+          "tib": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``"2G"``, ``"1.5GiB"``, ``"512M"``, ``"1073741824"`` (binary units); 0 = off.
+
+    Raises ``ValueError`` for anything else, or a cap below :data:`MIN_MAX_MEMORY`.
+
+    >>> parse_size("2G"), parse_size("512MiB"), parse_size("0")
+    (2147483648, 536870912, 0)
+    """
+    import re
+
+    if isinstance(text, int):
+        n = text
+    else:
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        unit = m.group(2).lower() if m else None
+        if m is None or unit not in _UNITS:
+            raise ValueError(f"not a size: {text!r} (examples: 2G, 1536M, 0 for no limit)")
+        n = int(float(m.group(1)) * _UNITS[unit])
+    if n < 0 or 0 < n < MIN_MAX_MEMORY:
+        raise ValueError(f"memory limit {text!r} is below the minimum of {format_size(MIN_MAX_MEMORY)} (0: no limit)")
+    return n
+
+
+def format_size(n: int) -> str:
+    """``2147483648`` → ``"2.0 GiB"``; ``1610612736`` → ``"1.5 GiB"``; ``805306368`` → ``"768 MiB"``."""
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+class _Memory:
+    cap: int | None = None
+    """The cap applied to this process (inherited state after fork), None: none."""
+    spent: bool = False
+    """The reserve was released after a memory failure (restored by memory_recover())."""
+
+
+_MEM = _Memory()
+
+
+def apply_memory_cap(limit: int | None = None) -> int | None:
+    """Cap this process's address space (and its future children's) at ``limit`` bytes.
+
+    ``None``: ``CKPTSCAN_MAX_MEMORY`` if set, else :data:`DEFAULT_MAX_MEMORY`; ``0``: no
+    cap. Sets ``RLIMIT_AS`` soft = ``limit``, hard = ``limit`` + :data:`MEMORY_RESERVE`
+    (never above an existing hard limit, so ``ulimit -v`` still wins) and exports
+    ``CKPTSCAN_MAX_MEMORY`` (bytes) to child processes. Returns the cap applied, or None
+    (no cap, or no ``resource.RLIMIT_AS`` on this platform). Raises ``ValueError`` for a
+    malformed ``CKPTSCAN_MAX_MEMORY``.
+    """
+    import os
+
+    if limit is None:
+        env = os.environ.get(MEMORY_ENV)
+        limit = parse_size(env) if env not in (None, "") else DEFAULT_MAX_MEMORY
+    if not limit:
+        os.environ[MEMORY_ENV] = "0"
+        _MEM.cap = None
+        return None
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    if not hasattr(resource, "RLIMIT_AS"):  # pragma: no cover
+        return None
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    want_hard = limit + MEMORY_RESERVE
+    if hard != resource.RLIM_INFINITY and hard < want_hard:
+        want_hard = hard
+        limit = min(limit, hard - MEMORY_RESERVE)
+        if limit < MIN_MAX_MEMORY:  # an outer `ulimit -v` already bounds us tighter: leave it
+            return None
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, want_hard))
+    except (ValueError, OSError):  # pragma: no cover - current usage above the limit
+        return None
+    _MEM.cap, _MEM.spent = limit, False
+    os.environ[MEMORY_ENV] = str(limit)
+    return limit
+
+
+def memory_cap() -> int | None:
+    """The address-space cap this process runs under (set here or inherited), or None."""
+    if _MEM.cap is not None:
+        return _MEM.cap
+    import os
+
+    env = os.environ.get(MEMORY_ENV, "")
+    if env.isdigit() and int(env):  # a spawned child of a capped process: check it holds
+        try:
+            import resource
+
+            if resource.getrlimit(resource.RLIMIT_AS)[0] <= int(env) + MEMORY_RESERVE:
+                _MEM.cap = int(env)
+        except (ImportError, AttributeError, ValueError, OSError):  # pragma: no cover
+            return None
+    return _MEM.cap
+
+
+def is_memory_failure(exc: BaseException) -> bool:
+    """True for ``MemoryError`` and libhdf5's "memory allocation failed" errors."""
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        return "memory allocation failed" in str(exc)
+    except MemoryError:  # pragma: no cover - not even the message fits
+        return True
+
+
+def memory_exhausted() -> None:
+    """A memory failure happened: release the reserve (soft limit up to the hard one) so
+    the file can be closed and reported. Cheap and safe to call more than once."""
+    if memory_cap() is None or _MEM.spent:
+        return
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+        _MEM.spent = True
+    except (ImportError, ValueError, OSError):  # pragma: no cover
+        pass
+
+
+def memory_recover() -> None:
+    """After a memory failure, once its file is closed: give the memory back and re-arm
+    the cap (no-op otherwise). Called before each file is opened."""
+    if not _MEM.spent:
+        return
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)  # glibc: return freed heap pages to the system
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (min(_MEM.cap, hard), hard))
+    except (ImportError, ValueError, OSError, TypeError):  # pragma: no cover
+        return
+    _MEM.spent = False
+
+
+def memory_reason(exc: BaseException | None = None) -> str:
+    """The reason reported for a file that hit the memory cap (or, uncapped, ran out).
+
+    ``exc`` from libhdf5 ("memory allocation failed") names the HDF5 metadata; a Python
+    ``MemoryError`` names reading in general.
+    """
+    hdf5 = exc is not None and not isinstance(exc, MemoryError)
+    cap = memory_cap()
+    if cap is None:
+        if hdf5:
+            return "corrupt HDF5 metadata made the HDF5 library run out of memory"
+        return "out of memory while reading; refusing this file"
+    where = "reading HDF5 metadata" if hdf5 else "reading"
+    return f"memory limit of {format_size(cap)} exceeded while {where} (--max-memory)"
 
 
 class _Deadline:

@@ -405,8 +405,11 @@ def scan_file(path: str, options: ScanOptions | None = None, progress: ProgressF
                 notes.append("no model config: names may be inferred and the impact has no graph (pass --config)")
     except CkptscanError as exc:
         return FileResult(path=path, status="error", reason=exc.reason, seconds=time.monotonic() - start)
-    except MemoryError:
-        return FileResult(path=path, status="error", reason="out of memory", seconds=time.monotonic() - start)
+    except MemoryError:  # past --max-memory outside a reader (the readers map their own)
+        from .limits import memory_exhausted, memory_reason
+
+        memory_exhausted()
+        return FileResult(path=path, status="error", reason=memory_reason(), seconds=time.monotonic() - start)
     return FileResult(
         path=path, status="scanned", format=fmt, keras_version=version, findings=tuple(findings), impact=imp,
         variables_scanned=counters["variables"], bytes_scanned=counters["bytes"],

@@ -115,9 +115,11 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
     ``.weights.h5`` or sharded set; archives that carry their own config ignore it.
     Raises :class:`~ckptscan.errors.CkptscanError` subclasses for unreadable input.
     """
+    from ..limits import memory_recover
     from .legacy import LegacyCheckpoint
     from .v3 import H5Part, V3Checkpoint
 
+    memory_recover()  # the previous file hit --max-memory: re-arm the cap now that it is closed
     if "://" in str(path):  # s3://, http(s)://, file://…: fsspec, optional extra (ckptscan.remote)
         from ..remote import open_any
         return open_any(str(path), config=config)

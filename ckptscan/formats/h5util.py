@@ -26,6 +26,8 @@ from ..limits import (
     MAX_GROUP_DEPTH,
     MAX_JSON_DEPTH,
     MAX_UNBACKED_BYTES,
+    memory_exhausted,
+    memory_reason,
 )
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -128,16 +130,19 @@ def _map_error(exc: Exception, path: str) -> CkptscanError | None:
     if isinstance(exc, RecursionError):
         return MalformedArchiveError(path, "structure nested too deeply")
     if isinstance(exc, MemoryError):
-        return LimitExceededError(path, "out of memory while reading; refusing this file")
+        memory_exhausted()  # the --max-memory cap: room to close the file and report it
+        return LimitExceededError(path, memory_reason())
     if isinstance(exc, (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError,
                         AttributeError, AssertionError, SystemError)):
         try:
             text = str(exc)
             if "memory allocation failed" in text:  # libhdf5 sized a buffer from corrupt metadata
-                return LimitExceededError(path, "corrupt HDF5 metadata made the HDF5 library run out of memory")
+                memory_exhausted()
+                return LimitExceededError(path, memory_reason(exc))
             return MalformedArchiveError(path, h5_reason(exc))
         except MemoryError:
-            return LimitExceededError(path, "corrupt HDF5 metadata made the HDF5 library run out of memory")
+            memory_exhausted()
+            return LimitExceededError(path, memory_reason(exc))
     return None
 
 

@@ -18,7 +18,7 @@ import h5py
 
 from .. import naming
 from ..errors import FileTimeoutError, MalformedArchiveError
-from ..limits import expired
+from ..limits import expired, is_memory_failure
 from .base import Checkpoint, LayerInfo, Variable, itemsize
 from .h5util import (
     Attrs,
@@ -112,8 +112,8 @@ class V3Checkpoint(Checkpoint):
         try:
             objects, names = self._collect_fast()
         except Exception as exc:  # anything unusual: the exact walk decides (and words the refusal)
-            if isinstance(exc, FileTimeoutError):
-                raise
+            if isinstance(exc, FileTimeoutError) or is_memory_failure(exc):
+                raise  # out of memory: no second walk of the same file (translate_errors reports it)
             late = expired()
             if late is not None:
                 raise late from exc

@@ -73,6 +73,11 @@ def fix_file(path: str, req: FixRequest = FixRequest()) -> FileFix:
         return FileFix(path, "failed", reason=exc.reason)
     except OSError as exc:
         return FileFix(path, "failed", reason=f"{exc.strerror or exc}")
+    except MemoryError:  # past --max-memory outside a reader (the readers map their own)
+        from ..limits import memory_exhausted, memory_reason
+
+        memory_exhausted()
+        return FileFix(path, "failed", reason=memory_reason())
 
 
 def _fix_file(path: str, req: FixRequest) -> FileFix:
