@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from ..report import Severity
-from ..stats import TensorStats
+from ..stats import TensorStats, ValueCounts
 
 #: The largest finite float16 value.
 FLOAT16_MAX = 65504.0
@@ -161,7 +161,9 @@ class TensorContext:
 
     var: object
     """The :class:`~ckptscan.formats.Variable`."""
-    stats: TensorStats
+    stats: TensorStats | ValueCounts
+    """What the scan measured: :class:`~ckptscan.stats.ValueCounts` (NaN/±Inf counts and
+    where they are; the scan engine computes only these) or full statistics."""
     in_bn_group: bool
     """True for gamma/beta/moving_* of a BatchNormalization layer (the BN rules own them)."""
     thresholds: Thresholds
@@ -175,7 +177,8 @@ class BNLayer:
     layer_class: str | None
     values: dict[str, np.ndarray]
     """Variable name (``gamma``, ``beta``, ``moving_mean``, ``moving_variance``) → float32 vector."""
-    stats: dict[str, TensorStats]
+    stats: dict[str, TensorStats | ValueCounts]
+    """Per vector: NaN/±Inf counts (and, for ``moving_variance``, negatives)."""
     dtypes: dict[str, str]
     epsilon: float
     epsilon_known: bool
@@ -232,7 +235,7 @@ def where(indices: Iterable[int], count: int, one_dimensional: bool, limit: int 
     return f"{noun if count == 1 else plural} [{text}]"
 
 
-def breakdown(s: TensorStats) -> str:
+def breakdown(s: TensorStats | ValueCounts) -> str:
     """``2 NaN, 1 +Inf`` (only the non-zero parts)."""
     parts = [(s.n_nan, "NaN"), (s.n_posinf, "+Inf"), (s.n_neginf, "-Inf")]
     return ", ".join(f"{n} {label}" for n, label in parts if n)
