@@ -101,6 +101,10 @@ class RangeReader(SeekableReader):
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cached = 0
         self._pos = 0
+        # A backend without its own ranged cat_file (HfFileSystem…) inherits fsspec's, which
+        # opens a buffered file: with its default read-ahead cache every small read would
+        # fetch a 5 MB block. cache_type="none" makes each read exactly one ranged request.
+        self._cat_kw = {"cache_type": "none"} if _generic_cat_file(fs) else {}
 
     # --- io protocol (seek/tell from SeekableReader) -------------------------------
     def readinto(self, b) -> int:
@@ -122,7 +126,7 @@ class RangeReader(SeekableReader):
 
     # --- ranged reads ------------------------------------------------------------
     def _fetch(self, start: int, end: int) -> bytes:
-        data = _call(self.where, self.fs.cat_file, self.path, start=start, end=end)
+        data = _call(self.where, self.fs.cat_file, self.path, start=start, end=end, **self._cat_kw)
         for st in (self.stats, self.total):
             if st is not None:
                 st.requests += 1
@@ -204,6 +208,23 @@ class WindowReader(SeekableReader):
         if not self.closed and self._own:
             self.reader.close()
         super().close()
+
+
+def _generic_cat_file(fs) -> bool:
+    """True when ``fs`` reads ranges through fsspec's generic ``open``-based ``cat_file``."""
+    try:
+        from fsspec.spec import AbstractFileSystem
+    except ImportError:  # pragma: no cover - fsspec is the remote extra
+        return False
+    return getattr(type(fs), "cat_file", None) is AbstractFileSystem.cat_file and not _is_local(fs)
+
+
+def _is_local(fs) -> bool:
+    try:
+        from fsspec.implementations.local import LocalFileSystem
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(fs, LocalFileSystem)
 
 
 def _call(where: str, fn, *args, **kwargs):

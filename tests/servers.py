@@ -183,8 +183,12 @@ class GcsEmulator:
         self.server.start()
         wait_port(self.port, what="gcp-storage-emulator")
         self.url = f"http://127.0.0.1:{self.port}"
-        # gcsfs reads STORAGE_EMULATOR_HOST; FSSPEC_GS_TOKEN=anon: the emulator takes no credentials
-        self.env = {"STORAGE_EMULATOR_HOST": self.url, "FSSPEC_GS_TOKEN": "anon", "GOOGLE_CLOUD_PROJECT": "test"}
+        # gcsfs reads STORAGE_EMULATOR_HOST; FSSPEC_GS_TOKEN=anon: the emulator takes no credentials.
+        # GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false (read when gcsfs is imported): gcsfs's default
+        # class asks the gRPC storage-control API for the bucket type, which the emulator lacks
+        # (60 s of retries per bucket, then it falls back to the JSON API anyway).
+        self.env = {"STORAGE_EMULATOR_HOST": self.url, "FSSPEC_GS_TOKEN": "anon", "GOOGLE_CLOUD_PROJECT": "test",
+                    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
 
     def close(self) -> None:
         self.server.stop()
@@ -196,7 +200,7 @@ def azurite_binary() -> str | None:
 
 
 class Azurite:
-    """Azurite's blob service in memory on 127.0.0.1; :attr:`env` holds its connection string."""
+    """Azurite's blob service on 127.0.0.1, data in ``workdir``; :attr:`env` holds its connection string."""
 
     def __init__(self, workdir: Path):
         binary = azurite_binary()
@@ -209,7 +213,7 @@ class Azurite:
         if os.path.basename(binary) == "azurite":
             args += ["--queuePort", str(free_port()), "--tablePort", str(free_port())]
         args += ["--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(workdir),
-                 "--inMemoryPersistence", "--skipApiVersionCheck", "--silent", "--loose"]
+                 "--skipApiVersionCheck", "--silent", "--loose"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, cwd=workdir)
         try:
@@ -239,6 +243,7 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
     """
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
     hub: "HfHub"
 
     def log_message(self, *args):  # quiet
@@ -388,6 +393,7 @@ class HfHub:
         handler = type("Handler", (_HubHandler,), {"hub": self})
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
+        self.httpd.block_on_close = False  # idle keep-alive connections of a client pool
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.env = {"HF_ENDPOINT": self.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
