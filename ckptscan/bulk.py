@@ -1,7 +1,8 @@
-"""Bulk scans: many files on a process pool or a dask cluster, JSON Lines, content-hash cache.
+"""Running a scan over many files: in process, on a process pool or a dask cluster; content-hash cache.
 
-Behind ``ckptscan scan --jobs N``, ``--executor dask://HOST:PORT``, ``--format jsonl``
-and ``--cache DIR``. The per-file work is :func:`ckptscan.scan.scan_file`, run by
+:func:`run_scan` is behind every ``ckptscan scan``: ``--jobs 1`` (the default) scans in
+this process, ``--jobs N`` / ``--executor dask://HOST:PORT`` run the per-file work
+(:func:`ckptscan.scan.scan_file`, through ``--cache DIR`` when given) with
 :func:`ckptscan.executor.run_many`; the report lists the files in discovery order
 whatever order they finished in, so ``--jobs 2`` prints what ``--jobs 1`` prints.
 With ``--format jsonl`` each file's record is written (and flushed) the moment it is
@@ -21,10 +22,9 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from . import __version__
 from .report import FileResult, Report
@@ -168,8 +168,11 @@ def cache_put(cache_dir: str, key: str, result: FileResult) -> None:
 
 
 # --- the per-file work -----------------------------------------------------------------------
-def scan_job(job: ScanJob) -> JobResult:
-    """Scan one file, through the cache when one is given (runs in worker processes)."""
+def scan_job(job: ScanJob, progress: Callable[..., None] | None = None) -> JobResult:
+    """Scan one file, through the cache when one is given (runs in worker processes).
+
+    ``progress`` receives :func:`ckptscan.scan.scan_file`'s byte events (in process only).
+    """
     from .scan import scan_file
 
     key = None
@@ -179,7 +182,7 @@ def scan_job(job: ScanJob) -> JobResult:
             hit = cache_get(job.cache_dir, key, job.path)
             if hit is not None:
                 return JobResult(hit, cached=True)
-    result = scan_file(job.path, job.options)
+    result = scan_file(job.path, job.options, progress)
     if key is not None and result.status == "scanned":
         try:
             cache_put(job.cache_dir, key, result)
@@ -196,30 +199,58 @@ class BulkStats:
     cache_hits: int = 0
 
 
-def run_scan(
-    cands: Sequence, options: object, jobs: int = 1, executor: str | None = None, cache_dir: str | None = None,
-    on_result: Callable[[FileResult], None] | None = None, progress: Callable[..., None] | None = None,
-    stats: BulkStats | None = None,
-) -> Report:
-    """Scan candidates (from :func:`ckptscan.scan.discover`) with :func:`run_many`.
+def _in_process(jobs: int, executor: object) -> bool:
+    return jobs == 1 and executor in (None, "", "local", "process")
 
-    ``on_result`` is called with each :class:`FileResult` as soon as it exists
-    (skipped candidates first); the returned report is in candidate order.
+
+def warm_up() -> None:
+    """Pool workers: import what scanning the first file imports, while the parent still discovers."""
+    from .formats import legacy, v3  # noqa: F401 - imported by open_checkpoint on first use
+    from .patch import safety  # noqa: F401 - journal recovery check in open_checkpoint
+
+
+def run_scan(
+    cands: Sequence | Callable[[], Sequence], options: object, jobs: int = 1, executor: str | None = None,
+    cache_dir: str | None = None, on_result: Callable[[FileResult], None] | None = None,
+    progress: Callable[..., None] | None = None, stats: BulkStats | None = None,
+) -> Report:
+    """Scan candidates (from :func:`ckptscan.scan.discover`): in this process or with :func:`run_many`.
+
+    ``cands`` may be a function returning them: a local pool's workers then start (and
+    warm up) while it runs, e.g. ``lambda: discover(paths)``. ``jobs == 1`` without an
+    executor scans in this process, in order, with no pool (``progress`` then gets a
+    ``file`` event before each file and its byte events); otherwise ``progress`` gets a
+    ``file`` event as each file finishes. ``on_result`` is called with each
+    :class:`FileResult` as soon as it exists (skipped candidates first); the returned
+    report is in candidate order.
     """
-    from .executor import run_many
+    from .executor import _call, run_many
 
     stats = stats if stats is not None else BulkStats()
-    slots: list[FileResult | None] = [None] * len(cands)
+    slots: list[FileResult | None] = []
     todo: list[tuple[int, ScanJob]] = []
-    for i, c in enumerate(cands):
-        if c.skip_reason is not None:
-            slots[i] = FileResult(path=c.path, status="skipped", reason=c.skip_reason)
-            if on_result:
-                on_result(slots[i])
-        else:
-            todo.append((i, ScanJob(c.path, options, cache_dir)))
+
+    def to_scan() -> Iterator[ScanJob]:
+        for c in cands() if callable(cands) else cands:
+            slots.append(None)
+            if c.skip_reason is not None:
+                slots[-1] = FileResult(path=c.path, status="skipped", reason=c.skip_reason)
+                if on_result:
+                    on_result(slots[-1])
+            else:
+                todo.append((len(slots) - 1, ScanJob(c.path, options, cache_dir)))
+        for k, (_, job) in enumerate(todo):
+            if progress and serial:
+                progress("file", index=k + 1, total=len(todo), path=job.path)
+            yield job
+
+    serial = _in_process(jobs, executor)
+    if serial:
+        outcomes = (_call(lambda j: scan_job(j, progress), k, job) for k, job in enumerate(to_scan()))
+    else:
+        outcomes = run_many(scan_job, to_scan(), jobs=jobs, executor=executor, warm_up=warm_up)
     done = 0
-    for out in run_many(scan_job, [j for _, j in todo], jobs=jobs, executor=executor):
+    for out in outcomes:
         slot, job = todo[out.index]
         if out.ok:
             fr = out.value.result
@@ -229,65 +260,8 @@ def run_scan(
         slots[slot] = fr
         done += 1
         stats.files += 1
-        if progress:
+        if progress and not serial:
             progress("file", index=done, total=len(todo), path=fr.path)
         if on_result:
             on_result(fr)
     return Report(files=tuple(slots))
-
-
-def run_cli_scan(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
-                 executor: str | None, cache_dir: str | None, progress=None) -> int:
-    """``ckptscan scan`` for bulk runs: stream JSON Lines or render at the end; returns the exit code."""
-    from .errors import CkptscanError
-    from .jsonl import render_jsonl
-
-    out = None
-    if fmt == "jsonl":
-        try:
-            out = open(output, "w", encoding="utf-8") if output else sys.stdout
-        except OSError as exc:
-            sys.stderr.write(f"ckptscan: error: {output}: cannot write report ({exc.strerror or exc})\n")
-            return 4
-
-    def emit(fr: FileResult) -> None:
-        if fr.status == "error":
-            sys.stderr.write(f"ckptscan: error: {fr.path}: {fr.reason}\n")
-        if out is not None:
-            out.write(render_jsonl(fr))
-            out.flush()
-
-    stats = BulkStats()
-    try:
-        report = run_scan(cands, options, jobs=jobs, executor=executor, cache_dir=cache_dir,
-                          on_result=emit, progress=progress, stats=stats)
-    except CkptscanError as exc:  # the executor itself is unusable
-        sys.stderr.write(f"ckptscan: error: {exc}\n")
-        return 4
-    finally:
-        if out is not None and out is not sys.stdout:
-            out.close()
-        if progress is not None and hasattr(progress, "close"):
-            progress.close()
-    if fmt != "jsonl":
-        from .render import OutputFormat
-
-        text = OutputFormat(fmt).renderer()(report, fail_on=fail_on)
-        if output:
-            try:
-                with open(output, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-            except OSError as exc:
-                sys.stderr.write(f"ckptscan: error: {output}: cannot write report ({exc.strerror or exc})\n")
-                return 4
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-    code = report.exit_code(fail_on)
-    verdict = report.verdict()
-    if code == 3:
-        verdict += " (nothing scannable found)"
-    if cache_dir:
-        sys.stderr.write(f"ckptscan: cache: {stats.cache_hits} of {stats.files} files unchanged (not read again)\n")
-    sys.stderr.write(verdict + "\n")
-    return code

@@ -1,8 +1,9 @@
 """CLI commands ``scan``, ``rules`` and ``explain`` (registered on :data:`ckptscan.cli.app`).
 
-Thin: parse, call :func:`ckptscan.scan.scan_candidates`, render, exit with
-:meth:`ckptscan.report.Report.exit_code`. The report goes to stdout (or ``--output``,
-written at the end); everything else (progress bar, one-line errors, the verdict) goes
+Thin: parse, call :func:`ckptscan.bulk.run_scan` (in process for ``--jobs 1``, else a
+pool or dask), render, exit with :meth:`ckptscan.report.Report.exit_code`. The report
+goes to stdout (or ``--output``, written at the end; ``--format jsonl`` writes each
+file's line as it finishes); everything else (progress bar, one-line errors, the verdict) goes
 to stderr, so ``--format json`` leaves stdout holding the JSON document only.
 """
 
@@ -119,15 +120,14 @@ def scan(
     config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of bare .weights.h5 files.")] = None,
     settings_file: Annotated[Optional[str], typer.Option("--settings", help="Settings file (default: nearest .ckptscan.toml or pyproject.toml [tool.ckptscan]).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Give up on a file after this many seconds (0: no limit).")] = 300.0,
-    # --- bulk runs (ckptscan.bulk) ---
+    # --- many files (ckptscan.bulk) ---
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).")] = 1,
     executor: Annotated[Optional[str], typer.Option("--executor", help="Run the per-file work on dask://HOST:PORT (pip install 'ckptscan[dask]').")] = None,
     cache: Annotated[Optional[str], typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
 ) -> None:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
     from .errors import CkptscanError
-    from .render import OutputFormat
-    from .scan import discover, make_options, scan_candidates
+    from .scan import discover, make_options
     from .settings import load_settings
 
     try:
@@ -140,33 +140,80 @@ def scan(
     except ValueError as exc:
         _usage(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
-    bar = ProgressBar()
-    if jobs != 1 or executor or cache or fmt is Format.JSONL:  # bulk runs: ckptscan.bulk
-        from .bulk import run_cli_scan
+    _finish(_run(lambda: discover(_uris(paths)), options, fmt.value, output, level, jobs, executor, cache))
 
-        _finish(run_cli_scan(discover(_uris(paths)), options, fmt.value, output, level, jobs, executor, cache, bar))
+
+def _open_report(output: str | None):
+    """``output`` opened for writing (stdout without one); None, after the error line, if it cannot be."""
+    if not output:
+        return sys.stdout
     try:
-        report = scan_candidates(discover(_uris(paths)), options, bar)
+        return open(output, "w", encoding="utf-8")
+    except OSError as exc:
+        sys.stderr.write(f"ckptscan: error: {output}: cannot write report ({exc.strerror or exc})\n")
+        return None
+
+
+def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
+         executor: str | None, cache_dir: str | None) -> int:
+    """Scan (:func:`ckptscan.bulk.run_scan`), render, print the verdict; the exit code.
+
+    ``cands`` is a function (discovery): with ``--jobs N`` the pool starts while it runs.
+
+    ``jsonl`` writes each file's record (flushed) the moment it is ready; the other
+    formats render the whole report at the end. One-line errors go to stderr as the
+    files finish.
+    """
+    from .bulk import BulkStats, run_scan
+    from .executor import ExecutorError
+
+    out = None
+    if fmt == "jsonl":
+        from .jsonl import render_jsonl
+
+        out = _open_report(output)
+        if out is None:
+            return EXIT_USAGE
+    bar = ProgressBar()
+
+    def emit(fr) -> None:
+        if fr.status == "error":
+            bar.close()
+            sys.stderr.write(f"ckptscan: error: {fr.path}: {fr.reason}\n")
+        if out is not None:
+            out.write(render_jsonl(fr))
+            out.flush()
+
+    stats = BulkStats()
+    try:
+        report = run_scan(cands, options, jobs=jobs, executor=executor, cache_dir=cache_dir,
+                          on_result=emit, progress=bar, stats=stats)
+    except ExecutorError as exc:  # the executor itself is unusable
+        sys.stderr.write(f"ckptscan: error: {exc}\n")
+        return EXIT_USAGE
     finally:
+        if out is not None and out is not sys.stdout:
+            out.close()
         bar.close()
-    for fr in report.files_with("error"):
-        sys.stderr.write(f"ckptscan: error: {fr.path}: {fr.reason}\n")
-    text = OutputFormat(fmt.value).renderer()(report, fail_on=level)
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            _usage(f"{output}: cannot write report ({exc.strerror or exc})")
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    code = report.exit_code(level)
+    if fmt != "jsonl":
+        from .render import OutputFormat
+
+        text = OutputFormat(fmt).renderer()(report, fail_on=fail_on)
+        fh = _open_report(output)
+        if fh is None:
+            return EXIT_USAGE
+        fh.write(text)
+        fh.flush()
+        if fh is not sys.stdout:
+            fh.close()
+    code = report.exit_code(fail_on)
     verdict = report.verdict()
     if code == 3:
         verdict += " (nothing scannable found)"
+    if cache_dir:
+        sys.stderr.write(f"ckptscan: cache: {stats.cache_hits} of {stats.files} files unchanged (not read again)\n")
     sys.stderr.write(verdict + "\n")
-    _finish(code)
+    return code
 
 
 @app.command()

@@ -69,6 +69,20 @@ def _call_batch(fn: Callable[[Any], Any], batch: list[tuple[int, Any]]) -> list[
     return [_call(fn, i, item) for i, item in batch]
 
 
+def _init_worker(warm_up: Callable[[], Any] | None) -> None:
+    """Pool-worker initializer: :func:`ignore_sigint`, then ``warm_up`` (its failure only means a colder worker)."""
+    ignore_sigint()
+    if warm_up is not None:
+        try:
+            warm_up()
+        except Exception:  # noqa: BLE001 - the items still run (and report their own errors)
+            pass
+
+
+def _noop() -> None:
+    """Submitted first to start a pool's workers before any item exists."""
+
+
 #: Items sent to a pool worker per task once a run is long. Small checkpoints take a
 #: few milliseconds each, about what one round trip through the pool costs, so after
 #: the first ``POOL_RAMP`` single-item tasks (quick first results, even load on short
@@ -112,11 +126,15 @@ def run_many(
     jobs: int = 1,
     executor: str | Executor | Any | None = None,
     ordered: bool = False,
+    warm_up: Callable[[], Any] | None = None,
 ) -> Iterator[Outcome]:
     """Yield one :class:`Outcome` per item of ``items``, as each finishes.
 
     ``ordered=True`` yields in input order (holding back results that finish early).
     ``jobs`` is the number of worker processes for the local pool (``0``: one per CPU).
+    ``warm_up`` (local pool only; module level, no arguments) runs once per worker as
+    soon as the pool starts, before ``items`` is first read: with a lazy ``items`` the
+    workers import and prepare while this process still produces the items.
     """
     if jobs < 0:
         raise ValueError("jobs must be >= 0")
@@ -137,7 +155,7 @@ def run_many(
         for i, item in enumerate(items):
             yield _call(fn, i, item)
         return
-    yield from _run_pool(fn, items, jobs, ordered)
+    yield from _run_pool(fn, items, jobs, ordered, warm_up)
 
 
 def _reorder(outcomes: Iterator[Outcome], ordered: bool) -> Iterator[Outcome]:
@@ -178,7 +196,7 @@ def _run_futures(fn, items, pool: Executor, ordered: bool, window: int) -> Itera
     yield from _reorder(gen(), ordered)
 
 
-def _run_pool(fn, items, jobs: int, ordered: bool) -> Iterator[Outcome]:
+def _run_pool(fn, items, jobs: int, ordered: bool, warm_up: Callable[[], Any] | None = None) -> Iterator[Outcome]:
     """A local process pool; a worker that dies (segfault, OOM kill) fails only its item.
 
     When the pool breaks every in-flight item fails with it; those items are retried
@@ -188,12 +206,17 @@ def _run_pool(fn, items, jobs: int, ordered: bool) -> Iterator[Outcome]:
 
     def gen() -> Iterator[Outcome]:
         window = jobs * 4
-        queue = enumerate(items)
+        queue = None
         submitted = [0]
         while True:
             suspects: list[tuple[int, Any]] = []
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), initializer=ignore_sigint) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), initializer=_init_worker,
+                                     initargs=(warm_up,)) as pool:
                 inflight: dict = {}
+                if queue is None:  # the workers start (and warm up) before the first item is read
+                    if warm_up is not None:
+                        pool.submit(_noop)
+                    queue = enumerate(items)
 
                 def fill():
                     while len(inflight) < window:
