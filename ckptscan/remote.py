@@ -216,6 +216,8 @@ def _generic_cat_file(fs) -> bool:
         from fsspec.spec import AbstractFileSystem
     except ImportError:  # pragma: no cover - fsspec is the remote extra
         return False
+    if getattr(fs, "async_impl", False):  # async backends (HTTP, S3, GCS, Azure) have a ranged _cat_file
+        return False
     return getattr(type(fs), "cat_file", None) is AbstractFileSystem.cat_file and not _is_local(fs)
 
 

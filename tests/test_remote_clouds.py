@@ -38,7 +38,6 @@ WEIGHTS = "k3/seed_broken.weights.h5"
 CONFIG = K3 / "seed.config.json"
 FILES = (KERAS, WEIGHTS)
 
-pytestmark = pytest.mark.skipif(not (K3 / "seed_broken.keras").exists(), reason="fixtures not generated")
 
 
 def _installed(mod: str) -> bool:
@@ -317,3 +316,14 @@ def test_hf_missing_file_and_repo(hub):
     assert str(exc.value) == "hf://ckptscan/fixtures/k3/nope.keras: no such file or directory"
     with pytest.raises(CkptscanError):
         open_remote("hf://ckptscan/other/k3/seed.keras")
+
+
+# --- a missing server -------------------------------------------------------------------------------
+def test_missing_server_skips_locally_and_fails_on_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="azurite not installed"):
+        need(False, "azurite")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"azurite is missing on CI \(.ci/run installs it\)"):
+        need(False, "azurite")
+    need(True, "azurite")  # present: nothing happens
