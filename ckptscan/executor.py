@@ -18,7 +18,7 @@ The function and the items must be picklable for anything but ``jobs == 1``
 
 from __future__ import annotations
 
-import itertools
+import collections
 import multiprocessing
 import os
 import traceback
@@ -86,7 +86,8 @@ def _noop() -> None:
 #: Items sent to a pool worker per task once a run is long. Small checkpoints take a
 #: few milliseconds each, about what one round trip through the pool costs, so after
 #: the first ``POOL_RAMP`` single-item tasks (quick first results, even load on short
-#: runs) they travel in batches.
+#: runs) they travel in batches, which shrink again over the last items (the pool
+#: reads ``4 * jobs * POOL_BATCH`` items ahead to see the end coming).
 POOL_BATCH = 8
 POOL_RAMP = 64
 
@@ -208,6 +209,21 @@ def _run_pool(fn, items, jobs: int, ordered: bool, warm_up: Callable[[], Any] | 
         window = jobs * 4
         queue = None
         submitted = [0]
+        ahead: collections.deque = collections.deque()  # items read but not yet submitted
+        ended = [False]
+
+        def take(size: int) -> list[tuple[int, Any]]:
+            """The next ``size`` items; smaller batches once the end is in sight (no worker idles long)."""
+            while not ended[0] and len(ahead) < window * POOL_BATCH:
+                nxt = next(queue, None)
+                if nxt is None:
+                    ended[0] = True
+                else:
+                    ahead.append(nxt)
+            if ended[0]:
+                size = min(size, max(1, -(-len(ahead) // (2 * jobs))))
+            return [ahead.popleft() for _ in range(min(size, len(ahead)))]
+
         while True:
             suspects: list[tuple[int, Any]] = []
             with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), initializer=_init_worker,
@@ -221,7 +237,7 @@ def _run_pool(fn, items, jobs: int, ordered: bool, warm_up: Callable[[], Any] | 
                 def fill():
                     while len(inflight) < window:
                         submitted[0] += 1
-                        batch = list(itertools.islice(queue, 1 if submitted[0] <= POOL_RAMP else POOL_BATCH))
+                        batch = take(1 if submitted[0] <= POOL_RAMP else POOL_BATCH)
                         if not batch:
                             return
                         inflight[pool.submit(_call_batch, fn, batch)] = batch

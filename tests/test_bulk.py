@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import multiprocessing
 import os
 from pathlib import Path
 
+from ckptscan import executor
 from ckptscan.bulk import run_scan
 from ckptscan.executor import run_many
 from ckptscan.report import FileResult
@@ -114,3 +116,29 @@ def test_cli_jobs1_and_jobs2_print_the_same_errors_and_verdict(tmp_path):
     assert one.stderr.splitlines()[-1] == two.stderr.splitlines()[-1] == "ckptscan: 1 file scanned, 2 files unreadable: no findings"
     assert any(line.startswith(f"ckptscan: error: {bad}: corrupt zip archive") for line in one.stderr.splitlines())
     assert f"ckptscan: error: {tmp_path / 'missing.keras'}: no such file or directory" in one.stderr.splitlines()
+
+
+def _recording_call_batch(fn, batch):
+    with open(os.environ["CKPTSCAN_TEST_BATCHES"], "a") as fh:
+        fh.write(f"{batch[0][0]} {len(batch)}\n")
+    return [executor._call(fn, i, item) for i, item in batch]
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def test_pool_batches_ramp_then_shrink_at_the_end(tmp_path, monkeypatch):
+    log = tmp_path / "batches"
+    monkeypatch.setenv("CKPTSCAN_TEST_BATCHES", str(log))
+    monkeypatch.setattr(executor, "_call_batch", _recording_call_batch)
+    monkeypatch.setenv("CKPTSCAN_MP_START", "fork")  # the workers see the recording batch runner
+    n = executor.POOL_RAMP + 12 * executor.POOL_BATCH + 5
+    outs = list(run_many(_double, iter(range(n)), jobs=2, ordered=True))
+    assert [o.value for o in outs] == [2 * i for i in range(n)]
+    batches = sorted(tuple(map(int, line.split())) for line in log.read_text().splitlines())
+    sizes = [size for _, size in batches]
+    assert sum(sizes) == n and [start for start, _ in batches] == list(itertools.accumulate([0] + sizes[:-1]))
+    assert sizes[:executor.POOL_RAMP] == [1] * executor.POOL_RAMP
+    assert executor.POOL_BATCH in sizes
+    assert sizes[-1] == 1 and sizes[-2] == 1 and max(sizes[-4:]) < executor.POOL_BATCH  # no long last task
