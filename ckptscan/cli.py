@@ -51,7 +51,7 @@ def _root(
     ] = None,
     max_memory: Annotated[
         Optional[str], typer.Option("--max-memory", envvar="CKPTSCAN_MAX_MEMORY", metavar="SIZE",
-                                    help="Address-space cap of the process reading the files, e.g. 2G, 1536M "
+                                    help="Memory cap of the process reading the files, e.g. 2G, 1536M "
                                     "(0: no cap; default 2G). A file that needs more fails with exit 2.")
     ] = None,
 ) -> None:

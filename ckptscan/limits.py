@@ -14,8 +14,8 @@ Memory: every reader refuses, before allocating, any structure whose declared si
 exceeds the constants below, and reads tensor values block by block
 (:meth:`ckptscan.formats.base.Checkpoint.iter_blocks`). What ckptscan cannot size in
 advance is what libhdf5 allocates while decoding corrupt metadata (a fuzzed file made it
-grow without end inside one C call). The CLI therefore runs under an address-space cap
-(:func:`apply_memory_cap`, ``RLIMIT_AS``; ``--max-memory`` / ``CKPTSCAN_MAX_MEMORY``,
+grow without end inside one C call). The CLI therefore runs under a memory cap
+(:func:`apply_memory_cap`, ``RLIMIT_DATA`` on Linux; ``--max-memory`` / ``CKPTSCAN_MAX_MEMORY``,
 default :data:`DEFAULT_MAX_MEMORY`): an allocation past it fails, and the failure
 (``MemoryError``, or libhdf5's "memory allocation failed") is reported as
 :class:`~ckptscan.errors.LimitExceededError` for that file (:func:`memory_reason`); the
@@ -61,10 +61,14 @@ MAX_INFLATED = 64 << 30
 
 # --- the memory cap ------------------------------------------------------------------------
 #
-# RLIMIT_AS, not RLIMIT_DATA: it bounds every kind of mapping (brk, anonymous mmap,
-# thread stacks) on every Linux kernel and on the BSDs; the CLI worker's own address space
-# is ~150 MiB (Python, numpy, h5py), and ckptscan maps no file (tensor values are read with
-# preadv into block-sized buffers), so the cap measures what the process allocates.
+# Linux: RLIMIT_DATA, which since kernel 4.7 bounds the heap *and* every private writable
+# mapping (anonymous mmap, thread stacks): all the memory a process can fill. Not RLIMIT_AS:
+# that also counts address space reserved but never usable (glibc reserves 64 MiB per
+# thread arena, PROT_NONE): 16 threads add 1.1 GiB of address space but 130 MiB of data
+# (measured), so an address-space cap could refuse a healthy run with a thread pool.
+# Elsewhere RLIMIT_AS, where the platform enforces it. ckptscan maps no file (tensor values
+# are read with preadv into block-sized buffers); Python, numpy and h5py take ~95 MiB of
+# data (~150 MiB of address space) before the first file.
 #
 # The soft limit is the cap; the hard limit is the cap plus MEMORY_RESERVE. When a memory
 # failure is seen (memory_exhausted(), called where errors are mapped), the soft limit is
@@ -74,14 +78,14 @@ MAX_INFLATED = 64 << 30
 # and the soft limit goes back to the cap. Child processes (scan --jobs / fix --jobs
 # workers, fork or spawn) inherit both limits.
 
-#: Default address-space cap of the CLI process that reads the files (bytes). Reading a
-#: 2 GB checkpoint needs under 400 MiB of address space (see docs/fuzzing.md).
+#: Default memory cap of the CLI process that reads the files (bytes). Scanning a 2 GB
+#: checkpoint runs under a 256 MiB cap (see docs/fuzzing.md).
 DEFAULT_MAX_MEMORY = 2 << 30
-#: Address space kept above the cap for cleanup after a memory failure.
+#: Memory kept above the cap for cleanup after a memory failure.
 MEMORY_RESERVE = 256 << 20
 #: The environment variable of ``--max-memory`` ("2G", "1536M", "0" = no cap).
 MEMORY_ENV = "CKPTSCAN_MAX_MEMORY"
-#: Smallest cap accepted (Python, numpy and h5py alone take ~150 MiB of address space).
+#: Smallest cap accepted (Python, numpy and h5py alone take ~95 MiB).
 MIN_MAX_MEMORY = 256 << 20
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
@@ -129,15 +133,28 @@ class _Memory:
 _MEM = _Memory()
 
 
+def _rlimit() -> int | None:
+    """The resource limit used for the cap (see "the memory cap"), None where absent."""
+    import sys
+
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    if sys.platform.startswith("linux") and hasattr(resource, "RLIMIT_DATA"):
+        return resource.RLIMIT_DATA
+    return getattr(resource, "RLIMIT_AS", None)
+
+
 def apply_memory_cap(limit: int | None = None) -> int | None:
-    """Cap this process's address space (and its future children's) at ``limit`` bytes.
+    """Cap the memory of this process (and of its future children) at ``limit`` bytes.
 
     ``None``: ``CKPTSCAN_MAX_MEMORY`` if set, else :data:`DEFAULT_MAX_MEMORY`; ``0``: no
-    cap. Sets ``RLIMIT_AS`` soft = ``limit``, hard = ``limit`` + :data:`MEMORY_RESERVE`
-    (never above an existing hard limit, so ``ulimit -v`` still wins) and exports
-    ``CKPTSCAN_MAX_MEMORY`` (bytes) to child processes. Returns the cap applied, or None
-    (no cap, or no ``resource.RLIMIT_AS`` on this platform). Raises ``ValueError`` for a
-    malformed ``CKPTSCAN_MAX_MEMORY``.
+    cap. Sets the limit (``RLIMIT_DATA`` on Linux, else ``RLIMIT_AS``) to soft =
+    ``limit``, hard = ``limit`` + :data:`MEMORY_RESERVE` (never above an existing hard
+    limit, so ``ulimit -d`` still wins) and exports ``CKPTSCAN_MAX_MEMORY`` (bytes) to
+    child processes. Returns the cap applied, or None (no cap, or no such limit on this
+    platform). Raises ``ValueError`` for a malformed ``CKPTSCAN_MAX_MEMORY``.
     """
     import os
 
@@ -148,13 +165,12 @@ def apply_memory_cap(limit: int | None = None) -> int | None:
         os.environ[MEMORY_ENV] = "0"
         _MEM.cap = None
         return None
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
+    which = _rlimit()
+    if which is None:  # pragma: no cover - Windows
         return None
-    if not hasattr(resource, "RLIMIT_AS"):  # pragma: no cover
-        return None
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    import resource
+
+    _, hard = resource.getrlimit(which)
     want_hard = limit + MEMORY_RESERVE
     if hard != resource.RLIM_INFINITY and hard < want_hard:
         want_hard = hard
@@ -162,7 +178,7 @@ def apply_memory_cap(limit: int | None = None) -> int | None:
         if limit < MIN_MAX_MEMORY:  # an outer `ulimit -v` already bounds us tighter: leave it
             return None
     try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, want_hard))
+        resource.setrlimit(which, (limit, want_hard))
     except (ValueError, OSError):  # pragma: no cover - current usage above the limit
         return None
     _MEM.cap, _MEM.spent = limit, False
@@ -181,9 +197,9 @@ def memory_cap() -> int | None:
         try:
             import resource
 
-            if resource.getrlimit(resource.RLIMIT_AS)[0] <= int(env) + MEMORY_RESERVE:
+            if resource.getrlimit(_rlimit())[0] <= int(env) + MEMORY_RESERVE:
                 _MEM.cap = int(env)
-        except (ImportError, AttributeError, ValueError, OSError):  # pragma: no cover
+        except (ImportError, AttributeError, ValueError, OSError, TypeError):  # pragma: no cover
             return None
     return _MEM.cap
 
@@ -206,10 +222,10 @@ def memory_exhausted() -> None:
     try:
         import resource
 
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+        _, hard = resource.getrlimit(_rlimit())
+        resource.setrlimit(_rlimit(), (hard, hard))
         _MEM.spent = True
-    except (ImportError, ValueError, OSError):  # pragma: no cover
+    except (ImportError, ValueError, OSError, TypeError):  # pragma: no cover
         pass
 
 
@@ -230,8 +246,8 @@ def memory_recover() -> None:
     try:
         import resource
 
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (min(_MEM.cap, hard), hard))
+        _, hard = resource.getrlimit(_rlimit())
+        resource.setrlimit(_rlimit(), (min(_MEM.cap, hard), hard))
     except (ImportError, ValueError, OSError, TypeError):  # pragma: no cover
         return
     _MEM.spent = False
@@ -788,6 +804,9 @@ def _main_thread() -> bool:
 def file_timeout(seconds: float | None, path: object, hard: bool = True) -> Iterator[None]:
     """Raise :class:`FileTimeoutError` for ``path`` if the block runs over ``seconds``.
 
+    On the way out (the file closed), memory held by a file that hit ``--max-memory`` is
+    given back at once (:func:`memory_recover`) rather than when the next file opens.
+
     ``None`` or ``<= 0`` disables the limit. Nested use keeps the outer deadline: an
     inner limit never extends it, and the outer timer is re-armed with what is left.
 
@@ -804,6 +823,15 @@ def file_timeout(seconds: float | None, path: object, hard: bool = True) -> Iter
     >>> with file_timeout(30, "model.keras"):
     ...     pass
     """
+    try:
+        with _file_timeout(seconds, path, hard):
+            yield
+    finally:
+        memory_recover()
+
+
+@contextlib.contextmanager
+def _file_timeout(seconds: float | None, path: object, hard: bool) -> Iterator[None]:
     if not seconds or seconds <= 0:
         yield
         return

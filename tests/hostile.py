@@ -2,10 +2,12 @@
 
 * :func:`seed_files` — the real fixtures every mutation starts from.
 * :func:`truncations`, :func:`bit_flips`, :func:`wrong_magic` — deterministic mutations.
-* :class:`Worker` — one long-lived ``ckptscan`` process under an address-space limit
-  (``RLIMIT_AS``) that runs CLI commands in-process (``ckptscan.cli.main``) and reports,
-  per input: exit code, stdout, stderr (Python-level *and* file-descriptor level, so an
-  HDF5 diagnostic printed by C code would show), wall time, and the file's sha256
+* :class:`Worker` — one long-lived ``ckptscan`` process under the CLI's own memory cap
+  (:func:`ckptscan.limits.apply_memory_cap`, :data:`WORKER_MEMORY`) that runs CLI commands
+  in-process (``ckptscan.cli.main``) and reports, per input: exit code, stdout, stderr
+  (Python-level *and* file-descriptor level, so an HDF5 diagnostic printed by C code would
+  show), wall time, the peak RSS of that input alone (``peak_rss``; Linux resets the
+  high-water mark per input through ``/proc/self/clear_refs``), and the file's sha256
   before and after. A hang past the per-input deadline kills the worker and fails.
 * :func:`check_result` — the contract every hostile input must meet.
 
@@ -30,9 +32,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("HOSTILE_FIXTURES", ROOT / "fixtures"))
 
-#: Address-space limit of the worker; far above what a healthy small file needs, far
-#: below what an unbounded allocation (a shape bomb read) would take.
-WORKER_MEMORY = 3 << 30
+#: Memory cap of the worker (``--max-memory``, the CLI's mechanism); far above what a
+#: healthy small file needs (< 250 MiB), far below what an unbounded allocation (a shape
+#: bomb read, libhdf5's allocation loop on tests/data/hdf5_alloc_bomb.weights.h5) would take.
+WORKER_MEMORY = 768 << 20
+#: Every input's peak RSS must stay below this (the cap plus its cleanup reserve, 1 GiB).
+RSS_BOUND = 1 << 30
+#: The reason of a file that hits the worker's cap inside libhdf5.
+BOMB_REASON = "memory limit of 768 MiB exceeded while reading HDF5 metadata (--max-memory)"
+#: Committed fuzzer finds on which libhdf5 allocates without end (see tests/data/README.md).
+ALLOC_BOMBS = (ROOT / "tests" / "data" / "hdf5_alloc_bomb.weights.h5", ROOT / "tests" / "data" / "hdf5_btree_loop.keras")
 #: Wall-clock limit per input (the CLI's own ``--timeout`` is set below it).
 INPUT_DEADLINE = 30.0  # > CLI_TIMEOUT + limits.HARD_GRACE: a hard stop is seen as such
 CLI_TIMEOUT = 15
@@ -612,6 +621,14 @@ def crafted_cases(tmp: Path) -> list[Case]:
              f"shard {first_shard}: truncated HDF5 file (data ends before the structures it declares)",
              shard_truncated, ".weights.json")
 
+    # --- libhdf5 allocating without end (fuzzer finds): the memory cap ends them
+    bomb_v3, bomb_keras = ALLOC_BOMBS
+    case("v3_hdf5_alloc_bomb", BOMB_REASON, lambda p: shutil.copyfile(bomb_v3, p))
+    case("keras_hdf5_alloc_bomb", BOMB_REASON, lambda p: shutil.copyfile(bomb_keras, p), ".keras")
+    case("keras_compressed_hdf5_alloc_bomb", BOMB_REASON,  # inflated to a temporary file first
+         lambda p: rezip(keras_seed, p, replace={"model.weights.h5": bomb_v3.read_bytes()},
+                         compress={"model.weights.h5": zipfile.ZIP_DEFLATED}), ".keras")
+
     # fill in reasons that depend on the built file
     for c in cases:
         if c.name == "keras_stored_member_oversize":
@@ -710,8 +727,10 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
     import io
     import resource
 
+    from ckptscan import limits
+
     limit = int(os.environ.get("HOSTILE_MEMORY", WORKER_MEMORY))
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    assert limits.apply_memory_cap(limit) == limit, "the memory cap could not be applied"
     out = os.fdopen(os.dup(1), "w", buffering=1)
     sink = tempfile.TemporaryFile()  # fd 1 and 2 of the worker: catches C-level output
     os.dup2(sink.fileno(), 1)
@@ -729,6 +748,7 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
         sys.stdout, sys.stderr = py_out, py_err
         sink.seek(0)
         sink.truncate()
+        _reset_peak_rss()
         t0 = time.monotonic()
         crash = None
         try:
@@ -745,10 +765,31 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         out.write(json.dumps({
             "rc": rc, "stdout": py_out.getvalue(), "stderr": py_err.getvalue() + fd_text, "crash": crash,
-            "elapsed": elapsed, "maxrss": rss,
+            "elapsed": elapsed, "maxrss": rss, "peak_rss": _peak_rss() or rss,
             "unchanged": before is None or before["digests"] == after["digests"],
             "leftovers": sorted(set(after["names"]) - set(before["names"])) if before else [],
         }) + "\n")
+
+
+def _reset_peak_rss() -> None:  # pragma: no cover - runs in the worker
+    """Reset this process's RSS high-water mark (Linux ``clear_refs`` 5); else keep it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss() -> int | None:  # pragma: no cover - runs in the worker
+    """Peak RSS (bytes) since the last reset (``VmHWM``), None where unknown."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 # --- the contract ------------------------------------------------------------------------
@@ -805,6 +846,8 @@ def _common_problems(res: dict) -> list[str]:
             problems.append(f"{bad!r} in output")
     if res["elapsed"] > CLI_TIMEOUT + 2:
         problems.append(f"took {res['elapsed']:.1f} s")
+    if res.get("peak_rss", 0) >= RSS_BOUND:
+        problems.append(f"peak RSS {res['peak_rss'] >> 20} MiB >= {RSS_BOUND >> 20} MiB")
     if not res["unchanged"]:
         problems.append("the input file changed")
     if res["leftovers"]:

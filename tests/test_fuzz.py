@@ -7,8 +7,9 @@
    still be valid (a flipped weight byte) and must then be read without a crash.
 2. Hypothesis (``derandomize=True``, no example database) mutating the same seeds.
 
-All inputs run in a worker under a 3 GiB address-space limit with a per-input deadline;
-the input must be byte-identical afterwards and no file may be left next to it.
+All inputs run in a worker under the CLI's memory cap (``hostile.WORKER_MEMORY``, 768 MiB)
+with a per-input deadline; each input's own peak RSS must stay below ``hostile.RSS_BOUND``
+(1 GiB), the input must be byte-identical afterwards and no file may be left next to it.
 """
 
 from __future__ import annotations

@@ -48,14 +48,16 @@ def test_suite_covers_every_named_malformation(cases):
                    "legacy_external_storage", "keras_dtype_compound", "v3_dtype_vlen_float", "v3_dtype_vlen_string",
                    "v3_huge_attribute", "legacy_huge_layer_names", "v3_deep_groups", "v3_hard_link_cycle",
                    "keras_config_invalid", "keras_config_huge", "keras_config_deep_recursion",
-                   "sharded_traversal"):
+                   "sharded_traversal", "v3_hdf5_alloc_bomb", "keras_hdf5_alloc_bomb",
+                   "keras_compressed_hdf5_alloc_bomb"):
         assert needle in cases, needle
     assert len(cases) >= 70
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_hostile_case_exit_2_one_exact_line(cases, worker, command):
-    """Exit 2, the exact one-line reason, no traceback, < deadline, bounded memory, file unchanged."""
+    """Exit 2, the exact one-line reason, no traceback, < deadline, file unchanged, and each
+    case's own peak RSS below ``hostile.RSS_BOUND`` (checked per input by the contract)."""
     if command not in worker.commands:
         pytest.skip(f"`ckptscan {command}` is not registered yet")
     failures = []
@@ -257,9 +259,11 @@ def test_inspect_timeout_is_one_clean_line():
 
 
 def test_hostile_worker_refuses_unbounded_allocation():
-    """Control for the memory bound: the worker's limit really stops a huge allocation."""
-    code = ("import resource,sys; resource.setrlimit(resource.RLIMIT_AS,(3<<30,3<<30));\n"
-            "import numpy as np\ntry:\n np.ones(10**10, dtype='f4')\nexcept MemoryError:\n sys.exit(7)")
+    """Control for the memory bound: the worker's cap (the CLI's --max-memory mechanism)
+    really stops a huge allocation, and the process goes on after it."""
+    code = (f"import sys\nfrom ckptscan import limits\nassert limits.apply_memory_cap({H.WORKER_MEMORY})\n"
+            "import numpy as np\ntry:\n np.ones(10**10, dtype='f4')\nexcept MemoryError:\n"
+            " limits.memory_exhausted(); limits.memory_recover(); np.ones(10**7); sys.exit(7)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 7
 
 
