@@ -73,9 +73,11 @@ MAX_INFLATED = 64 << 30
 # The soft limit is the cap; the hard limit is the cap plus MEMORY_RESERVE. When a memory
 # failure is seen (memory_exhausted(), called where errors are mapped), the soft limit is
 # raised to the hard one: closing the HDF5 file that holds the memory and printing the
-# error line must not fail for want of a few pages. Before the next file is opened
-# (memory_recover(), called by open_checkpoint) the memory is released (gc, malloc_trim)
-# and the soft limit goes back to the cap. Child processes (scan --jobs / fix --jobs
+# error line must not fail for want of a few pages. When the file is closed (file_timeout)
+# or the next one opened (open_checkpoint), memory_recover() releases the memory (gc,
+# malloc_trim) and lowers the soft limit again: to the cap, or, if the heap stays mapped
+# near it, to what is mapped plus MEMORY_HEADROOM (never within MEMORY_CLEANUP of the
+# hard limit). The bound on the process is the hard limit. Child processes (scan --jobs / fix --jobs
 # workers, fork or spawn) inherit both limits.
 
 #: Default memory cap of the CLI process that reads the files (bytes). Scanning a 2 GB
@@ -83,6 +85,14 @@ MAX_INFLATED = 64 << 30
 DEFAULT_MAX_MEMORY = 2 << 30
 #: Memory kept above the cap for cleanup after a memory failure.
 MEMORY_RESERVE = 256 << 20
+#: After a memory failure the heap may stay mapped up to the cap (glibc cannot give back
+#: pages below a live allocation) though it is nearly all free: the next files then run
+#: with the soft limit at what is mapped plus this much (at most the hard limit less
+#: :data:`MEMORY_CLEANUP`). Re-arming at the cap itself left no room for new mappings, and
+#: h5py failed in odd ways (a SystemError, a segfault at exit) on the next healthy file.
+MEMORY_HEADROOM = 128 << 20
+#: Always kept between the soft and the hard limit, for closing a file that hit the cap.
+MEMORY_CLEANUP = 64 << 20
 #: The environment variable of ``--max-memory`` ("2G", "1536M", "0" = no cap).
 MEMORY_ENV = "CKPTSCAN_MAX_MEMORY"
 #: Smallest cap accepted (Python, numpy and h5py alone take ~95 MiB).
@@ -247,26 +257,42 @@ def memory_recover() -> None:
         import resource
 
         _, hard = resource.getrlimit(_rlimit())
-        resource.setrlimit(_rlimit(), (min(_MEM.cap, hard), hard))
+        soft = min(_MEM.cap, hard)
+        used = _mapped()
+        if used is not None and used + MEMORY_HEADROOM > soft:
+            soft = max(soft, min(hard - MEMORY_CLEANUP, used + MEMORY_HEADROOM))
+        resource.setrlimit(_rlimit(), (soft, hard))
     except (ImportError, ValueError, OSError, TypeError):  # pragma: no cover
         return
     _MEM.spent = False
 
 
+def _mapped() -> int | None:
+    """Bytes this process has mapped that the cap counts (Linux ``VmData``), None if unknown."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def memory_reason(exc: BaseException | None = None) -> str:
     """The reason reported for a file that hit the memory cap (or, uncapped, ran out).
 
-    ``exc`` from libhdf5 ("memory allocation failed") names the HDF5 metadata; a Python
-    ``MemoryError`` names reading in general.
+    Under a cap one wording whatever ran into it (libhdf5's "memory allocation failed" or a
+    ``MemoryError`` in Python: which one comes first depends on the heap): ``memory limit
+    of 2.0 GiB exceeded while reading (--max-memory)``. Without a cap (the Python API),
+    ``exc`` from libhdf5 names the HDF5 metadata.
     """
-    hdf5 = exc is not None and not isinstance(exc, MemoryError)
     cap = memory_cap()
-    if cap is None:
-        if hdf5:
-            return "corrupt HDF5 metadata made the HDF5 library run out of memory"
-        return "out of memory while reading; refusing this file"
-    where = "reading HDF5 metadata" if hdf5 else "reading"
-    return f"memory limit of {format_size(cap)} exceeded while {where} (--max-memory)"
+    if cap is not None:
+        return f"memory limit of {format_size(cap)} exceeded while reading (--max-memory)"
+    if exc is not None and not isinstance(exc, MemoryError):
+        return "corrupt HDF5 metadata made the HDF5 library run out of memory"
+    return "out of memory while reading; refusing this file"
 
 
 class _Deadline:

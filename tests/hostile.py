@@ -39,7 +39,7 @@ WORKER_MEMORY = 768 << 20
 #: Every input's peak RSS must stay below this (the cap plus its cleanup reserve, 1 GiB).
 RSS_BOUND = 1 << 30
 #: The reason of a file that hits the worker's cap inside libhdf5.
-BOMB_REASON = "memory limit of 768 MiB exceeded while reading HDF5 metadata (--max-memory)"
+BOMB_REASON = "memory limit of 768 MiB exceeded while reading (--max-memory)"
 #: Committed fuzzer finds on which libhdf5 allocates without end (see tests/data/README.md).
 ALLOC_BOMBS = (ROOT / "tests" / "data" / "hdf5_alloc_bomb.weights.h5", ROOT / "tests" / "data" / "hdf5_btree_loop.keras")
 #: Wall-clock limit per input (the CLI's own ``--timeout`` is set below it).
