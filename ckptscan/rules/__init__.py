@@ -26,8 +26,8 @@ from .batchnorm import SCREENED_BN, quiet_layers
 from .base import REGISTRY, BNContext, BNLayer, Hit, ModelContext, Rule, Scope, TensorContext, Thresholds
 
 __all__ = [
-    "ALL_RULES", "NONFINITE_ONLY", "SCREENED_BN", "BNContext", "BNLayer", "Hit", "ModelContext", "Rule", "Scope", "TensorContext",
-    "Thresholds", "get_rule", "quiet_layers", "select_rules",
+    "ALL_RULES", "NONFINITE_ONLY", "SCREENED_BN", "BNContext", "BNLayer", "Hit", "ModelContext", "Rule", "Scope",
+    "TensorContext", "Thresholds", "get_rule", "quiet_layers", "select_rules",
 ]
 
 #: Tensor rules that yield nothing for a tensor without NaN/±Inf: the scan engine does
