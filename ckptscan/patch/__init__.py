@@ -9,12 +9,30 @@ journal, recovery), :mod:`.zipcrc` (incremental CRC-32 of a zip member),
 
 from __future__ import annotations
 
-from .api import FixRequest, apply, expand, fix, fix_file
-from .model import Change, ChangeRecord, FileFix, FixManifest, PatchPlan
-from .safety import needs_recovery, recover
-from .strategies import Options, Strategy, Target
+import importlib
 
-__all__ = [
-    "Change", "ChangeRecord", "FileFix", "FixManifest", "FixRequest", "Options", "PatchPlan", "Strategy",
-    "Target", "apply", "expand", "fix", "fix_file", "needs_recovery", "recover",
-]
+#: Public name -> submodule. Imported on first use (PEP 562), so that reading a
+#: checkpoint (``formats`` needs only :mod:`.safety` for journal recovery) does not pay
+#: for the writer, the strategies and the CRC code.
+_EXPORTS = {
+    "FixRequest": "api", "apply": "api", "expand": "api", "fix": "api", "fix_file": "api",
+    "Change": "model", "ChangeRecord": "model", "FileFix": "model", "FixManifest": "model",
+    "PatchPlan": "model", "needs_recovery": "safety", "recover": "safety",
+    "Options": "strategies", "Strategy": "strategies", "Target": "strategies",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
