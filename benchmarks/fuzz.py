@@ -6,7 +6,8 @@
 Mutations (``tests/hostile.py``): structural (bit flips, overwritten runs, deleted and
 duplicated slices, 8-byte fields set huge), stacked 1–4 at a time, plus a truncation at a
 random offset in a third of the inputs; sharded sets mutate the index or a shard.
-Each input runs in a worker limited to 3 GiB of address space with a per-input deadline.
+Each input runs in a worker under the CLI's memory cap (768 MiB, ``--max-memory``'s
+mechanism) with a per-input deadline and must keep its own peak RSS below 1 GiB.
 
 An input *passes* when the command exits 0, 1 or 2 with no traceback, no ``internal
 error``, no HDF5 diagnostic, no out-of-memory; an exit 2 prints exactly one

@@ -669,7 +669,7 @@ class WorkerDied(AssertionError):
 
 
 class Worker:
-    """A ckptscan process that runs ``main(argv)`` per request, under ``RLIMIT_AS``."""
+    """A ckptscan process that runs ``main(argv)`` per request, under the CLI's memory cap."""
 
     def __init__(self, memory: int = WORKER_MEMORY):
         env = dict(os.environ, PYTHONPATH=str(ROOT), HOSTILE_MEMORY=str(memory))

@@ -2,9 +2,9 @@
 
 Every hand-made case (``hostile.crafted_cases``, built from the real fixtures) goes
 through every command that exists (``inspect`` always; ``scan``/``fix`` once registered)
-in a worker limited to 3 GiB of address space. Each must exit 2 with exactly the one
-line ``ckptscan: error: <file>: <reason>`` — the exact reason is asserted — quickly,
-leaving the file byte-identical and no file behind.
+in a worker under the CLI's memory cap (768 MiB). Each must exit 2 with exactly the one
+line ``ckptscan: error: <file>: <reason>`` — the exact reason is asserted — quickly, with
+its own peak RSS below 1 GiB, leaving the file byte-identical and no file behind.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 ``tests/data/hdf5_btree_loop.keras`` is a fuzzer-mutated ``seed.keras`` (input 740 of the
 hostile-input fuzzer) on which libhdf5 loops forever inside one C call holding the GIL:
 neither SIGALRM nor the Python-level deadline checks can stop it, only another process.
+The loop also allocates; the CLI runs here have the memory cap off (``CKPTSCAN_MAX_MEMORY=0``)
+so that the hard stop is what ends them (the cap is tested in ``tests/test_memory.py``).
 """
 
 from __future__ import annotations

@@ -154,6 +154,21 @@ def test_bad_max_memory_is_a_usage_error(value, why):
     assert why in err
 
 
+def test_compressed_member_bomb_leaves_no_temporary_file(tmp_path):
+    """The .keras path that inflates a compressed member to a temporary file first: the
+    bomb inside it is stopped the same way and the temporary file is removed."""
+    d = _folder(tmp_path)
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    path = d / "c_bomb_deflated.keras"
+    for command in (["inspect"], ["scan"], ["fix"]):
+        rc, out, err, rss = _cli("--max-memory", CAP, *command, path, env={"TMPDIR": str(tmp)})
+        assert rc == 2 and err.splitlines()[0] == f"ckptscan: error: {path}: {_reason()}"
+        _clean(out + err)
+        assert os.listdir(tmp) == [], command
+        assert rss < RSS_BOUND
+
+
 # --- bulk runs go on after a file hits the cap ------------------------------------------------------
 
 
