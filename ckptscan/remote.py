@@ -126,7 +126,13 @@ class RangeReader(SeekableReader):
 
     # --- ranged reads ------------------------------------------------------------
     def _fetch(self, start: int, end: int) -> bytes:
-        data = _call(self.where, self.fs.cat_file, self.path, start=start, end=end, **self._cat_kw)
+        try:
+            data = _call(self.where, self.fs.cat_file, self.path, start=start, end=end, **self._cat_kw)
+        except RemoteError as exc:
+            if not (self._cat_kw and isinstance(exc.__cause__, TypeError) and "cache_type" in str(exc.__cause__)):
+                raise
+            self._cat_kw = {}  # a backend whose open() takes no cache_type: its own buffering then
+            data = _call(self.where, self.fs.cat_file, self.path, start=start, end=end)
         for st in (self.stats, self.total):
             if st is not None:
                 st.requests += 1

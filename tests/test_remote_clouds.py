@@ -308,14 +308,52 @@ def test_hf_large_keras_fraction_counted_by_the_server(hub, big_keras):
     check_large_fraction("hf://ckptscan/fixtures/big/big.keras", big_keras.stat().st_size, served=hub.bytes_sent)
 
 
-def test_hf_missing_file_and_repo(hub):
-    from ckptscan.errors import CkptscanError, NotAnArchiveError
+def test_hf_missing_file_revision_and_repo(hub):
+    from ckptscan.errors import NotAnArchiveError
 
-    with pytest.raises(NotAnArchiveError) as exc:
-        open_remote("hf://ckptscan/fixtures/k3/nope.keras")
-    assert str(exc.value) == "hf://ckptscan/fixtures/k3/nope.keras: no such file or directory"
-    with pytest.raises(CkptscanError):
-        open_remote("hf://ckptscan/other/k3/seed.keras")
+    for uri in ("hf://ckptscan/fixtures/k3/nope.keras", "hf://ckptscan/fixtures@nope/k3/seed_broken.keras",
+                "hf://ckptscan/other/k3/seed_broken.keras"):
+        with pytest.raises(NotAnArchiveError) as exc:
+            open_remote(uri)
+        assert str(exc.value) == f"{uri}: no such file or directory"
+
+
+def test_generic_cat_file_backend_whose_open_takes_no_cache_type(tmp_path):
+    """fsspec's generic cat_file passes cache_type to open(); a backend that refuses it still reads."""
+    import io
+
+    from fsspec.spec import AbstractFileSystem
+
+    from ckptscan.remote import RangeReader
+
+    data = (K3 / "seed_broken.keras").read_bytes()
+
+    class Picky(AbstractFileSystem):
+        protocol = "picky"
+        opened: list = []
+
+        def info(self, path, **kw):
+            return {"name": path, "size": len(data), "type": "file"}
+
+        def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None):  # no **kwargs
+            self.opened.append(path)
+            return io.BytesIO(data)
+
+    fs = Picky(skip_instance_cache=True)
+    r = RangeReader(fs, "x.keras", "picky://x.keras", block_size=4096)
+    assert r._cat_kw == {"cache_type": "none"}
+    r.seek(1000)
+    assert r.read(300_000) == data[1000:301_000]
+    assert r._cat_kw == {} and r.pread(5, 10) == data[5:15]
+    import fsspec
+    from fsspec.registry import _registry
+
+    fsspec.register_implementation("picky", Picky, clobber=True)
+    try:
+        with open_checkpoint(K3 / "seed_broken.keras") as local, open_remote("picky://x.keras") as remote:
+            assert _rows(inventory(remote, include_optimizer=True)) == _rows(inventory(local, include_optimizer=True))
+    finally:
+        _registry.pop("picky", None)
 
 
 # --- a missing server -------------------------------------------------------------------------------
