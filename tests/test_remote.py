@@ -110,8 +110,11 @@ def http_server(big_keras):
 @pytest.fixture(scope="module")
 def s3_server(big_keras):
     """moto's S3 server on 127.0.0.1 with bucket ``ckpts`` holding the fixtures; yields the env."""
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
+    import importlib.util
+
+    need(importlib.util.find_spec("s3fs") is not None and importlib.util.find_spec("moto") is not None,
+         "s3fs and moto[server] (pip)")
+    import moto.server as moto_server
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
