@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -117,21 +118,24 @@ class Nginx:
         self.root, self.prefix = Path(root), Path(prefix)
         self.prefix.mkdir(parents=True, exist_ok=True)
         self.log = self.prefix / "access.log"
-        self.port = free_port()
         # a root master hands requests to workers of `user`; the test's temp folders are root's
         user = "user root;" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
         conf = self.prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=self.prefix, port=self.port, root=self.root, user=user))
-        self.proc = subprocess.Popen(
-            [self.binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        try:
-            wait_port(self.port, self.proc, what="nginx")
-        except RuntimeError as exc:
-            err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
-            self.close()
-            raise RuntimeError(f"{exc}: {err.strip()}") from None
+        for attempt in range(3):  # the free port can be taken between free_port() and nginx's bind
+            self.port = free_port()
+            conf.write_text(NGINX_CONF.format(prefix=self.prefix, port=self.port, root=self.root, user=user))
+            self.proc = subprocess.Popen(
+                [self.binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            try:
+                wait_port(self.port, self.proc, what="nginx")
+                break
+            except RuntimeError as exc:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
+                self.close()
+                if "Address already in use" not in err or attempt == 2:
+                    raise RuntimeError(f"{exc}: {err.strip()}") from None
         self.url = f"http://127.0.0.1:{self.port}"
 
     def requests(self) -> list[tuple[str, str, int, int, str]]:
@@ -178,9 +182,14 @@ class GcsEmulator:
     def __init__(self, bucket: str = "ckpts"):
         from gcp_storage_emulator.server import create_server
 
-        self.port = free_port()
-        self.server = create_server("127.0.0.1", self.port, in_memory=True, default_bucket=bucket)
+        self.server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=bucket)  # 0: the OS picks
         self.server.start()
+        httpd = self.server._api._httpd
+        self.port = httpd.server_address[1]
+        # a client that closes a connection early is not an error worth a traceback on stderr
+        quiet = (BrokenPipeError, ConnectionResetError)
+        loud = httpd.handle_error
+        httpd.handle_error = lambda request, addr: None if isinstance(sys.exc_info()[1], quiet) else loud(request, addr)
         wait_port(self.port, what="gcp-storage-emulator")
         self.url = f"http://127.0.0.1:{self.port}"
         # gcsfs reads STORAGE_EMULATOR_HOST; FSSPEC_GS_TOKEN=anon: the emulator takes no credentials.
@@ -208,19 +217,22 @@ class Azurite:
             raise FileNotFoundError("azurite")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        args = [binary]
-        if os.path.basename(binary) == "azurite":
-            args += ["--queuePort", str(free_port()), "--tablePort", str(free_port())]
-        args += ["--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(workdir),
-                 "--skipApiVersionCheck", "--silent", "--loose"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, cwd=workdir)
-        try:
-            wait_port(self.port, self.proc, timeout=60, what="azurite")
-        except RuntimeError:
-            self.close()
-            raise
+        for attempt in range(3):  # the free port can be taken before azurite binds it
+            self.port = free_port()
+            args = [binary]
+            if os.path.basename(binary) == "azurite":
+                args += ["--queuePort", str(free_port()), "--tablePort", str(free_port())]
+            args += ["--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(workdir),
+                     "--skipApiVersionCheck", "--silent", "--loose"]
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, cwd=workdir)
+            try:
+                wait_port(self.port, self.proc, timeout=60, what="azurite")
+                break
+            except RuntimeError:
+                self.close()
+                if attempt == 2:
+                    raise
         self.url = f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
         self.env = {"AZURE_STORAGE_CONNECTION_STRING": (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
