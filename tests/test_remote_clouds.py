@@ -106,7 +106,7 @@ def _config(rel: str):
 
 @pytest.fixture(scope="module")
 def big_keras(tmp_path_factory) -> Path:
-    """A ~8 MB .keras (three 1024x1024 Dense layers with BatchNormalization)."""
+    """A ~8.5 MB .keras (two 1024x1024 Dense layers with BatchNormalization, and a head)."""
     import keras
 
     d = tmp_path_factory.mktemp("bigc")
