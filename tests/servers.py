@@ -63,11 +63,11 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
-def _stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
+def _stop(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 10.0) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
@@ -239,7 +239,8 @@ class Azurite:
             f"BlobEndpoint={self.url};")}
 
     def close(self) -> None:
-        _stop(self.proc)
+        # a graceful stop waits for the clients' idle keep-alive connections (10 s): not worth it
+        _stop(self.proc, grace=1.0)
 
 
 # --- Hugging Face Hub: a minimal endpoint ----------------------------------------------------------
