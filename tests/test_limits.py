@@ -1,10 +1,11 @@
 """The hard stop of ``--timeout``: one watcher per process, the CLI supervisor, signals.
 
-``tests/data/hdf5_btree_loop.keras`` is a fuzzer-mutated ``seed.keras`` (input 740 of the
-hostile-input fuzzer) on which libhdf5 loops forever inside one C call holding the GIL:
-neither SIGALRM nor the Python-level deadline checks can stop it, only another process.
-The loop also allocates; the CLI runs here have the memory cap off (``CKPTSCAN_MAX_MEMORY=0``)
-so that the hard stop is what ends them (the cap is tested in ``tests/test_memory.py``).
+``tests/data/hdf5_hang_legacy.h5`` is a fuzzer-mutated tf-keras ``mixed16.h5`` (input 8767
+of a 3-minute seed-1 run) on which libhdf5 loops forever inside one C call holding the GIL,
+without allocating (RSS stays ~60 MB): neither SIGALRM nor the Python-level deadline checks
+can stop it, only another process. The CLI runs here keep the default memory cap.
+(``tests/data/hdf5_btree_loop.keras``, the first such find, also allocates ~450 MB/s: the
+memory cap ends it first, see ``tests/test_memory.py``.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ckptscan import limits
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not sys.platform.startswith("linux"),
                                 reason="the hard stop needs fork (and /proc to observe it)")
 
-HANG = ROOT / "tests" / "data" / "hdf5_btree_loop.keras"
+HANG = ROOT / "tests" / "data" / "hdf5_hang_legacy.h5"
 GOOD = FIXTURES / "k3" / "seed.keras"
 TIMEOUT = 3
 #: --timeout + HARD_GRACE + start-up, with room for a loaded CI machine.
@@ -49,10 +50,7 @@ def _cli(*args, env=None, timeout=60):
 
 def _marked() -> tuple[dict, str]:
     mark = uuid.uuid4().hex
-    # The loop also allocates (~450 MB/s): under the default --max-memory it ends in a few
-    # seconds with a memory-limit error (tests/test_memory.py). These tests need the C-level
-    # hang itself, so the cap is off, as it was when the hard stop was built.
-    return {"CKPTSCAN_TEST_MARK": mark, limits.MEMORY_ENV: "0"}, mark
+    return {"CKPTSCAN_TEST_MARK": mark}, mark
 
 
 def _processes_with(mark: str) -> list[str]:
@@ -199,17 +197,17 @@ def test_cli_stuck_in_hdf5_exits_2_with_one_line(command):
 def test_cli_jobs_reports_the_stuck_file_and_scans_the_others(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    shutil.copyfile(HANG, folder / "a_hang.keras")
+    shutil.copyfile(HANG, folder / "a_hang.h5")
     for i in range(3):
         shutil.copyfile(GOOD, folder / f"good_{i}.keras")
     env, mark = _marked()
     out, elapsed = _cli("scan", "--jobs", "2", "--timeout", TIMEOUT, "--format", "json", folder, env=env, timeout=120)
     assert out.returncode == 2, out.stderr
     errors = [ln + "\n" for ln in out.stderr.splitlines() if ln.startswith("ckptscan: error:")]
-    assert errors == [_stopped(folder / "a_hang.keras")]
+    assert errors == [_stopped(folder / "a_hang.h5")]
     doc = json.loads(out.stdout)
     status = {Path(f["path"]).name: (f["status"], f["reason"]) for f in doc["files"]}
-    assert status == {"a_hang.keras": ("error", limits.hard_reason(TIMEOUT)),
+    assert status == {"a_hang.h5": ("error", limits.hard_reason(TIMEOUT)),
                       **{f"good_{i}.keras": ("scanned", "") for i in range(3)}}
     assert elapsed < LIMIT + 30  # the retry of the stuck file does not hang a second time
     assert _processes_with(mark) == []
