@@ -222,13 +222,14 @@ def test_directory_scan_reports_each_bomb_and_scans_the_rest(tmp_path, jobs):
     assert rss < RSS_BOUND, f"peak RSS {rss >> 20} MiB"
 
 
-def test_directory_fix_fails_the_bomb_and_fixes_the_broken_file(tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_directory_fix_fails_the_bomb_and_fixes_the_broken_file(tmp_path, jobs):
     d = tmp_path / "run"
     d.mkdir()
     shutil.copyfile(BOMB, d / "a_bomb.weights.h5")
     shutil.copyfile(BROKEN, d / "b_broken.keras")
     bomb_sha, broken_sha = _sha(d / "a_bomb.weights.h5"), _sha(d / "b_broken.keras")
-    rc, out, err, rss = _cli("--max-memory", CAP, "fix", d)
+    rc, out, err, rss = _cli("--max-memory", CAP, "fix", "--jobs", jobs, d)
     _clean(out + err)
     assert [ln for ln in err.splitlines() if ln.startswith("ckptscan: error:")] == [
         f"ckptscan: error: {d / 'a_bomb.weights.h5'}: {_reason()}"]
