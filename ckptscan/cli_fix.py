@@ -128,6 +128,9 @@ def fix(
     config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of a bare .weights.h5.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest JSON on stdout and nothing else.")] = False,
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another ckptscan fix.")] = 60.0,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0, help="Give up on a file after this many seconds of reading and planning (0: no limit; "
+        "never interrupts a write).")] = 300.0,
 ) -> None:
     """Repair NaN/Inf tensors and broken BatchNormalization statistics, in place, safely."""
     from .patch import fix as do_fix
@@ -154,7 +157,7 @@ def fix(
                     clamp_max=clamp_max, whole_tensor=whole_tensor, select=_split(select), ignore=_split(ignore),
                     layer=layer, include_optimizer=include_optimizer, dry_run=dry_run, output=output,
                     backup=backup_to if backup_to else backup, verify=verify, config=config, jobs=jobs,
-                    lock_timeout=lock_timeout, manifest=manifest)
+                    lock_timeout=lock_timeout, manifest=manifest, timeout=timeout)
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:

@@ -735,6 +735,13 @@ def _supervise_loop(rfd: int, child: int, command: str | None) -> int | tuple[st
         if armed is not None and now >= armed[0]:
             _kill_and_reap(child)
             _, seconds, path = armed
+            if command == "fix":  # stopped while reading (a write is never timed): drop its lock file
+                try:
+                    from .patch.safety import remove_stale_lock
+
+                    remove_stale_lock(path)
+                except Exception:  # pragma: no cover - the error line matters more
+                    pass
             lines = f"ckptscan: error: {path}: {hard_reason(seconds)}\n"
             if command == "scan":
                 lines += ("ckptscan: scan stopped: no report written; scan with --jobs 2 to report "

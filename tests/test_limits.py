@@ -213,6 +213,45 @@ def test_cli_jobs_reports_the_stuck_file_and_scans_the_others(tmp_path):
     assert _processes_with(mark) == []
 
 
+@pytest.mark.parametrize("dry_run", [False, True], ids=["write", "dry-run"])
+def test_cli_fix_stuck_in_hdf5_exits_2_and_writes_nothing(tmp_path, dry_run):
+    """fix reads and plans under --timeout: a file that hangs libhdf5 ends like inspect/scan,
+    unchanged, with no lock file or journal left behind."""
+    target = tmp_path / "hang.h5"
+    shutil.copyfile(HANG, target)
+    before = target.read_bytes()
+    env, mark = _marked()
+    out, elapsed = _cli("fix", "--timeout", TIMEOUT, *(["--dry-run"] if dry_run else []), target, env=env)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == _stopped(target)
+    assert out.stdout == ""
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hang.h5"]
+    assert TIMEOUT + limits.HARD_GRACE - 0.5 < elapsed < LIMIT
+    assert _processes_with(mark) == []
+
+
+def test_cli_fix_jobs_reports_the_stuck_file_and_fixes_the_others(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copyfile(HANG, folder / "a_hang.h5")
+    broken = FIXTURES / "k3" / "seed_broken.keras"
+    for i in range(2):
+        shutil.copyfile(broken, folder / f"b_{i}.keras")
+    hang_bytes = (folder / "a_hang.h5").read_bytes()
+    env, mark = _marked()
+    out, elapsed = _cli("fix", "--jobs", "2", "--timeout", TIMEOUT, "--json", folder, env=env, timeout=120)
+    assert out.returncode == 2, out.stderr
+    doc = json.loads(out.stdout)
+    status = {Path(f["path"]).name: (f["status"], f["reason"]) for f in doc["files"]}
+    assert status["a_hang.h5"] == ("failed", limits.hard_reason(TIMEOUT))
+    assert {k: v[0] for k, v in status.items() if k != "a_hang.h5"} == {"b_0.keras": "fixed", "b_1.keras": "fixed"}
+    assert (folder / "a_hang.h5").read_bytes() == hang_bytes
+    assert sorted(p.name for p in folder.iterdir()) == ["a_hang.h5", "b_0.keras", "b_1.keras"]
+    assert elapsed < LIMIT + 30
+    assert _processes_with(mark) == []
+
+
 def test_cli_healthy_run_leaves_no_process_and_relays_the_status(tmp_path):
     env, mark = _marked()
     out, _ = _cli("scan", "--timeout", "30", GOOD, env=env)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,6 +36,9 @@ class FixRequest:
     verify: str = "full"
     config: str | None = None
     lock_timeout: float = safety.LOCK_TIMEOUT
+    timeout: float | None = None
+    """Seconds allowed for reading and planning one file (``--timeout``); None: no limit.
+    The limit never covers a write: it ends before the first byte is written."""
 
 
 def _open(path: str, config: str | None):
@@ -81,46 +83,51 @@ def fix_file(path: str, req: FixRequest = FixRequest()) -> FileFix:
 
 
 def _fix_file(path: str, req: FixRequest) -> FileFix:
+    from ..limits import file_timeout
+
     if not os.path.exists(path):
         return FileFix(path, "failed", reason="no such file or directory")
     writing = not req.dry_run
     if writing and req.output is None and os.path.isfile(path) and not path.endswith(".json"):
         check_writable(path, [path])  # refuse before creating anything
-    lock, ckpt, note = _locked_open(path, req, writing)
-    notes = [note] if note else []
-    ref = None
+    lock = None
+    if writing or safety.needs_recovery(path):
+        lock = safety.acquire_lock(path, req.lock_timeout)
+    ckpt = ref = None
     try:
-        if req.ref is not None:
-            ref = _open(req.ref, None)
-        targets = find_targets(ckpt, req.select, req.ignore, req.layer, req.include_optimizer)
-        if not targets:
-            ckpt.close()
-            return FileFix(path, "unchanged", reason="nothing to fix", format=ckpt.format, notes=tuple(notes))
-        changes, unfixed = [], []
-        for t in targets:
-            values = decode(read_raw(ckpt, t.variable), t.variable).astype(np.float64)
-            strat = choose(t, req.options, values, ref is not None)
-            if strat is None:
-                unfixed.append(f"{t.variable.path}: no automatic repair for a non-BN tensor; "
-                               "use --value V or --from REF")
-                continue
-            changes.append(make_change(ckpt, t, strat, req.options, ref))
-        for c in changes:
-            _check_healthy(path, c)
-        plan = PatchPlan(path, tuple(changes))
-        if req.dry_run:
-            prepared = [prepare(ckpt, c) for c in plan.changes]
-            fmt = ckpt.format
-            ckpt.close()
-            return FileFix(path, "planned", format=fmt, changes=tuple(record(p) for p in prepared if p.changed.size),
-                           unfixed=tuple(unfixed), notes=tuple(notes))
-        if not changes:
-            fmt = ckpt.format
-            ckpt.close()
-            return FileFix(path, "unfixed", reason="no target has a repair", format=fmt,
-                           unfixed=tuple(unfixed), notes=tuple(notes))
-        if not getattr(ckpt, "direct_io", True):
-            raise PatchRefusedError(path, "not a local file; cannot patch in place")
+        note = safety.recover_locked(path) if lock is not None else None  # a write: not under the timeout
+        notes = [note] if note else []
+        # reading and planning run under --timeout (a file that sends libhdf5 into a loop
+        # is stopped here, exit 2); the writes below never do
+        with file_timeout(req.timeout, path):
+            ckpt = _open(path, req.config)
+            if req.ref is not None:
+                ref = _open(req.ref, None)
+            targets = find_targets(ckpt, req.select, req.ignore, req.layer, req.include_optimizer)
+            if not targets:
+                return FileFix(path, "unchanged", reason="nothing to fix", format=ckpt.format, notes=tuple(notes))
+            changes, unfixed = [], []
+            for t in targets:
+                values = decode(read_raw(ckpt, t.variable), t.variable).astype(np.float64)
+                strat = choose(t, req.options, values, ref is not None)
+                if strat is None:
+                    unfixed.append(f"{t.variable.path}: no automatic repair for a non-BN tensor; "
+                                   "use --value V or --from REF")
+                    continue
+                changes.append(make_change(ckpt, t, strat, req.options, ref))
+            for c in changes:
+                _check_healthy(path, c)
+            plan = PatchPlan(path, tuple(changes))
+            if req.dry_run:
+                prepared = [prepare(ckpt, c) for c in plan.changes]
+                return FileFix(path, "planned", format=ckpt.format,
+                               changes=tuple(record(p) for p in prepared if p.changed.size),
+                               unfixed=tuple(unfixed), notes=tuple(notes))
+            if not changes:
+                return FileFix(path, "unfixed", reason="no target has a repair", format=ckpt.format,
+                               unfixed=tuple(unfixed), notes=tuple(notes))
+            if not getattr(ckpt, "direct_io", True):
+                raise PatchRefusedError(path, "not a local file; cannot patch in place")
         result = apply_plan(ckpt, plan, reopen=lambda p: _open(p, req.config), output=req.output,
                             backup=req.backup, verify=req.verify)
         if req.verify == "full" and result.status == "fixed":
@@ -129,7 +136,8 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
         status = result.status if not unfixed else "unfixed"
         return replace(result, status=status, unfixed=tuple(unfixed), notes=tuple(notes) + result.notes)
     finally:
-        ckpt.close()
+        if ckpt is not None:
+            ckpt.close()
         if ref is not None:
             ref.close()
         if lock is not None:
@@ -244,6 +252,16 @@ def _shards_in(root: str, files: list[str]) -> set[str]:
     return names
 
 
+def _fix_item(item: tuple[str, FixRequest]) -> FileFix:
+    """:func:`fix_file` on one ``(path, request)`` pair (module level: picklable)."""
+    return fix_file(*item)
+
+
+def _died(error: str | None) -> str:
+    """The reason of a file whose worker never returned (``WorkerDied: …`` → ``…``)."""
+    return (error or "worker process died").split(": ", 1)[-1]
+
+
 def _parse_strategy(s) -> Strategy:
     return s if isinstance(s, Strategy) else Strategy(str(s))
 
@@ -253,7 +271,8 @@ def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | Non
         whole_tensor: bool = False, select=(), ignore=(), layer: str | None = None,
         include_optimizer: bool = False, dry_run: bool = False, output: str | None = None,
         backup: bool | str = False, verify: str = "full", config: str | None = None, jobs: int = 1,
-        lock_timeout: float = safety.LOCK_TIMEOUT, manifest: str | None = None) -> FixManifest:
+        lock_timeout: float = safety.LOCK_TIMEOUT, manifest: str | None = None,
+        timeout: float | None = None) -> FixManifest:
     """Repair checkpoints; returns the :class:`FixManifest` (one :class:`FileFix` per file).
 
     ``paths``: a path or a list of files/folders. ``strategy``: ``auto``, ``reset``,
@@ -261,7 +280,8 @@ def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | Non
     ``rule_strategies`` maps rule IDs to strategies. Only bad elements change unless
     ``whole_tensor``. ``output`` writes a patched copy (one input only). ``backup``:
     True for ``<file>.bak`` or a path. ``verify``: ``full`` (every tensor re-hashed,
-    zip CRCs checked) or ``targets`` (only the changed tensors re-read).
+    zip CRCs checked) or ``targets`` (only the changed tensors re-read). ``timeout``:
+    seconds allowed for reading and planning each file (never applied to a write).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -286,12 +306,14 @@ def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | Non
     req = FixRequest(options=opts, ref=None if ref is None else os.fspath(ref), select=tuple(select),
                      ignore=tuple(ignore), layer=layer, include_optimizer=include_optimizer, dry_run=dry_run,
                      output=None if output is None else os.fspath(output), backup=bk, verify=verify,
-                     config=config, lock_timeout=lock_timeout)
+                     config=config, lock_timeout=lock_timeout, timeout=timeout)
     if jobs > 1 and len(files) > 1:
-        from ..executor import ignore_sigint
+        # the scan's pool: a worker that dies (a file stuck in libhdf5 past --timeout, a
+        # crash) fails only its own file, and the others are still patched
+        from ..executor import run_many
 
-        with ProcessPoolExecutor(max_workers=jobs, initializer=ignore_sigint) as pool:
-            results = list(pool.map(fix_file, files, [req] * len(files)))
+        results = [o.value if o.ok else FileFix(o.item[0], "failed", reason=_died(o.error))
+                   for o in run_many(_fix_item, [(f, req) for f in files], jobs=jobs, ordered=True)]
     else:
         results = [fix_file(f, req) for f in files]
     doc = FixManifest(tuple(results), dry_run=dry_run)

@@ -229,6 +229,32 @@ def acquire_lock(path: str, timeout: float = LOCK_TIMEOUT) -> Lock:
         os.close(fd)  # the previous holder unlinked it between our open and flock
 
 
+def remove_stale_lock(path: str) -> bool:
+    """Unlink the lock file of ``path`` if no process holds it (its holder was killed).
+
+    The CLI supervisor calls this after stopping a ``fix`` stuck in the HDF5 library
+    while reading (never while writing: ``--timeout`` does not cover writes), so that
+    run leaves nothing behind. True when a lock file was removed.
+    """
+    if fcntl is None:  # pragma: no cover
+        return False
+    lp = lock_path(path)
+    try:
+        fd = os.open(lp, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.stat(lp)):
+            os.unlink(lp)
+            return True
+    except OSError:  # held by a live process, or already gone
+        pass
+    finally:
+        os.close(fd)
+    return False
+
+
 # --- journal ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
