@@ -230,8 +230,9 @@ def _run_pool(fn, items, jobs: int, ordered: bool, warm_up: Callable[[], Any] | 
                                      initargs=(warm_up,)) as pool:
                 inflight: dict = {}
                 if queue is None:  # the workers start (and warm up) before the first item is read
-                    if warm_up is not None:
-                        pool.submit(_noop)
+                    if warm_up is not None:  # one task per worker: forkserver/spawn pools start
+                        for _ in range(jobs):  # workers on demand, fork pools all at once
+                            pool.submit(_noop)
                     queue = enumerate(items)
 
                 def fill():

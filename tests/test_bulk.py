@@ -9,6 +9,8 @@ import multiprocessing
 import os
 from pathlib import Path
 
+import pytest
+
 from ckptscan import executor
 from ckptscan.bulk import run_scan
 from ckptscan.executor import run_many
@@ -66,9 +68,10 @@ def test_jobs1_internal_error_is_that_files_error_like_a_pool(monkeypatch):
 def test_pool_workers_start_before_discovery_runs():
     """With ``cands`` a function, the pool's workers exist (warming up) while it runs."""
     during = []
+    before = {p.pid for p in multiprocessing.active_children()}  # left by earlier tests, if any
 
     def late_discovery():
-        during.append(len(multiprocessing.active_children()))
+        during.append(len({p.pid for p in multiprocessing.active_children()} - before))
         return discover(map(str, FILES))
 
     report = run_scan(late_discovery, make_options(), jobs=2)
@@ -82,16 +85,19 @@ def _timeless(r: FileResult) -> FileResult:
     return dataclasses.replace(r, seconds=0.0)
 
 
-def _marker_warm_up() -> None:
-    Path(os.environ["CKPTSCAN_TEST_WARM"], str(os.getpid())).write_text("warm")
+def _marker_warm_up(folder: str) -> None:
+    Path(folder, str(os.getpid())).write_text("warm")
 
 
-def _warmed(_item) -> bool:
-    return Path(os.environ["CKPTSCAN_TEST_WARM"], str(os.getpid())).exists()
+def _warmed(folder: str, _item) -> bool:
+    return Path(folder, str(os.getpid())).exists()
 
 
-def test_warm_up_runs_in_every_worker_before_the_items_are_read(tmp_path, monkeypatch):
-    monkeypatch.setenv("CKPTSCAN_TEST_WARM", str(tmp_path))
+@pytest.mark.parametrize("start", ["fork", "forkserver"])
+def test_warm_up_runs_in_every_worker_before_the_items_are_read(tmp_path, monkeypatch, start):
+    """Both start methods: fork pools start every worker at once, forkserver ones on demand."""
+    monkeypatch.setenv("CKPTSCAN_MP_START", start)
+    import functools
     import time
 
     def items():
@@ -101,7 +107,8 @@ def test_warm_up_runs_in_every_worker_before_the_items_are_read(tmp_path, monkey
             time.sleep(0.01)
         yield from range(20)
 
-    outs = list(run_many(_warmed, items(), jobs=2, warm_up=_marker_warm_up))
+    outs = list(run_many(functools.partial(_warmed, str(tmp_path)), items(), jobs=2,
+                         warm_up=functools.partial(_marker_warm_up, str(tmp_path))))
     assert sorted(o.index for o in outs) == list(range(20))
     assert all(o.ok and o.value is True for o in outs)
 
