@@ -19,7 +19,6 @@ checkpoint's tensors again; only ``scanned`` results are stored.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -97,6 +96,8 @@ def _remote_fingerprint(uri: str) -> str | None:
 
 def cache_key(path: str, options: object) -> str | None:
     """The cache key of scanning ``path`` with ``options``; None when it cannot be cached."""
+    import hashlib
+
     h = hashlib.sha256()
     h.update(f"ckptscan {__version__} cache {CACHE_FORMAT}\0{path}\0".encode())
     h.update(repr(_options_fingerprint(options)).encode())

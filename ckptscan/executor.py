@@ -19,15 +19,18 @@ The function and the items must be picklable for anything but ``jobs == 1``
 from __future__ import annotations
 
 import collections
-import multiprocessing
 import os
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .errors import CkptscanError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+# multiprocessing and concurrent.futures are imported where a pool starts: a
+# ``--jobs 1`` run in this process (the common case) does not pay for them.
 
 DASK_HINT = "dask executor needs the optional extra: pip install 'ckptscan[dask]'"
 
@@ -107,6 +110,7 @@ def _mp_context():
     ``forkserver`` otherwise, so workers never inherit the threads of a host process
     (jax, dask, a web server). ``CKPTSCAN_MP_START`` overrides.
     """
+    import multiprocessing
     import sys
     import threading
 
@@ -176,6 +180,7 @@ def _reorder(outcomes: Iterator[Outcome], ordered: bool) -> Iterator[Outcome]:
 
 def _run_futures(fn, items, pool: Executor, ordered: bool, window: int) -> Iterator[Outcome]:
     """Bounded submission (``window`` in flight) to any concurrent.futures executor."""
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     def gen() -> Iterator[Outcome]:
         it = enumerate(items)
@@ -204,6 +209,9 @@ def _run_pool(fn, items, jobs: int, ordered: bool, warm_up: Callable[[], Any] | 
     one at a time in a fresh pool, so only the one that really kills its worker is
     reported as ``worker process died``.
     """
+
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     def gen() -> Iterator[Outcome]:
         window = jobs * 4

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import errno
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -276,6 +275,8 @@ def _regions_doc(regions: list[Region]) -> list[dict]:
 def write_journal(path: str, regions: list[Region]) -> str:
     """Durably write the journal of ``regions`` for checkpoint ``path``; return its path."""
     jp = journal_path(path)
+    import hashlib  # here, not at the top: every checkpoint open imports this module
+
     body = _regions_doc(regions)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     doc = {"ckptscan_journal": JOURNAL_VERSION, "checkpoint": unit_path(path), "pid": os.getpid(),
@@ -294,6 +295,8 @@ def write_journal(path: str, regions: list[Region]) -> str:
 
 def read_journal(path: str) -> list[Region]:
     """The regions of the journal of checkpoint ``path`` (refusing a damaged journal)."""
+    import hashlib
+
     jp = journal_path(path)
     try:
         with open(jp) as fh:
