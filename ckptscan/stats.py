@@ -32,8 +32,26 @@ MAX_CHANNEL_INDICES = 1 << 16
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
+class _NonFinite:
+    """What :class:`TensorStats` and :class:`ValueCounts` both answer from their counts."""
+
+    n_nan: int
+    n_posinf: int
+    n_neginf: int
+
+    @property
+    def n_inf(self) -> int:
+        """+Inf and -Inf together."""
+        return self.n_posinf + self.n_neginf
+
+    @property
+    def n_nonfinite(self) -> int:
+        """NaN and ±Inf together."""
+        return self.n_nan + self.n_posinf + self.n_neginf
+
+
 @dataclass(frozen=True)
-class TensorStats:
+class TensorStats(_NonFinite):
     """Value statistics of one tensor (NaN/Inf excluded from min/max/mean/std)."""
 
     size: int
@@ -62,16 +80,6 @@ class TensorStats:
     nan_indices: tuple[int, ...] = field(default=(), repr=False)
     """Flat indices of NaN values (same bound)."""
 
-    @property
-    def n_inf(self) -> int:
-        """+Inf and -Inf together."""
-        return self.n_posinf + self.n_neginf
-
-    @property
-    def n_nonfinite(self) -> int:
-        """NaN and ±Inf together."""
-        return self.n_nan + self.n_posinf + self.n_neginf
-
     def as_dict(self) -> dict:
         """JSON-safe form (non-finite floats become None)."""
         def num(x: float) -> float | None:
@@ -86,7 +94,7 @@ class TensorStats:
 
 
 @dataclass(frozen=True)
-class ValueCounts:
+class ValueCounts(_NonFinite):
     """How many values of a tensor are NaN, +Inf, -Inf (and negative, when asked), and where."""
 
     size: int
@@ -100,16 +108,6 @@ class ValueCounts:
     """Flat indices of NaN/±Inf values (every channel for 1-D tensors, else the first few)."""
     nan_indices: tuple[int, ...] = field(default=(), repr=False)
     """Flat indices of NaN values (same bound)."""
-
-    @property
-    def n_inf(self) -> int:
-        """+Inf and -Inf together."""
-        return self.n_posinf + self.n_neginf
-
-    @property
-    def n_nonfinite(self) -> int:
-        """NaN and ±Inf together."""
-        return self.n_nan + self.n_posinf + self.n_neginf
 
     @property
     def n_finite(self) -> int:
