@@ -96,32 +96,26 @@ def _read_only(paths):
     return nbytes, bad
 
 
-def _stats_only(paths):
-    from ckptscan.stats import tensor_stats
+def _kernel_only(kernel: str):
+    """The data path through one of :mod:`ckptscan.stats`' kernels, on checkpoints opened beforehand."""
 
-    nbytes = bad = 0
-    for ck in _Open.get(paths):
-        for v in ck.variables:
-            if v.is_float:
-                nbytes += v.nbytes
-                bad += tensor_stats(ck.iter_blocks(v), len(v.shape) == 1).n_nonfinite > 0
-    return nbytes, bad
+    def run(paths):
+        from ckptscan import stats
 
+        fn = getattr(stats, kernel)
+        nbytes = bad = 0
+        for ck in _Open.get(paths):
+            for v in ck.variables:
+                if v.is_float:
+                    nbytes += v.nbytes
+                    bad += fn(ck.iter_blocks(v), len(v.shape) == 1).n_nonfinite > 0
+        return nbytes, bad
 
-def _counts_only(paths):
-    from ckptscan.stats import count_values
-
-    nbytes = bad = 0
-    for ck in _Open.get(paths):
-        for v in ck.variables:
-            if v.is_float:
-                nbytes += v.nbytes
-                bad += count_values(ck.iter_blocks(v), len(v.shape) == 1).n_nonfinite > 0
-    return nbytes, bad
+    return run
 
 
 MODES = {"floor": _floor, "scan": _scan, "blocks": _blocks, "open": _open_only, "read": _read_only,
-         "stats": _stats_only, "counts": _counts_only}
+         "stats": _kernel_only("tensor_stats"), "counts": _kernel_only("count_values")}
 
 
 def main(argv=None) -> int:

@@ -102,6 +102,21 @@ http {{
 """
 
 
+def dense_bn_keras(folder: Path, layers: int, width: int, seed: int) -> Path:
+    """A Keras-saved ``big.keras`` of ``layers`` Dense(width)+BatchNormalization blocks and a head
+    (a file large enough that reading a fraction of it is measurable)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((1024,))
+    x = inp
+    for i in range(layers):
+        x = keras.layers.Dense(width, name=f"fc{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+    keras.Model(inp, keras.layers.Dense(10, name="head")(x)).save(folder / "big.keras")
+    return folder / "big.keras"
+
+
 def nginx_binary() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None)
 

@@ -32,7 +32,7 @@ from ckptscan.inventory import inventory  # noqa: E402
 from ckptscan.remote import RangeReader, RemoteError, open_any, open_remote  # noqa: E402
 
 from conftest import FIXTURES, ROOT, run_cli  # noqa: E402
-from servers import Nginx, need, nginx_binary  # noqa: E402
+from servers import Nginx, dense_bn_keras, need, nginx_binary  # noqa: E402
 
 K3 = FIXTURES / "k3"
 DIVERGE = FIXTURES / "diverge"
@@ -78,18 +78,7 @@ def local_scan(rel: str):
 @pytest.fixture(scope="module")
 def big_keras(tmp_path_factory) -> Path:
     """A ~19 MB .keras (four 1024x1152 Dense layers with BatchNormalization)."""
-    import keras
-
-    d = tmp_path_factory.mktemp("big")
-    keras.utils.set_random_seed(1)
-    inp = keras.Input((1024,))
-    x = inp
-    for i in range(4):
-        x = keras.layers.Dense(1152, name=f"fc{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-    m = keras.Model(inp, keras.layers.Dense(10, name="head")(x))
-    m.save(d / "big.keras")
-    return d / "big.keras"
+    return dense_bn_keras(tmp_path_factory.mktemp("big"), layers=4, width=1152, seed=1)
 
 
 @pytest.fixture(scope="module")

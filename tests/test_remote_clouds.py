@@ -30,7 +30,7 @@ from ckptscan.remote import open_remote  # noqa: E402
 from ckptscan.scan import ScanOptions, scan_file  # noqa: E402
 
 from conftest import FIXTURES  # noqa: E402
-from servers import AZURITE_KEY, Azurite, GcsEmulator, HfHub, azurite_binary, need  # noqa: E402
+from servers import AZURITE_KEY, Azurite, GcsEmulator, HfHub, azurite_binary, dense_bn_keras, need  # noqa: E402
 
 K3 = FIXTURES / "k3"
 KERAS = "k3/seed_broken.keras"
@@ -107,17 +107,14 @@ def _config(rel: str):
 @pytest.fixture(scope="module")
 def big_keras(tmp_path_factory) -> Path:
     """A ~8.5 MB .keras (two 1024x1024 Dense layers with BatchNormalization, and a head)."""
-    import keras
+    return dense_bn_keras(tmp_path_factory.mktemp("bigc"), layers=2, width=1024, seed=2)
 
-    d = tmp_path_factory.mktemp("bigc")
-    keras.utils.set_random_seed(2)
-    inp = keras.Input((1024,))
-    x = inp
-    for i in range(2):
-        x = keras.layers.Dense(1024, name=f"fc{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-    keras.Model(inp, keras.layers.Dense(10, name="head")(x)).save(d / "big.keras")
-    return d / "big.keras"
+
+def _upload(fs, big_keras: Path) -> None:
+    """The fixtures under ``ckpts/fixtures/`` and the big .keras at ``ckpts/big/big.keras``."""
+    for rel in FILES:
+        fs.put_file(str(FIXTURES / rel), f"ckpts/fixtures/{rel}")
+    fs.put_file(str(big_keras), "ckpts/big/big.keras")
 
 
 def check_equal_local(base: str) -> None:
@@ -200,9 +197,7 @@ def gcs(big_keras):
     for proto in saved:
         fsspec.register_implementation(proto, gcsfs.core.GCSFileSystem, clobber=True)
     fs = fsspec.filesystem("gs")
-    for rel in FILES:
-        fs.put_file(str(FIXTURES / rel), f"ckpts/fixtures/{rel}")
-    fs.put_file(str(big_keras), "ckpts/big/big.keras")
+    _upload(fs, big_keras)
     yield srv
     from fsspec.registry import _registry
 
@@ -238,9 +233,7 @@ def azure(big_keras, tmp_path_factory):
 
     fs = fsspec.filesystem("az")
     fs.mkdir("ckpts")
-    for rel in FILES:
-        fs.put_file(str(FIXTURES / rel), f"ckpts/fixtures/{rel}")
-    fs.put_file(str(big_keras), "ckpts/big/big.keras")
+    _upload(fs, big_keras)
     yield srv
     env.restore()
     srv.close()

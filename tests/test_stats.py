@@ -12,6 +12,8 @@ from hypothesis.extra import numpy as hnp
 
 from ckptscan.stats import MAX_INDICES, array_stats, tensor_stats
 
+from strategies import EDGY_FLOAT_ARRAYS
+
 
 def _blocks(arr: np.ndarray, size: int):
     flat = arr.reshape(-1)
@@ -45,11 +47,7 @@ def _check(arr: np.ndarray, block: int) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    arr=hnp.arrays(
-        dtype=st.sampled_from([np.float32, np.float64]),
-        shape=st.integers(0, 300),
-        elements=st.floats(-2.0**100, 2.0**100, width=32) | st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0]),
-    ) | hnp.arrays(dtype=np.float16, shape=st.integers(0, 300)),
+    arr=EDGY_FLOAT_ARRAYS,
     block=st.integers(1, 64),
 )
 def test_streaming_matches_numpy(arr, block):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from ckptscan.stats import MAX_INDICES, array_counts, count_values, tensor_stats
+
+from strategies import EDGY_FLOAT_ARRAYS
 
 
 def _blocks(arr: np.ndarray, size: int):
@@ -39,11 +40,7 @@ def _check(arr: np.ndarray, block: int, one_d: bool, negatives: bool) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    arr=hnp.arrays(
-        dtype=st.sampled_from([np.float32, np.float64]),
-        shape=st.integers(0, 300),
-        elements=st.floats(-2.0**100, 2.0**100, width=32) | st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0]),
-    ) | hnp.arrays(dtype=np.float16, shape=st.integers(0, 300)),
+    arr=EDGY_FLOAT_ARRAYS,
     block=st.integers(1, 64),
     one_d=st.booleans(),
     negatives=st.booleans(),
