@@ -29,6 +29,27 @@ def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 120) -> 
     )
 
 
+_IMPORTS_PROBE = """
+import sys, json, runpy
+sys.argv = ["ckptscan"] + json.loads(sys.argv[1])
+try:
+    runpy.run_module("ckptscan", run_name="__main__")
+except SystemExit:
+    pass
+print("IMPORTED:" + json.dumps(sorted(sys.modules)))
+"""
+
+
+def cli_imports(args: list[str]) -> tuple[set[str], str]:
+    """Run the CLI with ``args`` in a fresh interpreter; (every module it imported, its stdout)."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE, json.dumps([str(a) for a in args])],
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("IMPORTED:")][-1]
+    return set(json.loads(line[len("IMPORTED:"):])), out.stdout
+
+
 @pytest.fixture
 def cli():
     """The :func:`run_cli` helper as a fixture."""

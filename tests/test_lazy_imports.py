@@ -6,21 +6,12 @@ get imported, which is what makes ``ckptscan --version`` and ``--help`` fast.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
-HEAVY = ("numpy", "h5py", "ckptscan.formats", "ckptscan.scan", "ckptscan.rules", "ckptscan.patch", "ckptscan.stats")
+from conftest import cli_imports
 
-PROBE = """
-import sys, json, runpy
-sys.argv = ["ckptscan"] + json.loads(sys.argv[1])
-try:
-    runpy.run_module("ckptscan", run_name="__main__")
-except SystemExit:
-    pass
-print("IMPORTED:" + json.dumps(sorted(m for m in sys.modules if m in %r or m == "typer")))
-""" % (HEAVY,)
+HEAVY = ("numpy", "h5py", "ckptscan.formats", "ckptscan.scan", "ckptscan.rules", "ckptscan.patch", "ckptscan.stats")
 
 
 def _run(code: str, *args: str) -> subprocess.CompletedProcess:
@@ -28,9 +19,8 @@ def _run(code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def _imported_by_cli(args: list[str]) -> tuple[list[str], str]:
-    out = _run(PROBE, json.dumps(args))
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("IMPORTED:")][-1]
-    return json.loads(line[len("IMPORTED:"):]), out.stdout
+    mods, stdout = cli_imports(args)
+    return sorted(m for m in mods if m in HEAVY or m == "typer"), stdout
 
 
 def test_import_ckptscan_loads_nothing_heavy():
