@@ -1,0 +1,110 @@
+"""The program ends without Python's teardown, unless skipping it could lose something.
+
+``ckptscan.cli.main()`` run as the program calls :func:`ckptscan.cli._leave`: flush,
+run ``atexit`` handlers, ``os._exit``. Each case runs the real entry point in a fresh
+interpreter whose ``__main__`` holds an object that prints ``teardown`` when Python's
+finalization frees it, so the output shows which way the process ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+
+BROKEN = FIXTURES / "k3" / "seed_broken.keras"
+
+
+def _program(setup: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    code = textwrap.dedent(
+        """
+        import atexit, sys
+
+        class Sentinel:
+            def __del__(self):
+                print("teardown", flush=True)
+
+        sentinel = Sentinel()
+        atexit.register(lambda: print("atexit handler", flush=True))
+        """
+    ) + textwrap.dedent(setup) + textwrap.dedent(
+        """
+        from ckptscan.cli import main
+        sys.argv = ["ckptscan", *sys.argv[1:]]
+        sys.exit(main())
+        """
+    )
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                          env=None if env is None else {**os.environ, **env})
+
+
+@pytest.mark.parametrize("supervisor", ["1", "0"])
+def test_scan_leaves_without_teardown_and_keeps_its_output(tmp_path, supervisor):
+    out = tmp_path / "report.json"
+    res = _program("", "scan", str(BROKEN), "--format", "json", "-o", str(out), env={"CKPTSCAN_SUPERVISOR": supervisor})
+    assert res.returncode == 1, res.stderr
+    assert "atexit handler" in res.stdout
+    assert "teardown" not in res.stdout
+    doc = json.loads(out.read_text())
+    assert doc["files"][0]["findings"]
+    assert "1 file scanned" in res.stderr
+
+
+def test_stdout_report_is_complete_when_leaving_fast():
+    res = _program("", "scan", str(BROKEN), "--format", "json")
+    assert res.returncode == 1, res.stderr
+    assert "teardown" not in res.stdout
+    report = res.stdout.replace("atexit handler\n", "")
+    assert json.loads(report)["files"][0]["findings"]
+
+
+def test_open_hdf5_file_gets_the_normal_exit(tmp_path):
+    """The HDF5 library's own exit handler flushes files left open: never skipped."""
+    left_open = tmp_path / "left_open.h5"
+    setup = f"""
+        import h5py, numpy as np
+        f = h5py.File({str(left_open)!r}, "w")
+        f["x"] = np.arange(1000.0)
+    """
+    res = _program(setup, "scan", str(BROKEN), "--format", "json", "-o", str(tmp_path / "r.json"))
+    assert res.returncode == 1, res.stderr
+    assert "teardown" in res.stdout
+    with h5py.File(left_open, "r") as f:
+        np.testing.assert_array_equal(f["x"][()], np.arange(1000.0))
+
+
+def test_running_thread_is_waited_for(tmp_path):
+    # unsupervised: a thread started before main() would stay in the supervisor, not the forked worker
+    marker = tmp_path / "thread_done"
+    setup = f"""
+        import threading, time
+        def late():
+            time.sleep(0.5)
+            open({str(marker)!r}, "w").write("done")
+        threading.Thread(target=late).start()
+    """
+    res = _program(setup, "scan", str(BROKEN), "-o", str(tmp_path / "r.txt"), env={"CKPTSCAN_SUPERVISOR": "0"})
+    assert res.returncode == 1, res.stderr
+    assert marker.read_text() == "done"
+    assert "teardown" in res.stdout
+
+
+def test_in_process_main_returns():
+    """``main(argv)`` called by a host program never exits the host."""
+    code = textwrap.dedent(
+        f"""
+        from ckptscan.cli import main
+        rc = main(["scan", {str(BROKEN)!r}, "-o", "/dev/null"])
+        print("returned", rc)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "returned 1" in res.stdout, res.stderr
