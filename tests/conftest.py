@@ -30,13 +30,11 @@ def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 120) -> 
 
 
 _IMPORTS_PROBE = """
-import sys, json, runpy
+import atexit, sys, json, runpy
 sys.argv = ["ckptscan"] + json.loads(sys.argv[1])
-try:
-    runpy.run_module("ckptscan", run_name="__main__")
-except SystemExit:
-    pass
-print("IMPORTED:" + json.dumps(sorted(sys.modules)))
+# at exit: the program ends through os._exit after running atexit handlers (cli._leave)
+atexit.register(lambda: print("IMPORTED:" + json.dumps(sorted(sys.modules)), flush=True))
+runpy.run_module("ckptscan", run_name="__main__")
 """
 
 
