@@ -13,6 +13,7 @@ Two jobs, both pure functions over the JSON config (never evaluated):
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -37,8 +38,10 @@ MHA_SUBLAYERS = {
 BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization"}
 
 
+@functools.lru_cache(maxsize=1024)
 def snake(name: str) -> str:
-    """Keras' ``to_snake_case`` (class name → path element)."""
+    """Keras' ``to_snake_case`` (class name → path element; memoised: a model repeats a
+    few class names hundreds of times)."""
     name = re.sub(r"\W+", "", name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
@@ -298,12 +301,13 @@ def _tf_keras_paths(out: dict[str, ObjInfo]) -> None:
             info.path = parent.path + info.path[n + 1 :]
 
 
-def _shared_key(entry: dict) -> object:
+def _shared_key(entry: dict) -> tuple | None:
     """Identity of a layer that may appear twice in a config (a shared layer).
 
     Keras 3 ``.keras`` configs mark objects serialized more than once with the same
     ``shared_object_id``. Legacy ``model_config`` (no ``module`` keys) has no marker:
-    a second entry with the same name, class and config is the same layer there.
+    a second entry with the same name, class and config is the same layer there, so
+    its key is (class, name) and :func:`_first_use` also compares the configs.
     """
     if entry.get("shared_object_id") is not None:
         return ("id", entry["shared_object_id"])
@@ -312,12 +316,15 @@ def _shared_key(entry: dict) -> object:
     cfg = entry.get("config")
     if not isinstance(cfg, dict) or not cfg.get("name"):
         return None
-    import json
+    return ("cfg", entry.get("class_name"), str(cfg["name"]))
 
-    try:
-        return ("cfg", entry.get("class_name"), json.dumps(cfg, sort_keys=True, default=str))
-    except (TypeError, ValueError):
-        return None
+
+def _first_use(key: tuple, entry: dict, shared: dict) -> list[str] | None:
+    """Structural path of the first appearance of ``entry``'s layer, if it appeared before."""
+    for path, cfg in shared.get(key, ()):
+        if key[0] == "id" or cfg == entry.get("config"):
+            return path
+    return None
 
 
 def _walk_container(entry: dict, prefix: str, struct: list[str], out: dict, depth: int, shared: dict) -> None:
@@ -336,13 +343,14 @@ def _walk_container(entry: dict, prefix: str, struct: list[str], out: dict, dept
         slot = base if n == 0 else f"{base}_{n}"
         path = struct + [layer_name(it)]
         key = _shared_key(it)
-        if key is not None and key in shared:
+        first = _first_use(key, it, shared) if key is not None else None
+        if first is not None:
             # a shared layer met again: Keras 3 skips it (its counter slot is used up);
             # legacy files hold a second copy of its weights here
-            _place(it, f"{prefix}layers/{slot}", path, out, depth, {}, alias_of=shared[key])
+            _place(it, f"{prefix}layers/{slot}", path, out, depth, {}, alias_of=first)
             continue
         if key is not None:
-            shared[key] = path
+            shared.setdefault(key, []).append((path, it.get("config")))
         _place(it, f"{prefix}layers/{slot}", path, out, depth, shared)
 
 
