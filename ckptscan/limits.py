@@ -75,9 +75,9 @@ MAX_INFLATED = 64 << 30
 # raised to the hard one: closing the HDF5 file that holds the memory and printing the
 # error line must not fail for want of a few pages. When the file is closed (file_timeout)
 # or the next one opened (open_checkpoint), memory_recover() releases the memory (gc,
-# malloc_trim) and lowers the soft limit again: to the cap, or, if the heap stays mapped
-# near it, to what is mapped plus MEMORY_HEADROOM (never within MEMORY_CLEANUP of the
-# hard limit). The bound on the process is the hard limit. Child processes (scan --jobs /
+# libhdf5's free lists, malloc_trim) and lowers the soft limit again: to the cap, or, if
+# the heap still stays mapped near it, to what is mapped plus MEMORY_HEADROOM (never
+# within MEMORY_CLEANUP of the hard limit). The bound on the process is the hard limit. Child processes (scan --jobs /
 # fix --jobs workers, fork or spawn) inherit both limits.
 
 #: Default memory cap of the CLI process that reads the files (bytes). Scanning a 2 GB
@@ -90,6 +90,8 @@ MEMORY_RESERVE = 256 << 20
 #: with the soft limit at what is mapped plus this much (at most the hard limit less
 #: :data:`MEMORY_CLEANUP`). Re-arming at the cap itself left no room for new mappings, and
 #: h5py failed in odd ways (a SystemError, a segfault at exit) on the next healthy file.
+#: The live allocations were libhdf5's free lists; since they are released
+#: (:func:`_release_hdf5_free_lists`) the heap shrinks back and this is a fallback only.
 MEMORY_HEADROOM = 128 << 20
 #: Always kept between the soft and the hard limit, for closing a file that hit the cap.
 MEMORY_CLEANUP = 64 << 20
@@ -247,6 +249,7 @@ def memory_recover() -> None:
     import gc
 
     gc.collect()
+    _release_hdf5_free_lists()
     try:
         import ctypes
 
@@ -265,6 +268,57 @@ def memory_recover() -> None:
     except (ImportError, ValueError, OSError, TypeError):  # pragma: no cover
         return
     _MEM.spent = False
+
+
+def _release_hdf5_free_lists() -> None:
+    """Give the blocks on libhdf5's own free lists back to malloc (``H5garbage_collect``).
+
+    libhdf5 keeps blocks it frees on free lists of its own. After a file that hit the
+    cap, some of them sit at the top of the heap, above hundreds of MiB that are free
+    but still mapped: ``malloc_trim`` cannot shrink the heap below them and the cap
+    counts all of it. Each later file then got only what was left below the hard limit;
+    after three such files, about 1 MiB (measured: ``VmData`` 959 MiB under a 960 MiB
+    soft limit, the 768 MiB cap), and a healthy file could fail in odd ways. Released,
+    the heap shrinks back (768 → 94 MiB). h5py does not wrap this call; it runs through
+    ctypes on the libhdf5 this process has loaded, under h5py's lock. Best effort.
+    """
+    lib = _hdf5_library()
+    if lib is None:
+        return
+    try:
+        from h5py._objects import phil
+
+        with phil:
+            lib.H5garbage_collect()
+    except Exception:  # pragma: no cover - an h5py without phil, a library without the call
+        pass
+
+
+_HDF5_LIB: list = []
+
+
+def _hdf5_library():
+    """The libhdf5 that h5py loaded (ctypes handle), None if unknown (found in /proc/self/maps)."""
+    if _HDF5_LIB:
+        return _HDF5_LIB[0]
+    lib = None
+    try:
+        import ctypes
+        import os
+        import re
+
+        pattern = re.compile(r"libhdf5(_serial|_openmpi|_mpich)?([-.][^/]*)?\.so[^/]*$")
+        with open("/proc/self/maps") as fh:
+            paths = {line.split(None, 5)[5].strip() for line in fh if line.count(" ") >= 5 and "libhdf5" in line}
+        for path in sorted(paths):
+            if pattern.search(os.path.basename(path)) and "_hl" not in os.path.basename(path):
+                lib = ctypes.CDLL(path)
+                lib.H5garbage_collect.restype = ctypes.c_int
+                break
+    except (OSError, AttributeError, IndexError, ImportError):
+        lib = None
+    _HDF5_LIB.append(lib)
+    return lib
 
 
 def _mapped() -> int | None:

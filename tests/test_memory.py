@@ -324,3 +324,29 @@ def test_command_name_skips_the_max_memory_value():
     assert _command_name(["--max-memory", "1G", "scan", "x"]) == "scan"
     assert _command_name(["--max-memory=1G", "inspect", "x"]) == "inspect"
     assert _command_name(["fix", "--dry-run", "x"]) == "fix"
+
+
+def test_heap_returns_to_the_cap_after_each_bomb():
+    """libhdf5's free lists used to pin the freed heap after a bomb: the soft limit then
+    ratcheted up by MEMORY_HEADROOM per bomb until ~1 MiB was left for the next healthy
+    file (VmData 959 MiB under a 960 MiB soft limit after three bombs at a 768 MiB cap).
+    Now each recovery gives the heap back and re-arms at the cap itself."""
+    code = f"""
+import importlib, resource, sys
+from ckptscan import limits
+limits.apply_memory_cap(768 << 20)
+scan = importlib.import_module("ckptscan.scan")
+for _ in range(3):
+    r = scan.scan_file({str(BOMB)!r})
+    assert r.status == "error" and "memory limit" in r.reason, r.reason
+good = scan.scan_file({str(BROKEN)!r})
+limits.memory_recover()
+print(good.status, len(good.findings), limits._mapped(), resource.getrlimit(limits._rlimit())[0])
+"""
+    env = {k: v for k, v in os.environ.items() if k != limits.MEMORY_ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    status, findings, mapped, soft = out.stdout.split()
+    assert (status, int(soft)) == ("scanned", 768 << 20)
+    assert int(findings) > 0
+    assert int(mapped) < 300 << 20, f"VmData {int(mapped) >> 20} MiB after the bombs"
