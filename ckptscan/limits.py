@@ -77,8 +77,8 @@ MAX_INFLATED = 64 << 30
 # or the next one opened (open_checkpoint), memory_recover() releases the memory (gc,
 # libhdf5's free lists, malloc_trim) and lowers the soft limit again: to the cap, or, if
 # the heap still stays mapped near it, to what is mapped plus MEMORY_HEADROOM (never
-# within MEMORY_CLEANUP of the hard limit). The bound on the process is the hard limit. Child processes (scan --jobs /
-# fix --jobs workers, fork or spawn) inherit both limits.
+# within MEMORY_CLEANUP of the hard limit). The bound on the process is the hard limit.
+# Child processes (scan --jobs / fix --jobs workers, fork or spawn) inherit both limits.
 
 #: Default memory cap of the CLI process that reads the files (bytes). Scanning a 2 GB
 #: checkpoint runs under a 256 MiB cap (see docs/fuzzing.md).
