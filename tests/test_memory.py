@@ -21,6 +21,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import FIXTURES, ROOT
@@ -350,3 +351,47 @@ print(good.status, len(good.findings), limits._mapped(), resource.getrlimit(limi
     assert (status, int(soft)) == ("scanned", 768 << 20)
     assert int(findings) > 0
     assert int(mapped) < 300 << 20, f"VmData {int(mapped) >> 20} MiB after the bombs"
+
+
+def test_fix_of_a_few_nans_in_a_large_tensor_reads_only_those_elements(tmp_path):
+    """Repairing 3 NaNs of a 256 MiB embedding under the smallest cap (256 MiB, of which
+    Python, numpy and h5py take ~95): the planner reads the 3 elements, the writer patches
+    them in place and verifies by streaming hashes. Reading the tensor whole (as ``fix``
+    did until 2026-11-27: raw bits plus a float64 copy) could not fit."""
+    import keras
+
+    rows, dim = 65536, 1024  # 64 Mi float32 = 256 MiB
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(rows, dim, name="emb"),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2, name="head")])
+    table = np.array(keras.ops.convert_to_numpy(model.get_layer("emb").embeddings))
+    bad = [(7, 3), (40000, 0), (65535, 1023)]
+    for r, c in bad:
+        table[r, c] = np.nan
+    model.get_layer("emb").set_weights([table])
+    path = tmp_path / "big_embedding.keras"
+    model.save(path)
+    del model
+
+    # the worker's own peak (VmHWM, per process image): wait4's ru_maxrss would also count
+    # this pytest process, whose pages a forked child holds until it execs
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: sys.stderr.write(next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))))\n"
+             "sys.argv = ['ckptscan', *sys.argv[1:]]\n"
+             "from ckptscan.cli import main\n"
+             "sys.exit(main())\n")
+    env = {k: v for k, v in os.environ.items() if k != limits.MEMORY_ENV}
+    res = subprocess.run([sys.executable, "-c", probe, "--max-memory", "256M", "fix", str(path), "--strategy", "value",
+                          "--value", "0"], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr and "error" not in res.stderr.lower(), res.stderr
+    hwm_kib = int(next(ln for ln in res.stderr.splitlines() if ln.startswith("VmHWM")).split()[1])
+    assert hwm_kib < 200 << 10, f"peak RSS {hwm_kib >> 10} MiB"
+
+    fixed = keras.saving.load_model(path)
+    after = np.asarray(fixed.get_layer("emb").embeddings)
+    for r, c in bad:
+        assert after[r, c] == 0.0
+        table[r, c] = 0.0
+    np.testing.assert_array_equal(after, table)  # every other value bit for bit
+    tokens = np.array([[7, 40000, 65535, 1]], dtype="int32")
+    assert np.isfinite(fixed.predict(tokens, verbose=0)).all()

@@ -12,7 +12,7 @@ from ..errors import CkptscanError, PatchRefusedError
 from . import safety
 from .model import FileFix, FixManifest, PatchPlan
 from .rawio import decode, read_raw
-from .strategies import Options, Strategy, Target, choose, make_change
+from .strategies import Options, Strategy, Target, choose, is_bn_stat, make_change
 from .targets import find_targets
 from .writer import apply_plan, check_writable, prepare, record
 
@@ -108,7 +108,9 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
                 return FileFix(path, "unchanged", reason="nothing to fix", format=ckpt.format, notes=tuple(notes))
             changes, unfixed = [], []
             for t in targets:
-                values = decode(read_raw(ckpt, t.variable), t.variable).astype(np.float64)
+                # only a BN vector's values choose its strategy; any other tensor is not read here
+                var = t.variable
+                values = decode(read_raw(ckpt, var), var).astype(np.float64) if is_bn_stat(var) else None
                 strat = choose(t, req.options, values, ref is not None)
                 if strat is None:
                     unfixed.append(f"{t.variable.path}: no automatic repair for a non-BN tensor; "

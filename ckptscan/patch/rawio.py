@@ -41,6 +41,67 @@ def read_raw(ckpt: Checkpoint, var: Variable) -> np.ndarray:
     return np.ascontiguousarray(arr.astype(dt)).reshape(-1)
 
 
+def read_at(ckpt: Checkpoint, var: Variable, idx: np.ndarray) -> np.ndarray:
+    """The stored bits of ``var`` at the ascending flat indices ``idx``.
+
+    A contiguous tensor is read only around those indices, one window of at most
+    :data:`BLOCK` bytes at a time, so memory is ``idx`` plus one window whatever the
+    tensor's size (repairing a few NaNs in a 1 GiB embedding reads kilobytes). A
+    chunked or compact one is read whole through h5py.
+    """
+    dt = storage_dtype(var)
+    idx = np.asarray(idx, dtype=np.int64)
+    if idx.size == 0:
+        return np.zeros(0, dtype=dt)
+    if var.offset is None:
+        return read_raw(ckpt, var)[idx]
+    out = np.empty(idx.size, dtype=dt)
+    isz = dt.itemsize
+    per = max(1, BLOCK // isz)
+    with open(var.file, "rb", buffering=0) as fh:
+        i = 0
+        while i < idx.size:
+            start = int(idx[i])
+            j = int(np.searchsorted(idx, start + per, side="left"))
+            n = int(idx[j - 1]) - start + 1  # up to the last wanted element of the window
+            buf = os.pread(fh.fileno(), n * isz, var.offset + start * isz)
+            if len(buf) != n * isz:
+                raise PatchRefusedError(var.file, f"{var.h5path}: data ends early (truncated file)")
+            out[i:j] = np.frombuffer(buf, dtype=dt)[idx[i:j] - start]
+            i = j
+    return out
+
+
+def patched_hash(ckpt: Checkpoint, var: Variable, idx: np.ndarray, new_raw: np.ndarray) -> str:
+    """sha256 that :func:`element_hash` gives once ``new_raw`` is stored at ``idx`` (ascending).
+
+    Streams a contiguous tensor block by block, patching each block in memory: what the
+    verification of a patch compares the re-read tensor against, in bounded memory.
+    """
+    dt = storage_dtype(var)
+    if var.offset is None:
+        raw = read_raw(ckpt, var)
+        raw[idx] = new_raw
+        return hashlib.sha256(raw.tobytes()).hexdigest()
+    h = hashlib.sha256()
+    isz = dt.itemsize
+    per = max(1, BLOCK // isz)
+    idx = np.asarray(idx, dtype=np.int64)
+    with open(var.file, "rb", buffering=0) as fh:
+        for start in range(0, var.size, per):
+            n = min(per, var.size - start)
+            buf = os.pread(fh.fileno(), n * isz, var.offset + start * isz)
+            if len(buf) != n * isz:
+                raise PatchRefusedError(var.file, f"{var.h5path}: data ends early (truncated file)")
+            a, b = np.searchsorted(idx, [start, start + n])
+            if b > a:
+                block = np.frombuffer(buf, dtype=dt).copy()
+                block[idx[a:b] - start] = new_raw[a:b]
+                buf = block.tobytes()
+            h.update(buf)
+    return h.hexdigest()
+
+
 def decode(raw: np.ndarray, var: Variable) -> np.ndarray:
     """Stored bits → values (bfloat16 → float32; others as stored)."""
     if var.dtype == "bfloat16":

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import PatchRefusedError
 from ..formats.base import Checkpoint, Variable
 from .model import Change
-from .rawio import decode, read_raw
+from .rawio import decode, read_at, read_raw
 
 BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization"}
 BN_STATS = ("moving_mean", "moving_variance")
@@ -133,9 +133,12 @@ def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Opti
     """The change ``strategy`` makes to ``target`` (refuses when it cannot apply)."""
     var = target.variable
     where = ckpt.path
-    values = decode(read_raw(ckpt, var), var).astype(np.float64)
     bad = np.asarray(sorted(set(target.indices)), dtype=np.int64)
     idx = np.arange(var.size, dtype=np.int64) if opts.whole_tensor else bad
+    # a BN vector is read whole (median, clamp and the refusal look at every channel);
+    # any other tensor, which may be a 1 GiB embedding, only at the elements that change
+    values = decode(read_raw(ckpt, var), var).astype(np.float64) if is_bn_stat(var) else None
+    at_idx = values[idx] if values is not None else decode(read_at(ckpt, var, idx), var).astype(np.float64)
     reason = "; ".join(filter(None, [", ".join(target.rule_ids), target.message]))
     why_not = ", ".join(applicable(var, values, bad, ref is not None))
 
@@ -164,7 +167,7 @@ def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Opti
     elif strategy is Strategy.CLAMP:
         if var.name != "moving_variance":
             raise refuse("clamp applies to moving_variance only")
-        sel = values[idx]
+        sel = at_idx
         if np.isnan(sel).any():
             nan_at = idx[np.isnan(sel)]
             raise refuse(f"clamp cannot repair NaN (channels {_fmt_idx(nan_at)})")
@@ -187,8 +190,7 @@ def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Opti
         if rv.dtype != var.dtype:
             raise PatchRefusedError(where, f"{var.path}: reference {ref.path} stores {rv.dtype}, "
                                     f"this file {var.dtype}; nothing written")
-        rvals = decode(read_raw(ref, rv), rv).astype(np.float64)
-        new = rvals[idx]
+        new = decode(read_at(ref, rv, idx), rv).astype(np.float64)
         broken = ~np.isfinite(new) | ((new < 0) if var.name == "moving_variance" else False)
         if np.any(broken):
             raise PatchRefusedError(where, f"{var.path}: the reference is broken too "
@@ -205,7 +207,7 @@ def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Opti
         new = np.full(idx.size, v)
     else:  # pragma: no cover - AUTO is resolved by choose()
         raise ValueError(strategy)
-    old = values[idx]
+    old = at_idx
     return Change(var, None if opts.whole_tensor else tuple(int(i) for i in idx), np.asarray(new, dtype=np.float64),
                   old, reason=reason, strategy=strategy.value, note=note)
 

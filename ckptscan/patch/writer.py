@@ -16,6 +16,7 @@ bits (and are healthy), every other tensor hashes as before.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import struct
@@ -29,7 +30,7 @@ from ..errors import CkptscanError, PatchRefusedError
 from ..formats.base import Checkpoint, Variable
 from . import safety, zipcrc
 from .model import Change, ChangeRecord, FileFix, PatchPlan, json_number
-from .rawio import decode, element_hash, encode, file_sha256, read_raw, runs, storage_dtype
+from .rawio import decode, element_hash, encode, file_sha256, patched_hash, read_at, runs, storage_dtype
 
 WEIGHTS_MEMBER = "model.weights.h5"
 MULTI_FILE = ("keras3-sharded", "keras-dir")
@@ -37,20 +38,42 @@ MULTI_FILE = ("keras3-sharded", "keras-dir")
 
 @dataclass(eq=False)
 class Prepared:
-    """A change resolved to stored bits."""
+    """A change resolved to stored bits, at the elements it writes only.
+
+    Nothing here is the size of the tensor unless the change is (``whole_tensor``): a
+    few repaired NaNs in a 1 GiB embedding hold a few elements.
+    """
 
     change: Change
+    idx: np.ndarray
+    """Ascending flat indices the change writes (every index for a whole-tensor change)."""
     old_raw: np.ndarray
+    """Stored bits at :attr:`idx` before the patch."""
     new_raw: np.ndarray
+    """Bits to store at :attr:`idx`."""
     changed: np.ndarray
-    """Flat indices whose bits differ."""
+    """Flat indices whose bits differ (a subset of :attr:`idx`)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Expected:
+    """What a patched tensor must hold: the new bits at ``idx``, and as a whole ``digest``
+    (:func:`~ckptscan.patch.rawio.element_hash` of the tensor with the patch applied)."""
+
+    size: int
+    idx: np.ndarray
+    new_raw: np.ndarray
+    digest: str
+
+    def check(self, got_at_idx: np.ndarray, got_digest: str) -> bool:
+        u = f"u{self.new_raw.itemsize}"
+        return (got_at_idx.dtype.itemsize == self.new_raw.itemsize and got_digest == self.digest
+                and bool(np.array_equal(got_at_idx.view(u), self.new_raw.view(u))))
 
 
 def prepare(ckpt: Checkpoint, change: Change) -> Prepared:
     """Resolve a change against the stored bits; refuse values the dtype cannot hold."""
     var = change.variable
-    old_raw = read_raw(ckpt, var)
-    new_raw = old_raw.copy()
     enc = encode(change.new_values, var)
     want = np.asarray(change.new_values, dtype=np.float64).reshape(-1)
     got = decode(enc, var).astype(np.float64)
@@ -61,16 +84,30 @@ def prepare(ckpt: Checkpoint, change: Change) -> Prepared:
     if change.indices is None:
         if enc.size != var.size:
             raise PatchRefusedError(ckpt.path, f"{var.path}: {enc.size} values for a tensor of {var.size}")
-        new_raw[:] = enc
+        idx = np.arange(var.size, dtype=np.int64)
     else:
-        idx = np.asarray(change.indices, dtype=np.int64)
+        idx = np.asarray(change.indices, dtype=np.int64).reshape(-1)
         if idx.size != enc.size:
             raise PatchRefusedError(ckpt.path, f"{var.path}: {enc.size} values for {idx.size} indices")
         if idx.size and (idx.min() < 0 or idx.max() >= var.size):
             raise PatchRefusedError(ckpt.path, f"{var.path}: index out of range for shape {var.shape}")
-        new_raw[idx] = enc
-    changed = np.nonzero(old_raw.view(f"u{old_raw.itemsize}") != new_raw.view(f"u{new_raw.itemsize}"))[0]
-    return Prepared(change, old_raw, new_raw, changed)
+        if idx.size > 1 and not bool((np.diff(idx) > 0).all()):
+            # unsorted or repeated indices: sorted, and the last value given for an index wins
+            order = np.argsort(idx, kind="stable")
+            idx, enc = idx[order], enc[order]
+            last = np.append(idx[1:] != idx[:-1], True)
+            idx, enc = idx[last], enc[last]
+    old_raw = read_at(ckpt, var, idx)
+    new_raw = np.ascontiguousarray(enc, dtype=old_raw.dtype)
+    u = f"u{old_raw.itemsize}"
+    changed = idx[old_raw.view(u) != new_raw.view(u)]
+    return Prepared(change, idx, old_raw, new_raw, changed)
+
+
+def expected_of(ckpt: Checkpoint, p: Prepared) -> Expected:
+    """What the tensor of ``p`` must hold once written (streams the tensor once)."""
+    var = p.change.variable
+    return Expected(var.size, p.idx, p.new_raw, patched_hash(ckpt, var, p.idx, p.new_raw))
 
 
 def record(p: Prepared, limit: int = 4096) -> ChangeRecord:
@@ -78,9 +115,9 @@ def record(p: Prepared, limit: int = 4096) -> ChangeRecord:
     c = p.change
     var = c.variable
     whole = c.indices is None
-    idx = None if whole else tuple(int(i) for i in c.indices)
-    old = decode(p.old_raw, var) if whole else np.asarray(c.old_values).reshape(-1)
-    new = decode(p.new_raw, var) if whole else decode(p.new_raw[np.asarray(c.indices, dtype=np.int64)], var)
+    idx = None if whole else tuple(int(i) for i in p.idx)
+    old = decode(p.old_raw, var)
+    new = decode(p.new_raw, var)
     if whole and var.size > limit:
         old, new = old[:0], new[:0]
     return ChangeRecord(
@@ -160,7 +197,7 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
     hashes = {}
     if verify == "full":
         hashes = {key(ckpt, v): element_hash(ckpt, v) for v in ckpt.variables if key(ckpt, v) not in changed_keys}
-    expected = {key(ckpt, p.change.variable): p.new_raw for p in prepared}
+    expected = {key(ckpt, p.change.variable): expected_of(ckpt, p) for p in prepared}
     physical = None if in_place else (path if ckpt.format == "keras-zip" else targets[0])
     fmt = ckpt.format
     regions = _regions(ckpt, prepared) if in_place else []
@@ -218,11 +255,10 @@ def _regions(ckpt: Checkpoint, prepared: list[Prepared]) -> list[safety.Region]:
         for p in prepared:
             var = p.change.variable
             isz = storage_dtype(var).itemsize
-            old_b = p.old_raw.tobytes()
-            new_b = p.new_raw.tobytes()
             for start, n in runs(p.changed):
-                a, b = start * isz, (start + n) * isz
-                regions.append(safety.Region(var.file, var.offset + a, old_b[a:b], new_b[a:b]))
+                k = int(np.searchsorted(p.idx, start))  # a run's elements are consecutive in idx too
+                regions.append(safety.Region(var.file, var.offset + start * isz,
+                                             p.old_raw[k:k + n].tobytes(), p.new_raw[k:k + n].tobytes()))
             fds.setdefault(var.file, os.open(var.file, os.O_RDONLY))
         for r in regions:  # the journal holds what is on disk, not what we decoded
             if os.pread(fds[r.file], len(r.old), r.offset) != r.old:
@@ -288,8 +324,8 @@ def _verify(ckpt: Checkpoint, expected: dict, hashes: dict, verify: str) -> None
         for v in ckpt.variables:
             k = key(ckpt, v)
             if k in expected:
-                got = read_raw(ckpt, v)
-                if got.tobytes() != expected[k].tobytes():
+                exp = expected[k]
+                if v.size != exp.size or not exp.check(read_at(ckpt, v, exp.idx), element_hash(ckpt, v)):
                     raise PatchRefusedError(ckpt.path, f"{v.path}: re-read values differ from the patch")
                 seen.add(k)
             elif verify == "full" and k in hashes:
@@ -407,14 +443,23 @@ def _rewrite(path, fmt, target, prepared, orig_physical, reopen, expected, hashe
     safety.fault_point("rewrite-replaced")
 
 
+def _stored_bits(arr: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """A dataset's values as flat stored bits of ``like``'s dtype (a copy)."""
+    arr = np.ascontiguousarray(arr)
+    return (arr.view(like.dtype) if arr.dtype.kind == "V" else arr.astype(like.dtype)).reshape(-1).copy()
+
+
 def _h5_write(h5file: str, prepared: list[Prepared]) -> None:
+    """Write the changes through h5py (chunked/compact data: each touched dataset whole)."""
     with h5py.File(h5file, "r+", locking=False) as f:
         for p in prepared:
             ds = f[p.change.variable.h5path]
+            bits = _stored_bits(ds[()], p.new_raw)
+            bits[p.idx] = p.new_raw
             if ds.dtype.kind == "V":
-                ds[...] = p.new_raw.view(ds.dtype).reshape(ds.shape)
+                ds[...] = bits.view(ds.dtype).reshape(ds.shape)
             else:
-                ds[...] = p.new_raw.astype(ds.dtype).reshape(ds.shape)
+                ds[...] = bits.astype(ds.dtype).reshape(ds.shape)
         f.flush()
     with open(h5file, "rb+") as fh:
         os.fsync(fh.fileno())
@@ -428,10 +473,10 @@ def _verify_part(tmp: str, target: str, prepared, expected, hashes, verify) -> N
     mine = {k[1]: v for k, v in expected.items() if k[0] in ("", base)}
     theirs = {k[1]: v for k, v in hashes.items() if k[0] in ("", base)}
     with h5py.File(tmp, "r", locking=False) as f:
-        for h5path, raw in mine.items():
-            arr = np.ascontiguousarray(f[h5path][()])
-            got = arr.view(raw.dtype).reshape(-1) if arr.dtype.kind == "V" else arr.astype(raw.dtype).reshape(-1)
-            if got.tobytes() != raw.tobytes():
+        for h5path, exp in mine.items():
+            got = _stored_bits(f[h5path][()], exp.new_raw)
+            digest = hashlib.sha256(got.tobytes()).hexdigest()
+            if got.size != exp.size or not exp.check(got[exp.idx], digest):
                 raise PatchRefusedError(target, f"{h5path}: re-read values differ from the patch")
     if verify == "full":
         with open_checkpoint(tmp) as c:
