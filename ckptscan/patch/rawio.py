@@ -64,12 +64,17 @@ def read_at(ckpt: Checkpoint, var: Variable, idx: np.ndarray) -> np.ndarray:
             start = int(idx[i])
             j = int(np.searchsorted(idx, start + per, side="left"))
             n = int(idx[j - 1]) - start + 1  # up to the last wanted element of the window
-            buf = os.pread(fh.fileno(), n * isz, var.offset + start * isz)
-            if len(buf) != n * isz:
-                raise PatchRefusedError(var.file, f"{var.h5path}: data ends early (truncated file)")
-            out[i:j] = np.frombuffer(buf, dtype=dt)[idx[i:j] - start]
+            out[i:j] = np.frombuffer(_elements(fh, var, start, n, isz), dtype=dt)[idx[i:j] - start]
             i = j
     return out
+
+
+def _elements(fh, var: Variable, start: int, n: int, isz: int) -> bytes:
+    """``n`` stored elements of a contiguous ``var`` from element ``start``."""
+    buf = os.pread(fh.fileno(), n * isz, var.offset + start * isz)
+    if len(buf) != n * isz:
+        raise PatchRefusedError(var.file, f"{var.h5path}: data ends early (truncated file)")
+    return buf
 
 
 def patched_hash(ckpt: Checkpoint, var: Variable, idx: np.ndarray, new_raw: np.ndarray) -> str:
@@ -90,9 +95,7 @@ def patched_hash(ckpt: Checkpoint, var: Variable, idx: np.ndarray, new_raw: np.n
     with open(var.file, "rb", buffering=0) as fh:
         for start in range(0, var.size, per):
             n = min(per, var.size - start)
-            buf = os.pread(fh.fileno(), n * isz, var.offset + start * isz)
-            if len(buf) != n * isz:
-                raise PatchRefusedError(var.file, f"{var.h5path}: data ends early (truncated file)")
+            buf = _elements(fh, var, start, n, isz)
             a, b = np.searchsorted(idx, [start, start + n])
             if b > a:
                 block = np.frombuffer(buf, dtype=dt).copy()
