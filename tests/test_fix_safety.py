@@ -121,6 +121,33 @@ def test_exclusive_lock(fixmodels, tmp_path):
     assert not os.path.exists(lock_path(str(p)))
 
 
+@pytest.mark.parametrize("where", ["target", "neighbour"])
+def test_wrong_bits_in_the_patched_tensor_are_caught_and_rolled_back(fixmodels, tmp_path, monkeypatch, where):
+    """The real verification: the written bits differ from the plan, at a targeted element
+    or at another element of the same tensor (only the whole-tensor digest sees that one)."""
+    p = fresh(fixmodels[("keras", "bn")], tmp_path / "w")
+    before = sha256(p)
+    real = writer._write_regions
+
+    def flip(regions):
+        r = regions[0]
+        if where == "target":
+            regions[0] = type(r)(r.file, r.offset, r.old, bytes([r.new[0] ^ 1]) + r.new[1:])
+        else:  # one more region: the element after the first one, one bit flipped
+            with open(r.file, "rb") as fh:
+                fh.seek(r.offset + len(r.old))
+                nxt = fh.read(1)
+            regions.append(type(r)(r.file, r.offset + len(r.old), nxt, bytes([nxt[0] ^ 1])))
+        real(regions)
+
+    monkeypatch.setattr(writer, "_write_regions", flip)
+    (f,) = ckptscan.fix(str(p)).files
+    assert f.status == "refused"
+    assert f.reason.startswith("verification failed, original restored: ")
+    assert f.reason.endswith("re-read values differ from the patch")
+    assert sha256(p) == before
+
+
 def test_verification_failure_rolls_back(fixmodels, tmp_path, monkeypatch):
     p = fresh(fixmodels[("sharded", "bn")], tmp_path / "w")
     before, names = sha256(p), listing(p.parent)
