@@ -124,6 +124,7 @@ def scan(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).")] = 1,
     executor: Annotated[Optional[str], typer.Option("--executor", help="Run the per-file work on dask://HOST:PORT (pip install 'ckptscan[dask]').")] = None,
     cache: Annotated[Optional[str], typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="A well-formed HDF5 file or zip in a folder that is not a Keras archive is unreadable (exit 2), not skipped.")] = False,
 ) -> None:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
     from .errors import CkptscanError
@@ -140,7 +141,7 @@ def scan(
     except ValueError as exc:
         _usage(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
-    _finish(_run(lambda: discover(_uris(paths)), options, fmt.value, output, level, jobs, executor, cache))
+    _finish(_run(lambda: discover(_uris(paths), strict=strict), options, fmt.value, output, level, jobs, executor, cache))
 
 
 def _open_report(output: str | None):

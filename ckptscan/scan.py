@@ -82,9 +82,18 @@ def _is_glob(s: str) -> bool:
     return any(ch in s for ch in "*?[")
 
 
-def discover(paths: Iterable[str | os.PathLike]) -> list[Candidate]:
-    """Expand files, directories (recursive, by content) and globs into candidates."""
-    from .formats import detect
+def discover(paths: Iterable[str | os.PathLike], strict: bool = False) -> list[Candidate]:
+    """Expand files, directories (recursive, by content) and globs into candidates.
+
+    Each file found in a folder gets its :func:`ckptscan.formats.integrity.classify`
+    verdict: ``keras`` and ``unreadable`` files are scanned (the reader reports why an
+    unreadable one cannot be read: exit 2), ``not_keras`` ones are skipped with the
+    reason (``strict``: a well-formed non-Keras HDF5/zip is unreadable instead).
+    """
+    from .formats.integrity import classify
+
+    def detect(path: str):
+        return classify(path, strict=strict)
 
     out: list[Candidate] = []
     seen: set[str] = set()
@@ -98,7 +107,7 @@ def discover(paths: Iterable[str | os.PathLike]) -> list[Candidate]:
     for raw in paths:
         p = str(raw)
         if not os.path.exists(p) and _is_glob(p) and "://" not in p:  # URIs (signed ?query=) are not globs
-            matches = sorted(globmod.glob(p, recursive=True))
+            matches = sorted(globmod.glob(p, recursive=True), key=natural_key)
             for m in matches:
                 if os.path.isdir(m) and not _is_keras_dir(m):
                     for c in _walk_dir(m, detect):
@@ -124,7 +133,7 @@ def _walk_dir(root: str, detect) -> Iterator[Candidate]:
     found: list[tuple[str, str | None]] = []
     shards: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames.sort(key=natural_key)
         keep = []
         for d in dirnames:
             full = os.path.join(dirpath, d)
@@ -135,23 +144,20 @@ def _walk_dir(root: str, detect) -> Iterator[Candidate]:
             else:
                 keep.append(d)
         dirnames[:] = keep
-        for name in sorted(filenames):
+        for name in sorted(filenames, key=natural_key):
             full = os.path.join(dirpath, name)
             if name.startswith(".") or os.path.islink(full) and not os.path.exists(full):
                 continue
             try:
-                fmt = detect(full)
-            except CkptscanError as exc:
-                found.append((full, f"not a Keras weight archive ({exc.reason})"))
+                verdict = detect(full)
+            except Exception:  # pragma: no cover - defensive: scanned, so the reader says why
+                found.append((full, None))
                 continue
-            except Exception as exc:  # pragma: no cover - defensive: one bad file never stops the walk
-                found.append((full, f"not recognised ({type(exc).__name__})"))
+            if verdict.outcome == "not_keras":
+                found.append((full, verdict.reason))
                 continue
-            if fmt == "keras-zip" and not _zip_is_keras(full):
-                found.append((full, "zip archive that is not a .keras model (no config.json or model.weights.h5)"))
-                continue
-            found.append((full, None))
-            if fmt == "keras3-sharded":
+            found.append((full, None))  # keras, or unreadable: the reader reports it (exit 2)
+            if verdict.format == "keras3-sharded" or name.lower().endswith(".weights.json"):
                 for shard in _shards_of(full):
                     shards[os.path.normpath(shard)] = full
     for path, reason in found:
@@ -161,15 +167,11 @@ def _walk_dir(root: str, detect) -> Iterator[Candidate]:
         yield Candidate(path, reason)
 
 
-def _zip_is_keras(path: str) -> bool:
-    import zipfile
+def natural_key(path: str) -> list:
+    """Sort key putting ``epoch_2`` before ``epoch_10`` (digit runs compared as numbers)."""
+    import re
 
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return True  # let the reader report what is wrong with it
-    return bool(names & {"config.json", "model.weights.h5", "model.weights.npz"})
+    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path)) if t != ""]
 
 
 def _shards_of(index: str) -> list[str]:
@@ -468,6 +470,7 @@ def scan(
     thresholds: Thresholds | None = None,
     timeout: float | None = None,
     progress: ProgressFn | None = None,
+    strict: bool = False,
 ) -> Report:
     """Scan files, directories and globs; returns a :class:`~ckptscan.report.Report`.
 
@@ -477,13 +480,14 @@ def scan(
     :mod:`ckptscan.settings`) supplies defaults, per-file and per-layer ignores and
     thresholds; ``timeout`` limits the seconds spent per file; ``progress`` is called
     as ``progress("file", index=i, total=n, path=p)`` and ``progress("bytes", done=,
-    total=)``. Unreadable files become results with ``status="error"``.
+    total=)``. Unreadable files become results with ``status="error"``; ``strict`` makes a
+    well-formed non-Keras HDF5/zip found in a folder one of them (see :func:`discover`).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     options = make_options(select=select, ignore=ignore, include_optimizer=include_optimizer, config=config,
                            settings=settings, thresholds=thresholds, timeout=timeout)
-    return scan_candidates(discover(paths), options, progress)
+    return scan_candidates(discover(paths, strict=strict), options, progress)
 
 
 def scan_candidates(cands: Sequence[Candidate], options: ScanOptions, progress: ProgressFn | None = None) -> Report:

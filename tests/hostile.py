@@ -617,8 +617,9 @@ def crafted_cases(tmp: Path) -> list[Case]:
             s1.write_bytes(s1.read_bytes()[:5000])
             return idx
         first_shard = shard_files(sharded)[1].name
+        shard_size = shard_files(sharded)[1].stat().st_size
         case("sharded_truncated_shard",
-             f"shard {first_shard}: truncated HDF5 file (data ends before the structures it declares)",
+             f"shard {first_shard}: truncated: HDF5 end-of-file address {shard_size} > file size 5000",
              shard_truncated, ".weights.json")
 
     # --- libhdf5 allocating without end (fuzzer finds): the memory cap ends them

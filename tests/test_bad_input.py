@@ -42,7 +42,7 @@ def _make(tmp_path, kind):
 
 
 EXPECTED = {
-    "truncated_keras": "corrupt zip archive",
+    "truncated_keras": "truncated: zip end-of-central-directory record not found",
     "truncated_h5": "truncated",
     "random": "not a Keras weight archive",
     "empty": "empty file",

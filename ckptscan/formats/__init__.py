@@ -125,6 +125,11 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
         return open_any(str(path), config=config)
     _recover_interrupted_fix(path)
     where = str(path)
+    from .integrity import integrity_problem
+
+    problem = integrity_problem(path)  # cut short at any byte: say so before HDF5/zip guess why
+    if problem:
+        raise MalformedArchiveError(where, problem)
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     fmt = detect(path)
     if fmt == "keras-zip":

@@ -1,0 +1,175 @@
+"""One verdict per file (issue 13, item 1): a folder never lets a broken archive through.
+
+Every broken-file kind sits in its own folder beside a healthy ``.keras``; ``scan DIR``
+and ``scan --jobs 2 DIR`` must exit 2 and name the broken file with its reason. A
+healthy file beside a well-formed non-Keras ``data.h5`` exits 0 (``--strict``: 2).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from ckptscan import scan
+from ckptscan.errors import MalformedArchiveError
+from ckptscan.formats import open_checkpoint
+from ckptscan.formats.integrity import classify, integrity_problem
+
+from conftest import FIXTURES, run_cli
+
+K3 = FIXTURES / "k3"
+HEALTHY = K3 / "fp16.keras"
+
+
+def _stored_keras_with_cut_member(dst: Path) -> None:
+    """A consistent zip (central directory intact) whose stored weights member is cut in half."""
+    with zipfile.ZipFile(K3 / "seed.keras") as src, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "model.weights.h5":
+                data = data[: len(data) // 2]
+            out.writestr(info.filename, data)
+
+
+def _write_kind(folder: Path, kind: str) -> tuple[str, str]:
+    """Put the broken file of ``kind`` in ``folder``; (its name, a substring of the reason)."""
+    sources = {"h5": (K3 / "seed_legacy.h5", "model.h5"), "weights": (K3 / "seed.weights.h5", "model.weights.h5"),
+               "keras": (K3 / "seed.keras", "model.keras")}
+    if kind.startswith("cut"):
+        _, fmt, frac = kind.split(":")
+        src, name = sources[fmt]
+        f = float(frac)
+        data = src.read_bytes()
+        (folder / name).write_bytes(data[: (1 if f == -1 else int(len(data) * f))])
+        if f == 0:
+            return name, "empty file"
+        return name, "truncated"
+    if kind == "empty.keras":
+        (folder / "empty.keras").write_bytes(b"")
+        return "empty.keras", "empty file"
+    if kind == "random.h5":
+        (folder / "random.h5").write_bytes(np.random.default_rng(7).bytes(4096))
+        return "random.h5", "neither zip, HDF5 nor a sharded index"
+    if kind == "random.keras":
+        (folder / "random.keras").write_bytes(np.random.default_rng(8).bytes(4096))
+        return "random.keras", "neither zip, HDF5 nor a sharded index"
+    if kind == "text.h5":
+        (folder / "notes.h5").write_text("these are my notes, not a model\n")
+        return "notes.h5", "neither zip, HDF5 nor a sharded index"
+    if kind == "text.weights.json":
+        (folder / "model.weights.json").write_text("{\"hello\": 1}\n")
+        return "model.weights.json", "no weight_map"
+    if kind in ("shard-missing", "shard-cut"):
+        for p in K3.glob("seed_sharded*"):
+            shutil.copy(p, folder / p.name)
+        shard = folder / "seed_sharded_00001.weights.h5"
+        if kind == "shard-missing":
+            shard.unlink()
+            return "seed_sharded.weights.json", "shard seed_sharded_00001.weights.h5 is missing"
+        shard.write_bytes(shard.read_bytes()[:-100])
+        return "seed_sharded.weights.json", "shard seed_sharded_00001.weights.h5: truncated: HDF5 end-of-file address"
+    if kind == "member-cut":
+        _stored_keras_with_cut_member(folder / "stored.keras")
+        return "stored.keras", "truncated: HDF5 end-of-file address"
+    raise AssertionError(kind)
+
+
+KINDS = [f"cut:{fmt}:{frac}" for fmt in ("h5", "weights", "keras") for frac in ("0", "-1", "0.5", "0.999")] + [
+    "empty.keras", "random.h5", "random.keras", "text.h5", "text.weights.json", "shard-missing", "shard-cut",
+    "member-cut",
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_folder_with_a_broken_file_exits_2(tmp_path, kind):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    shutil.copy(HEALTHY, folder / "healthy.keras")
+    name, reason = _write_kind(folder, kind)
+    for args in (["scan", str(folder)], ["scan", "--jobs", "2", str(folder)]):
+        out = run_cli(*args)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        line = f"ckptscan: error: {folder / name}: "
+        assert line in out.stderr, out.stderr
+        assert reason in out.stderr.split(line, 1)[1].splitlines()[0], out.stderr
+        assert "healthy.keras" in out.stdout  # the healthy file is still scanned
+    # the Python API gives the same verdict
+    report = scan(folder)
+    assert report.exit_code() == 2
+    assert {f.path.name if hasattr(f.path, "name") else os.path.basename(f.path): f.status for f in report.files}[name] == "error"
+
+
+def test_explicit_truncated_file_names_the_cut(tmp_path):
+    data = (K3 / "seed.weights.h5").read_bytes()
+    p = tmp_path / "cut.weights.h5"
+    p.write_bytes(data[: len(data) // 2])
+    out = run_cli("scan", p)
+    assert out.returncode == 2
+    assert f"ckptscan: error: {p}: truncated: HDF5 end-of-file address {len(data)} > file size {len(data) // 2}\n" in out.stderr
+    with pytest.raises(MalformedArchiveError, match=r"truncated: HDF5 end-of-file address \d+ > file size"):
+        open_checkpoint(p)
+
+
+def test_healthy_file_and_non_keras_hdf5_exit_0(tmp_path):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    shutil.copy(HEALTHY, folder / "healthy.keras")
+    with h5py.File(folder / "data.h5", "w") as f:
+        f["x"] = np.arange(10.0)
+    with zipfile.ZipFile(folder / "bundle.zip", "w") as z:
+        z.writestr("readme.txt", "hi")
+    (folder / "README.md").write_text("# runs\n")
+    for args in (["scan", str(folder)], ["scan", "--jobs", "2", str(folder)]):
+        out = run_cli(*args)
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        assert f"{folder / 'data.h5'}: HDF5 file, but not a Keras weight archive" in out.stdout
+        assert "not a Keras weight archive (not a Keras" not in out.stdout  # no doubled reason
+        assert "3 skipped" in out.stderr
+    strict = run_cli("scan", "--strict", folder)
+    assert strict.returncode == 2
+    assert f"ckptscan: error: {folder / 'data.h5'}: HDF5 file, but not a Keras weight archive" in strict.stderr
+    assert f"ckptscan: error: {folder / 'bundle.zip'}" in strict.stderr
+    assert "README.md" not in strict.stderr  # unrelated text stays skipped
+    assert scan(folder).exit_code() == 0 and scan(folder, strict=True).exit_code() == 2
+
+
+def test_classify_outcomes(tmp_path):
+    assert classify(K3 / "seed.keras").outcome == "keras"
+    assert classify(K3 / "seed_sharded.weights.json").format == "keras3-sharded"
+    data = (K3 / "seed_legacy.h5").read_bytes()
+    p = tmp_path / "m.h5"
+    for n, want in [(0, "empty file"), (1, "truncated: file is 1 byte, shorter than the HDF5 signature"),
+                    (40, "truncated: HDF5 superblock incomplete (file size 40)"),
+                    (len(data) - 1, f"truncated: HDF5 end-of-file address {len(data)} > file size {len(data) - 1}")]:
+        p.write_bytes(data[:n])
+        assert classify(p) == classify(p, strict=True)
+        assert (classify(p).outcome, classify(p).reason) == ("unreadable", want)
+    z = (K3 / "seed.keras").read_bytes()
+    k = tmp_path / "m.keras"
+    k.write_bytes(z[:-10])
+    assert classify(k).reason == f"truncated: zip end-of-central-directory record not found (file size {len(z) - 10})"
+    # a consistent zip whose stored weights member is cut: the member's own end-of-file address
+    _stored_keras_with_cut_member(k)
+    assert classify(k).reason.startswith("truncated: HDF5 end-of-file address ")
+    assert "> member model.weights.h5 size" in classify(k).reason
+    # central directory pointing past its end record
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zz:
+        zz.writestr("config.json", "{}")
+        zz.writestr("model.weights.h5", b"x" * 100)
+    raw = bytearray(buf.getvalue())
+    raw = raw[:40] + raw[60:]  # drop 20 bytes of the first member's data
+    k.write_bytes(bytes(raw))
+    assert classify(k).outcome == "unreadable" and classify(k).reason.startswith(("truncated: zip", "corrupt zip"))
+    # text not claiming Keras: unrelated
+    t = tmp_path / "notes.txt"
+    t.write_text("hello")
+    assert classify(t).outcome == "not_keras"
+    assert integrity_problem(K3 / "seed.keras") is None
