@@ -16,7 +16,7 @@ import typer
 from . import cli as _cli
 from .cli import EXIT_FINDINGS, EXIT_OK, EXIT_READ_ERROR, app, error_line
 
-STRATEGIES = ("auto", "reset", "median", "clamp", "from", "value")
+STRATEGIES = ("auto", "reset", "median", "clamp", "from", "value", "zero")
 
 
 def _split(values: Optional[List[str]]) -> tuple[str, ...]:
@@ -106,21 +106,21 @@ def _render_file(f, dry_run: bool) -> list[str]:
 def fix(
     paths: Annotated[List[str], typer.Argument(help="Checkpoints (.keras, .h5, .weights.h5, .weights.json) or folders.")],
     strategy: Annotated[Optional[List[str]], typer.Option(
-        "--strategy", "-s", help="auto|reset|median|clamp|from|value, or RULE=STRATEGY (repeatable).")] = None,
+        "--strategy", "-s", help="auto|reset|median|clamp|from|value|zero, or RULE=STRATEGY (repeatable).")] = None,
     ref: Annotated[Optional[str], typer.Option("--from", help="Reference checkpoint to copy from (e.g. the last good epoch).")] = None,
     value: Annotated[Optional[float], typer.Option("--value", help="Constant for the value strategy.")] = None,
     clamp_min: Annotated[float, typer.Option("--clamp-min", help="Clamp floor for moving_variance.")] = 0.0,
     clamp_max: Annotated[Optional[float], typer.Option(
-        "--clamp-max", help="Clamp ceiling (default 65504 for float16 tensors, float32 max otherwise).")] = None,
+        "--clamp-max", help="Clamp ceiling (default: the layer's largest healthy variance).")] = None,
     whole_tensor: Annotated[bool, typer.Option("--whole-tensor", help="Rewrite the whole variable, not only its bad elements.")] = False,
     select: Annotated[Optional[List[str]], typer.Option("--select", help="Only these rule IDs (comma-separated, prefixes).")] = None,
     ignore: Annotated[Optional[List[str]], typer.Option("--ignore", help="Skip these rule IDs.")] = None,
     layer: Annotated[Optional[str], typer.Option("--layer", help="Only layers whose path matches this glob.")] = None,
-    include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also repair optimizer state.")] = False,
+    include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also repair optimizer state (OPT001): non-finite moments -> 0, or --from REF; counters never.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print every change; write nothing.")] = False,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write a patched copy here instead (one input).")] = None,
-    backup: Annotated[bool, typer.Option("--backup", help="Keep the original as <file>.bak.")] = False,
-    backup_to: Annotated[Optional[str], typer.Option("--backup-to", help="Keep the original at this path.")] = None,
+    backup: Annotated[bool, typer.Option("--backup", help="Keep the original as <file>.bak (never overwritten: .bak.1, .bak.2 … when it exists).")] = False,
+    backup_to: Annotated[Optional[str], typer.Option("--backup-to", help="Keep the original at this path (refused if it exists).")] = None,
     manifest: Annotated[Optional[str], typer.Option("--manifest", help="Write the JSON patch manifest here.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Files patched in parallel.")] = 1,
     verify: Annotated[str, typer.Option(

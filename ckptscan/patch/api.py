@@ -105,7 +105,10 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
                 ref = _open(req.ref, None)
             targets = find_targets(ckpt, req.select, req.ignore, req.layer, req.include_optimizer)
             if not targets:
-                return FileFix(path, "unchanged", reason="nothing to fix", format=ckpt.format, notes=tuple(notes))
+                from .explain import nothing_to_fix
+
+                reason = nothing_to_fix(ckpt, req.select, req.ignore, req.layer, req.include_optimizer)
+                return FileFix(path, "unchanged", reason=reason, format=ckpt.format, notes=tuple(notes))
             changes, unfixed = [], []
             for t in targets:
                 # only a BN vector's values choose its strategy; any other tensor is not read here

@@ -4,12 +4,21 @@
 strategy   new values                                                       applies to
 =========  ===============================================================  =============
 reset      the layer's ``moving_mean_initializer``/``moving_variance_       BN moving
-           initializer`` (zeros/ones by default, ``Constant`` honoured)     statistics
+           initializer`` (zeros/ones by default, ``Constant`` honoured);    statistics
+           a variance that would be 1 in every channel one step above 1
+           (see :func:`reset_variance`)
 median     median of the same variable's healthy channels                   BN moving stats
-clamp      variance clipped into ``[clamp_min, clamp_max]``                 moving_variance
+clamp      variance clipped into ``[clamp_min, clamp_max]``; the ceiling    moving_variance
+           is by default the layer's largest healthy variance
+           (:func:`healthy_range`), never a BN002/BN003 outlier
 from       the same tensor of a reference checkpoint (bit for bit)          any tensor
 value      a constant (never ≤ 0 for a variance)                            any tensor
+zero       0, as a freshly built optimizer starts (never a counter, a       optimizer
+           learning rate or a loss scale)                                   slots
 =========  ===============================================================  =============
+
+Every strategy's values are healthy by ckptscan's own rules, so the next ``scan`` reports
+none of the findings a fix repaired and none it created (tests/test_fix_scan_agree.py).
 
 By default only the bad elements change; ``whole_tensor`` rewrites the variable.
 A strategy that cannot apply raises :class:`PatchRefusedError` naming the ones that do.
@@ -26,13 +35,15 @@ import numpy as np
 from ..errors import PatchRefusedError
 from ..formats.base import Checkpoint, Variable
 from .model import Change
+from ..formats.base import bf16_to_f32, f32_to_bf16_bits
 from .rawio import decode, read_at, read_raw
 
 BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization"}
 BN_STATS = ("moving_mean", "moving_variance")
 FLOAT16_MAX = 65504.0
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-STOP_GAP = ("stop-gap: moving statistics reset to the initializer values; the layer now "
+STOP_GAP = ("stop-gap: moving statistics reset to the initializer values (a variance of 1 in every "
+            "channel one step above 1, so the layer is not taken for one never updated); the layer now "
             "normalizes with made-up statistics. Restore them from a good checkpoint "
             "(--from) or recalibrate before trusting accuracy")
 ESTIMATE = "estimate: bad channels take the median of the healthy channels of the same layer"
@@ -47,6 +58,8 @@ class Strategy(str, Enum):
     CLAMP = "clamp"
     FROM = "from"
     VALUE = "value"
+    ZERO = "zero"
+    """Optimizer slots (Adam/RMSprop moments …) → 0."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class Options:
     value: float | None = None
     clamp_min: float = 0.0
     clamp_max: float | None = None
-    """None: 65504 for float16 tensors, the float32 maximum otherwise."""
+    """None: the largest healthy variance of the layer (at most 65504 for float16)."""
     whole_tensor: bool = False
 
 
@@ -83,6 +96,8 @@ def applicable(var: Variable, values: np.ndarray | None = None, bad: np.ndarray 
                has_ref: bool = False) -> list[str]:
     """Names of the strategies that can repair ``var`` (for refusal messages)."""
     out = []
+    if var.kind == "optimizer":
+        return ["zero", "from REF" if not has_ref else "from"] if is_slot(var) else []
     if is_bn_stat(var):
         out.append("reset")
         if values is not None and bad is not None and _healthy(var, values, bad).any():
@@ -100,6 +115,55 @@ def _healthy(var: Variable, values: np.ndarray, bad: np.ndarray) -> np.ndarray:
         ok &= values >= 0
     ok[bad] = False
     return ok
+
+
+#: Optimizer variables that are not slots: never changed by ``fix`` (substrings, lower-case).
+NOT_SLOTS = ("iteration", "learning_rate", "loss_scale", "step", "decay")
+
+
+def is_slot(var: Variable) -> bool:
+    """True for an optimizer slot (a moment, accumulator…), False for a counter or hyper-parameter.
+
+    Iteration counters are integers, learning rates and loss scales scalars; a name
+    that says so (``iterations``, ``learning_rate``) is never a slot either.
+    """
+    name = var.path.lower()
+    return var.kind == "optimizer" and var.is_float and len(var.shape) > 0 and not any(n in name for n in NOT_SLOTS)
+
+
+def reset_variance(v: float, dtype: str) -> float:
+    """The smallest ``dtype`` value above ``v``: the variance a reset writes.
+
+    A layer whose moving statistics are exactly the initializer's (mean 0, variance 1)
+    is what BN007 reports as "never updated". One step above the initializer value
+    (1.0000001 in float32, 1.0009766 in float16, 1.0078125 in bfloat16) is the same
+    stop-gap for inference and tells a later scan that the statistics were reset, not
+    forgotten.
+    """
+    if dtype == "bfloat16":
+        bits = f32_to_bf16_bits(np.asarray([v], np.float32))
+        return float(bf16_to_f32((bits.astype(np.uint32) + (1 if v >= 0 else -1)).astype(np.uint16))[0])
+    dt = np.dtype(dtype) if dtype in ("float16", "float32", "float64") else np.dtype(np.float32)
+    return float(np.nextafter(dt.type(v), dt.type(np.inf)))
+
+
+def healthy_range(var: Variable, values: np.ndarray, bad: np.ndarray) -> tuple[float, float] | None:
+    """(lowest, highest) healthy variance of the layer, or None without one.
+
+    Healthy: finite, not negative, not among ``bad`` and not a high outlier by BN002's
+    own test (so a clamped channel is never reported again).
+    """
+    from ..rules import Thresholds
+    from ..rules.batchnorm import variance_outliers
+
+    ok = _healthy(var, values, bad)
+    if ok.any():
+        probe = np.where(ok, values, np.nan).astype(np.float64)
+        outl, _, _ = variance_outliers(probe, Thresholds())
+        ok &= ~outl
+    if not ok.any():
+        return None
+    return float(values[ok].min()), float(values[ok].max())
 
 
 def initializer_value(spec, default: float, where: str, var: Variable) -> float:
@@ -153,6 +217,11 @@ def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Opti
         cfg = layer.config if layer is not None else {}
         default = 0.0 if var.name == "moving_mean" else 1.0
         v = initializer_value(cfg.get(f"{var.name}_initializer"), default, where, var)
+        if var.name == "moving_variance" and v == 1.0:
+            after = values.copy()
+            after[idx] = v
+            if np.all(after == 1.0):  # the whole layer at the initial values reads as "never updated"
+                v = reset_variance(v, var.dtype)
         new = np.full(idx.size, v)
         note = STOP_GAP if layer is not None else (
             STOP_GAP + f" (no layer config: Keras' default initializer, {v:g}, assumed; pass --config)")
@@ -171,9 +240,17 @@ def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Opti
         if np.isnan(sel).any():
             nan_at = idx[np.isnan(sel)]
             raise refuse(f"clamp cannot repair NaN (channels {_fmt_idx(nan_at)})")
-        hi = opts.clamp_max if opts.clamp_max is not None else (
-            FLOAT16_MAX if var.dtype == "float16" else FLOAT32_MAX)
+        if values is None:
+            raise refuse("clamp applies to BatchNormalization moving_variance only")
         lo = opts.clamp_min
+        if opts.clamp_max is not None:
+            hi = opts.clamp_max
+        else:
+            rng = healthy_range(var, values, bad)
+            if rng is None:
+                raise refuse("clamp has no healthy channel to take its ceiling from (give --clamp-max)")
+            hi = min(rng[1], FLOAT16_MAX if var.dtype == "float16" else FLOAT32_MAX)
+            note = f"clamped to at most the layer's largest healthy variance {hi:.7g}"
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
             raise PatchRefusedError(where, f"clamp range [{lo:g}, {hi:g}] is not a finite range with 0 <= min <= max")
         new = np.clip(sel, lo, hi)
@@ -196,6 +273,15 @@ def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Opti
             raise PatchRefusedError(where, f"{var.path}: the reference is broken too "
                                     f"(elements {_fmt_idx(idx[np.asarray(broken)])}); nothing written")
         note = f"copied from {ref.path}"
+    elif strategy is Strategy.ZERO:
+        if var.kind != "optimizer":
+            raise refuse("zero applies to optimizer slots only")
+        if not is_slot(var):
+            raise PatchRefusedError(where, f"{var.path}: an optimizer counter or hyper-parameter "
+                                    "(iterations, learning rate, loss scale) is never changed; use --from REF "
+                                    "for the whole optimizer state or re-compile")
+        new = np.zeros(idx.size)
+        note = "optimizer slots set to 0, as a freshly built optimizer starts"
     elif strategy is Strategy.VALUE:
         if opts.value is None:
             raise PatchRefusedError(where, "--strategy value needs --value V")
@@ -215,16 +301,19 @@ def make_change(ckpt: Checkpoint, target: Target, strategy: Strategy, opts: Opti
 def choose(target: Target, opts: Options, values: np.ndarray | None, has_ref: bool) -> Strategy | None:
     """The strategy for ``target``: per rule, else the chosen one, else the automatic one.
 
-    Automatic: BN moving statistics → ``median`` when a healthy channel is left, else
-    ``reset``; other tensors → ``from`` with a reference, ``value`` with ``--value``,
+    Automatic: optimizer slots (``--include-optimizer``) → ``from`` with a reference,
+    else ``zero``, whatever ``--strategy`` says for the model's tensors; BN moving
+    statistics → ``median`` when a healthy channel is left, else ``reset``; other tensors → ``from`` with a reference, ``value`` with ``--value``,
     else None (left unfixed).
     """
     for rid in target.rule_ids:
         if rid in opts.per_rule:
             return Strategy(opts.per_rule[rid])
+    var = target.variable
+    if var.kind == "optimizer":  # --include-optimizer: moments → 0, or the reference's
+        return Strategy.FROM if has_ref else Strategy.ZERO
     if opts.strategy is not Strategy.AUTO:
         return opts.strategy
-    var = target.variable
     if has_ref:
         return Strategy.FROM
     if is_bn_stat(var):

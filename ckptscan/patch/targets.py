@@ -1,7 +1,8 @@
 """What to repair: the scan's patchable findings.
 
 The targets are the findings of :mod:`ckptscan.scan` with ``patchable=True`` at
-``error`` severity, plus warnings of rules named in ``--select`` (``--ignore`` rule IDs,
+``error`` severity, plus warnings of rules named in ``--select`` and, with
+``--include-optimizer``, optimizer state (OPT001) (``--ignore`` rule IDs,
 ``--layer`` glob). A finding's ``indices`` may be truncated, so the bad elements are
 recomputed from the tensor (non-finite values; negative values of a BN variance) and
 merged with the finding's.
@@ -65,7 +66,8 @@ def find_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_opt
     for f in findings:
         sev = getattr(f.severity, "value", f.severity)
         explicit = any(f.rule_id == s or f.rule_id.startswith(s) for s in select if s)
-        if not f.patchable or not f.variable or (sev != "error" and not explicit):
+        wanted = explicit or (f.category == "optimizer" and include_optimizer)
+        if not f.patchable or not f.variable or (sev != "error" and not wanted):
             continue
         if f.category == "optimizer" and not include_optimizer:
             continue

@@ -120,6 +120,7 @@ def float16_overflow_at_save(ctx: TensorContext) -> Iterator[Hit]:
     "Inference is unaffected. To resume training, restore the optimizer state from an earlier "
     "checkpoint or reset the optimizer (re-compile) and keep the model weights.",
     category="optimizer",
+    patchable=True,
 )
 def optimizer_state_non_finite(ctx: TensorContext) -> Iterator[Hit]:
     """Optimizer state (Adam moments, iteration counters, loss scale) holds NaN or ±Inf.
@@ -140,6 +141,9 @@ def optimizer_state_non_finite(ctx: TensorContext) -> Iterator[Hit]:
     ## Fix
     Resume from an earlier checkpoint, or re-compile the model (fresh optimizer) and
     continue from these weights. ``--no-include-optimizer`` skips these variables.
+    ``ckptscan fix --include-optimizer`` sets the non-finite elements of moments and
+    accumulators to 0 (as a fresh optimizer starts) or copies them ``--from`` a good
+    checkpoint; iteration counters, learning rates and loss scales are never changed.
 
     ## Known problems
     Variable names inside the optimizer are whatever the writer stored; ckptscan does
