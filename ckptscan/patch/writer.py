@@ -348,19 +348,16 @@ def _check_zip(path: str) -> None:
 
 def _backup(path: str, fmt: str, targets: list[str], backup: str) -> str:
     """Copy the original (the archive, or each touched physical file) aside."""
+    from .backup import backup_copy  # never overwrites: .bak, .bak.1, … (refused for --backup-to)
+
     if backup == "":
         if len(targets) == 1 and targets[0] == path or fmt == "keras-zip":
-            dst = path + ".bak"
-            safety.atomic_copy(path, dst)
-            return dst
-        for t in targets:
-            safety.atomic_copy(t, t + ".bak")
-        return ", ".join(t + ".bak" for t in targets)
+            return backup_copy(path)
+        return ", ".join(backup_copy(t) for t in targets)
     if fmt in MULTI_FILE and len(targets) > 1:
         raise PatchRefusedError(path, "--backup-to needs one file; this patch touches several shards (use --backup)")
     src = path if fmt == "keras-zip" or targets == [path] else targets[0]
-    safety.atomic_copy(src, backup)
-    return backup
+    return backup_copy(src, backup)
 
 
 def _patch_copy(path, fmt, files, regions, prepared, physical, output, reopen, expected, hashes, verify) -> str:
