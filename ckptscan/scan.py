@@ -275,6 +275,9 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
         for r in tensor_rules:
             hits += [(r, h) for h in r.check(ctx)]
     layers: list[BNLayer] = []
+    from .rules.branches import concat_segments
+
+    segments = concat_segments(ckpt.model_config) if groups else {}
     for path, group in groups.items():
         if len(bn_values[path]) != len(group):
             continue
@@ -283,6 +286,7 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
         layers.append(BNLayer(
             layer_path=path, layer_class=any_var.layer_class, values=bn_values[path], stats=bn_stats[path],
             dtypes={n: g.dtype for n, g in group.items()}, epsilon=eps, epsilon_known=known, variables=group,
+            segments=segments.get(path),
         ))
     # one vectorised screen over every BN layer: a quiet layer cannot trip the screened
     # rules, so only the others run on it (none of the built-in ones)

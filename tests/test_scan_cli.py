@@ -98,7 +98,8 @@ def test_seed_scenario_end_to_end(seed_files):
 
     p = run_cli("scan", broken)
     assert p.returncode == 1
-    assert "impact: first broken layer resnet101v2/conv5_block3_2_bn (BN002)" in p.stdout
+    assert "impact: first broken layer resnet101v2/post_bn (BN001, BN004)" in p.stdout
+    assert "suspicious (warnings): resnet101v2/conv5_block3_2_bn (BN002)" in p.stdout
     assert "reaches 2 of 2 outputs: class_head, aux_head" in p.stdout
     assert "inference-only" in p.stdout
 

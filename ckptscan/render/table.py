@@ -16,14 +16,20 @@ def _layers(findings: tuple[Finding, ...]) -> list[tuple[str, list[Finding]]]:
 
 
 def impact_lines(fr: FileResult) -> list[str]:
-    """The impact summary of one file, as text lines."""
+    """The impact summary of one file, as text lines.
+
+    A layer is *broken* only for an error; a layer with warnings alone is *suspicious*.
+    """
     imp = fr.impact or {}
     if not imp.get("origin"):
         return []
-    origin = next((b for b in imp.get("broken_layers", []) if b["layer_path"] == imp["origin"]), None)
-    rules = f" ({', '.join(origin['rules'])})" if origin else ""
-    lines = [f"  impact: {'NaN origin' if origin and origin['severity'] == 'error' else 'first broken layer'} "
-             f"{imp['origin']}{rules}"]
+    layers = imp.get("broken_layers", [])
+    broken = [b for b in layers if b["severity"] == "error"]
+    suspicious = [b for b in layers if b["severity"] != "error"]
+    first = broken[0] if broken else suspicious[0]
+    rules = f" ({', '.join(first['rules'])})"
+    label = "first broken layer" if broken else "first suspicious layer (warnings only)"
+    lines = [f"  impact: {label} {first['layer_path']}{rules}"]
     if imp.get("graph"):
         heads = imp.get("reached_heads") or []
         all_heads = imp.get("heads") or []
@@ -33,13 +39,19 @@ def impact_lines(fr: FileResult) -> list[str]:
             lines.append("          reaches no model output")
     else:
         lines.append(f"          {imp.get('note', 'no model graph')}")
-    others = [b["layer_path"] for b in imp.get("broken_layers", [])[1:]]
+
+    def shown(items: list[str]) -> str:
+        return ", ".join(items[:6]) + (f", … ({len(items)} in all)" if len(items) > 6 else "")
+
+    others = [b["layer_path"] for b in broken[1:]]
     if others:
-        shown = ", ".join(others[:6]) + (f", … ({len(others)} in all)" if len(others) > 6 else "")
-        lines.append(f"          also broken downstream: {shown}")
+        lines.append(f"          also broken downstream: {shown(others)}")
+    susp = [f"{b['layer_path']} ({', '.join(b['rules'])})" for b in suspicious if b is not first]
+    if susp:
+        lines.append(f"          suspicious (warnings): {shown(susp)}")
     if imp.get("inference_only"):
         lines.append("          inference-only: BatchNormalization moving statistics (training mode never reads "
-                     "them, so training metrics look fine while predict() is wrong)")
+                     f"them, so training metrics look fine while predict() {'is' if broken else 'may be'} wrong)")
     return lines
 
 

@@ -183,6 +183,9 @@ class BNLayer:
     epsilon: float
     epsilon_known: bool
     variables: dict[str, object] = field(default_factory=dict)
+    segments: tuple[tuple[int, int], ...] | None = None
+    """Channel ranges of the ``Concatenate`` inputs feeding this layer, when the config says
+    (:func:`ckptscan.rules.branches.concat_segments`); BN002 judges each on its own."""
 
 
 @dataclass

@@ -155,14 +155,26 @@ def bn_variance_outlier(ctx: BNContext) -> Iterator[Hit]:
     ## Known problems
     The scale of one BN layer is never compared with other BN layers: the first BN
     after raw, un-normalised input can legitimately hold variances of 1e6–1e7. A layer
-    with fewer than 4 live channels is not tested. Thresholds: ``bn-outlier-decades``,
+    with fewer than 4 live channels is not tested.
+
+    A BN layer after a ``Concatenate`` can hold a whole branch at another scale. With
+    a config, each concatenated input's channels are judged among themselves. Without
+    one, a contiguous block of two or more outlying channels whose mean moved with its
+    variance (``|mean| / std`` on the scale of the rest of the layer, or at least 0.1) is
+    taken for such a branch and not reported: a poisoned variance does not drag its
+    mean along. A corrupted block whose means were scaled by the same factor is missed. Thresholds: ``bn-outlier-decades``,
     ``bn-outlier-mads``, ``bn-outlier-min-spread`` in ``[tool.ckptscan.thresholds]``.
     """
+    from .branches import branch_outliers
+
     layer = ctx.layer
     v = layer.values.get("moving_variance")
     if v is None or v.ndim != 1:
         return
     mask, median, _ = variance_outliers(v, ctx.thresholds)
+    if not mask.any():
+        return
+    mask = branch_outliers(v, layer.values.get("moving_mean"), mask, layer.segments, ctx.thresholds)
     if not mask.any():
         return
     idx = _channels(mask)
