@@ -21,6 +21,7 @@ def variable_record(v: Variable) -> dict:
         "shape": list(v.shape),
         "dtype": v.dtype,
         "kind": v.kind,
+        "about": v.about,
         "naming": v.naming,
         "file": v.file,
         "member": v.member,
@@ -86,7 +87,7 @@ def render_table(doc: dict) -> str:
     for v in doc["variables"]:
         name = v["name"] + ("*" if v["naming"] == "inferred" else "")
         if v["kind"] in ("optimizer", "metric"):
-            name += f" ({v['kind']})"
+            name += f" ({v['kind']})" + (f" = {v['about']}" if v.get("about") else "")
         rows.append((v["layer_path"], name, "(" + ", ".join(map(str, v["shape"])) + ")", v["dtype"], _human(v["nbytes"])))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines.append("")

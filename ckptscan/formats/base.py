@@ -55,6 +55,9 @@ class Variable:
     kind: str = "weight"
     """``weight`` (model variable), ``optimizer`` (optimizer state) or ``metric``
     (compiled-metric state some tf-keras ``.keras`` files carry)."""
+    about: str = ""
+    """What an optimizer variable is, when known: ``bn_b/gamma (Adam momentum)``
+    (:mod:`ckptscan.formats.optnames`)."""
 
     @property
     def path(self) -> str:

@@ -119,6 +119,9 @@ class V3Checkpoint(Checkpoint):
                 raise late from exc
             objects, names = self._collect_exact()
         self._name(objects, names)
+        from .optnames import name_optimizer_variables  # Keras 3 optimizer/vars/N → adam/bn_b_gamma_momentum
+
+        self.variables = name_optimizer_variables(self.variables, self.model_config, self.layers)
 
     def _collect_fast(self) -> tuple[dict, dict]:
         """``vars`` groups and their datasets through h5py's low-level API.

@@ -136,7 +136,8 @@ def optimizer_state_non_finite(ctx: TensorContext) -> Iterator[Hit]:
     NaN after one step.
 
     ## Example
-    ``optimizer/adam/dense_kernel_momentum: optimizer state holds 4 non-finite values of 512 (4 NaN) …``
+    ``dense/kernel (Adam momentum) [optimizer/adam/dense_kernel_momentum]: optimizer state holds 4
+    non-finite values of 512 (4 NaN) …``
 
     ## Fix
     Resume from an earlier checkpoint, or re-compile the model (fresh optimizer) and
@@ -146,16 +147,22 @@ def optimizer_state_non_finite(ctx: TensorContext) -> Iterator[Hit]:
     checkpoint; iteration counters, learning rates and loss scales are never changed.
 
     ## Known problems
-    Variable names inside the optimizer are whatever the writer stored; ckptscan does
-    not map every moment back to the weight it belongs to.
+    Legacy files keep the names their writer stored. Keras 3 files store none: the
+    names are rebuilt from ``compile_config`` and the trainable variables for the
+    optimizers Keras ships (SGD, Adam, AdamW, Adamax, Nadam, RMSprop, Adagrad,
+    Adadelta, Adafactor, Lion, Ftrl, Lamb, LossScaleOptimizer around any of them);
+    with EMA, gradient accumulation, a custom optimizer or any count/shape mismatch
+    they stay ``vars/N``.
     """
     s = ctx.stats
     if ctx.var.kind != "optimizer" or s.n_nonfinite == 0:
         return
     idx, loc = _indices_args(ctx)
+    # Keras 3 files: "bn_b/gamma (Adam momentum) [optimizer/adam/bn_b_gamma_momentum]"
+    path = f"{ctx.var.about} [{ctx.var.path}]" if ctx.var.about else ctx.var.path
     yield Hit(
         ctx.var.layer_path, ctx.var.name,
-        {"path": ctx.var.path, "count": s.n_nonfinite, "size": s.size, "breakdown": breakdown(s), "where": loc},
+        {"path": path, "count": s.n_nonfinite, "size": s.size, "breakdown": breakdown(s), "where": loc},
         idx, s.n_nonfinite, {"nan": s.n_nan, "posinf": s.n_posinf, "neginf": s.n_neginf},
     )
 
