@@ -174,16 +174,22 @@ def scan_job(job: ScanJob, progress: Callable[..., None] | None = None) -> JobRe
 
     ``progress`` receives :func:`ckptscan.scan.scan_file`'s byte events (in process only).
     """
+    from .errors import CkptscanError
+    from .filesettings import options_for
     from .scan import scan_file
 
+    try:
+        options = options_for(job.path, job.options)  # the settings nearest to this file
+    except CkptscanError as exc:
+        return JobResult(FileResult(path=job.path, status="error", reason=exc.reason))
     key = None
     if job.cache_dir:
-        key = cache_key(job.path, job.options)
+        key = cache_key(job.path, options)
         if key is not None:
             hit = cache_get(job.cache_dir, key, job.path)
             if hit is not None:
                 return JobResult(hit, cached=True)
-    result = scan_file(job.path, job.options, progress)
+    result = scan_file(job.path, options, progress)
     if key is not None and result.status == "scanned":
         try:
             cache_put(job.cache_dir, key, result)

@@ -10,6 +10,7 @@ to stderr, so ``--format json`` leaves stdout holding the JSON document only.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from enum import Enum
@@ -118,7 +119,7 @@ def scan(
     ignore: Annotated[Optional[List[str]], typer.Option("--ignore", help="Skip these rule IDs or prefixes.")] = None,
     include_optimizer: Annotated[Optional[bool], typer.Option("--include-optimizer/--no-include-optimizer", help="Check optimizer state too (rule OPT001) [default: include].")] = None,
     config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of bare .weights.h5 files.")] = None,
-    settings_file: Annotated[Optional[str], typer.Option("--settings", help="Settings file (default: nearest .ckptscan.toml or pyproject.toml [tool.ckptscan]).")] = None,
+    settings_file: Annotated[Optional[str], typer.Option("--settings", help="Settings file for every file (default: the nearest .ckptscan.toml or pyproject.toml [tool.ckptscan] upward from each scanned file).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Give up on a file after this many seconds (0: no limit).")] = 300.0,
     # --- many files (ckptscan.bulk) ---
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).")] = 1,
@@ -132,12 +133,17 @@ def scan(
     from .settings import load_settings
 
     try:
-        settings = load_settings(settings_file)
+        # --settings: one file for all; else the nearest to each scanned file (ckptscan.filesettings),
+        # and fail-on from the one nearest to the first path named
+        first = next((p for p in paths if "://" not in p), None)
+        start = None if first is None else (first if os.path.isdir(first) else os.path.dirname(os.path.abspath(first)))
+        settings = load_settings(settings_file, start=start if start and os.path.isdir(start) else None)
     except CkptscanError as exc:
         _usage(str(exc))
     try:
         options = make_options(select=_codes(select) or None, ignore=_codes(ignore), include_optimizer=include_optimizer,
-                               config=config, settings=settings, timeout=timeout)
+                               config=config, settings=settings, timeout=timeout,
+                               per_file_settings=settings_file is None)
     except ValueError as exc:
         _usage(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"

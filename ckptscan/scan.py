@@ -57,6 +57,11 @@ class ScanOptions:
     settings: Settings = field(default_factory=Settings)
     timeout: float | None = None
     """Seconds per file (``None``/0: no limit)."""
+    per_file_settings: bool = False
+    """Re-read the settings nearest to each file (:mod:`ckptscan.filesettings`)."""
+    request: tuple = ()
+    """The explicit ``select``/``ignore``/``include_optimizer`` arguments, kept to merge
+    them again over another file's settings."""
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -447,8 +452,12 @@ def make_options(
     settings: Settings | None = None,
     thresholds: Thresholds | None = None,
     timeout: float | None = None,
+    per_file_settings: bool = False,
 ) -> ScanOptions:
     """Merge arguments over settings into :class:`ScanOptions` (arguments win).
+
+    ``per_file_settings``: each file is scanned with the settings nearest to it
+    (:func:`ckptscan.filesettings.options_for`), these arguments merged over them.
 
     Raises ValueError for an unknown rule code.
     """
@@ -460,6 +469,9 @@ def make_options(
     return ScanOptions(
         rule_ids=tuple(r.id for r in rules), include_optimizer=inc, config=str(config) if config else None,
         thresholds=thresholds or st.thresholds, settings=st, timeout=timeout,
+        per_file_settings=per_file_settings and thresholds is None,
+        request=(("select", tuple(select) if select else None), ("ignore", tuple(ignore or ())),
+                 ("include_optimizer", include_optimizer)),
     )
 
 
@@ -506,7 +518,14 @@ def scan_candidates(cands: Sequence[Candidate], options: ScanOptions, progress: 
         i += 1
         if progress:
             progress("file", index=i, total=len(todo), path=c.path)
-        results.append(scan_file(c.path, options, progress))
+        from .filesettings import options_for
+
+        try:
+            opts = options_for(c.path, options)
+        except CkptscanError as exc:
+            results.append(FileResult(path=c.path, status="error", reason=exc.reason))
+            continue
+        results.append(scan_file(c.path, opts, progress))
     return Report(files=tuple(results))
 
 

@@ -1,8 +1,9 @@
 """Project settings for ``ckptscan scan``: ``[tool.ckptscan]`` in ``pyproject.toml`` or a
 ``.ckptscan.toml`` (top-level keys, or the same ``[tool.ckptscan]`` table).
 
-The nearest file wins, searched from the working directory upwards (``.ckptscan.toml``
-before ``pyproject.toml`` in the same folder); command-line options override it::
+The nearest file wins, searched upwards from each scanned file's folder
+(:mod:`ckptscan.filesettings`; ``.ckptscan.toml`` before ``pyproject.toml`` in the same
+folder); ``--settings`` names one file for all; command-line options override it::
 
     [tool.ckptscan]
     select = ["BN", "NUM"]          # rule ID prefixes, like ruff
