@@ -16,6 +16,7 @@ def variable_record(v: Variable) -> dict:
         "path": v.path,
         "layer_path": v.layer_path,
         "layer_name": v.layer_name,
+        "leaf_layer": v.layer_path.rsplit("/", 1)[-1] if v.layer_path else "",
         "layer_class": v.layer_class,
         "name": v.name,
         "shape": list(v.shape),
@@ -31,14 +32,15 @@ def variable_record(v: Variable) -> dict:
     }
 
 
+def layer_matches(v: Variable, layer_glob: str) -> bool:
+    """``layer_glob`` matches the layer path or the variable path, whole or as a path suffix
+    (``post_bn`` matches ``resnet101v2/post_bn``)."""
+    return any(fnmatch.fnmatchcase(s, g) for s in (v.layer_path, v.path) for g in (layer_glob, "*/" + layer_glob))
+
+
 def select(ckpt: Checkpoint, layer_glob: str | None = None, include_optimizer: bool = False) -> list[Variable]:
     """Variables filtered by a layer-path glob and kind."""
-    out = []
-    for v in ckpt.weights(include_optimizer):
-        if layer_glob and not (fnmatch.fnmatchcase(v.layer_path, layer_glob) or fnmatch.fnmatchcase(v.path, layer_glob)):
-            continue
-        out.append(v)
-    return out
+    return [v for v in ckpt.weights(include_optimizer) if not layer_glob or layer_matches(v, layer_glob)]
 
 
 def inventory(ckpt: Checkpoint, layer_glob: str | None = None, include_optimizer: bool = False) -> dict:
@@ -60,7 +62,7 @@ def inventory(ckpt: Checkpoint, layer_glob: str | None = None, include_optimizer
         "parameters": sum(v.size for v in weights),
         "bytes": sum(v.nbytes for v in weights),
         "variables": [variable_record(v) for v in variables],
-        "notes": list(ckpt.notes),
+        "notes": list(ckpt.notes) + ([f"no layer matches --layer {layer_glob!r}"] if layer_glob and not variables else []),
     }
 
 
@@ -98,4 +100,5 @@ def render_table(doc: dict) -> str:
     if c["inferred_names"]:
         lines.append("")
         lines.append("* inferred name")
+    lines += [f"  note: {n}" for n in doc.get("notes", []) if n.startswith("no layer matches")]
     return "\n".join(lines)

@@ -1,9 +1,14 @@
 """SARIF 2.1.0: one run, every rule in ``tool.driver.rules``, one result per finding.
 
-A weight has no line number: each result names the file as its physical location and
-the layer path and variable as ``logicalLocations`` (``kind`` ``module`` for the layer,
+A weight has no line number: each result names the file as its physical location
+(with the ``region`` code-scanning services require: line 1 of the artifact) and the
+layer path and variable as ``logicalLocations`` (``kind`` ``module`` for the layer,
 ``variable`` for the tensor, ``fullyQualifiedName`` ``layer/variable``). Unreadable
 files are ``toolExecutionNotifications`` of level ``error``.
+
+Artifact URIs are relative to the working directory, declared as the ``SRCROOT`` entry
+of ``originalUriBaseIds`` (``uriBaseId`` on every location); a file outside it keeps
+an absolute ``file://`` URI. Every rule has a ``helpUri`` to its page in ``docs/rules``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from ..rules import ALL_RULES, Rule
 from .json import _clean
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+#: Where the rule pages (docs/rules/<ID>.md) are published; ``CKPTSCAN_RULE_DOCS_URL`` overrides.
+RULE_DOCS_URL = "https://github.com/ckptscan/ckptscan/blob/main/docs/rules/"
+SRCROOT = "SRCROOT"
 LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
 
@@ -29,6 +37,26 @@ def artifact_uri(path: str) -> str:
     return quote(posix)
 
 
+def artifact_location(path: str) -> dict:
+    """``artifactLocation``: relative to ``SRCROOT`` (the working directory) when inside it."""
+    if "://" in path:
+        return {"uri": path}
+    rel = os.path.relpath(os.path.abspath(path)) if os.path.isabs(path) else os.path.normpath(path)
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        return {"uri": artifact_uri(os.path.abspath(path))}
+    return {"uri": artifact_uri(rel), "uriBaseId": SRCROOT}
+
+
+def _srcroot() -> dict:
+    root = os.getcwd().replace(os.sep, "/").rstrip("/") + "/"
+    return {SRCROOT: {"uri": "file://" + quote(root if root.startswith("/") else "/" + root)}}
+
+
+def help_uri(rule_id: str) -> str:
+    """The rule's page."""
+    return os.environ.get("CKPTSCAN_RULE_DOCS_URL", RULE_DOCS_URL) + f"{rule_id}.md"
+
+
 def rule_doc(r: Rule) -> dict:
     """``reportingDescriptor`` of one rule."""
     return {
@@ -37,6 +65,7 @@ def rule_doc(r: Rule) -> dict:
         "shortDescription": {"text": r.summary},
         "fullDescription": {"text": r.doc.split("## Why is this bad?")[0].replace("## What it does", "").strip()},
         "help": {"text": r.fix_hint, "markdown": r.doc},
+        "helpUri": help_uri(r.id),
         "defaultConfiguration": {"level": LEVEL[r.severity]},
         "properties": {"category": r.category, "patchable": r.patchable, "inferenceOnly": r.inference_only,
                        "tags": [r.category]},
@@ -49,7 +78,7 @@ def _result(f: Finding, index: dict[str, int]) -> dict:
         logical.append({"name": f.layer_path.rpartition("/")[2], "fullyQualifiedName": f.layer_path, "kind": "module"})
     if f.variable:
         logical.append({"name": f.variable, "fullyQualifiedName": f.path, "kind": "variable"})
-    loc: dict = {"physicalLocation": {"artifactLocation": {"uri": artifact_uri(f.file)}}}
+    loc: dict = {"physicalLocation": {"artifactLocation": artifact_location(f.file), "region": {"startLine": 1}}}
     if logical:
         loc["logicalLocations"] = logical
     res = {
@@ -71,10 +100,10 @@ def sarif_doc(report: Report, fail_on: str = "error") -> dict:
     index = {r.id: i for i, r in enumerate(ALL_RULES)}
     notes = [
         {"level": "error", "message": {"text": f"{fr.path}: {fr.reason}"},
-         "locations": [{"physicalLocation": {"artifactLocation": {"uri": artifact_uri(fr.path)}}}]}
+         "locations": [{"physicalLocation": {"artifactLocation": artifact_location(fr.path)}}]}
         for fr in report.files_with("error")
     ]
-    artifacts = [{"location": {"uri": artifact_uri(fr.path)}, "properties": {"status": fr.status, "reason": fr.reason}}
+    artifacts = [{"location": artifact_location(fr.path), "properties": {"status": fr.status, "reason": fr.reason}}
                  for fr in report.files]
     return {
         "$schema": SARIF_SCHEMA,
@@ -92,6 +121,7 @@ def sarif_doc(report: Report, fail_on: str = "error") -> dict:
                 "exitCode": report.exit_code(fail_on),
                 "toolExecutionNotifications": notes,
             }],
+            "originalUriBaseIds": _srcroot(),
             "artifacts": artifacts,
             "results": [_result(f, index) for f in report.findings],
             "columnKind": "unicodeCodePoints",
