@@ -117,6 +117,8 @@ def discover(paths: Iterable[str | os.PathLike], strict: bool = False) -> list[C
                 if os.path.isdir(m) and not _is_keras_dir(m):
                     for c in _walk_dir(m, detect):
                         add(c)
+                elif os.path.isfile(m) and (v := detect(m)).outcome == "not_keras":  # a glob, like a folder
+                    add(Candidate(m, v.reason))
                 else:
                     add(Candidate(m, explicit=True))
             continue

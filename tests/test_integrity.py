@@ -138,6 +138,10 @@ def test_healthy_file_and_non_keras_hdf5_exit_0(tmp_path):
     assert f"ckptscan: error: {folder / 'bundle.zip'}" in strict.stderr
     assert "README.md" not in strict.stderr  # unrelated text stays skipped
     assert scan(folder).exit_code() == 0 and scan(folder, strict=True).exit_code() == 2
+    # a glob gets the same verdicts as a folder
+    globbed = run_cli("scan", str(folder / "*"))
+    assert globbed.returncode == 0 and "3 skipped" in globbed.stderr, globbed.stderr
+    assert run_cli("scan", "--strict", str(folder / "*")).returncode == 2
 
 
 def test_classify_outcomes(tmp_path):
