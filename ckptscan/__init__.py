@@ -13,7 +13,7 @@ import importlib
 import sys
 import types
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "CkptscanError",

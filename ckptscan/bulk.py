@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from . import __version__
+from ._version import __version__
 from .report import FileResult, Report
 
 #: Bumped when the cache key or entry layout changes.
@@ -207,7 +207,6 @@ def _in_process(jobs: int, executor: object) -> bool:
 def warm_up() -> None:
     """Pool workers: import what scanning the first file imports, while the parent still discovers."""
     from .formats import legacy, v3  # noqa: F401 - imported by open_checkpoint on first use
-    from .patch import safety  # noqa: F401 - journal recovery check in open_checkpoint
 
 
 def run_scan(
@@ -225,7 +224,7 @@ def run_scan(
     :class:`FileResult` as soon as it exists (skipped candidates first); the returned
     report is in candidate order.
     """
-    from .executor import _call, run_many
+    from .runtime.executor import _call, run_many
 
     stats = stats if stats is not None else BulkStats()
     slots: list[FileResult | None] = []

@@ -555,7 +555,7 @@ def timeline(
         return Timeline(tuple(health_fn(p, include_optimizer) for p in items))
     import functools
 
-    from .executor import run_many
+    from .runtime.executor import run_many
 
     entries = []
     for out in run_many(functools.partial(health_fn, include_optimizer=include_optimizer), items,

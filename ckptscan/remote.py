@@ -32,7 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CkptscanError, MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
+from .errors import CkptscanError, MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError
 from .formats.base import Checkpoint
 from .formats.legacy import LegacyCheckpoint
 from .formats.zipmember import SeekableReader
@@ -371,7 +371,7 @@ def _open_remote_zip(uri: str, reader: RangeReader, cfg) -> Checkpoint:
 
 
 def _read_small(fs, path: str, uri: str, what: str) -> bytes:
-    from .limits import MAX_JSON_BYTES
+    from .runtime.bounds import MAX_JSON_BYTES
 
     size = _call(uri, fs.size, path)
     if size is not None and size > MAX_JSON_BYTES:
@@ -383,7 +383,7 @@ def _open_remote_sharded(fs, path: str, uri: str, reader: RangeReader, cfg, stat
                          block_size, fmt: str = "keras3-sharded") -> Checkpoint:
     from .formats.h5util import open_h5, parse_json, translate_errors
     from .formats.v3 import H5Part, V3Checkpoint
-    from .limits import MAX_JSON_BYTES
+    from .runtime.bounds import MAX_JSON_BYTES
 
     if reader.size > MAX_JSON_BYTES:
         raise UnsafeArchiveError(uri, f"JSON file is {reader.size} bytes (too large)")

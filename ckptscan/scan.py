@@ -31,7 +31,7 @@ import numpy as np
 from .errors import CkptscanError
 from .graph import build_graph
 from .naming import BN_CLASSES
-from .report import FileResult, Finding, Report, Severity
+from .report import FileResult, Finding, Report
 from .rules import ALL_RULES, NONFINITE_ONLY, SCREENED_BN, BNContext, BNLayer, ModelContext, Rule, Scope, TensorContext, Thresholds, quiet_layers, select_rules
 from .settings import Settings
 from .stats import array_counts, count_values
@@ -386,9 +386,9 @@ def scan_file(path: str, options: ScanOptions | None = None, progress: ProgressF
     options = options or ScanOptions()
     start = time.monotonic()
     try:
-        from .limits import file_timeout
+        from .runtime.timeout import file_scope
     except ImportError:  # pragma: no cover - limits ships with ckptscan
-        file_timeout = None
+        file_scope = None
     from .formats import open_checkpoint
 
     ignored = options.settings.file_ignores(path)
@@ -396,7 +396,7 @@ def scan_file(path: str, options: ScanOptions | None = None, progress: ProgressF
         keep = {r.id for r in select_rules(None, list(ignored))}
         options = _replace_rules(options, tuple(i for i in options.rule_ids if i in keep))
     try:
-        ctxmgr = file_timeout(options.timeout, path) if file_timeout else _null()
+        ctxmgr = file_scope(options.timeout, path) if file_scope else _null()
         with ctxmgr, open_checkpoint(path, config=options.config) as ckpt:
             findings, imp, counters = scan_checkpoint(ckpt, options, progress)
             fmt, version = ckpt.format, ckpt.keras_version
@@ -406,7 +406,7 @@ def scan_file(path: str, options: ScanOptions | None = None, progress: ProgressF
     except CkptscanError as exc:
         return FileResult(path=path, status="error", reason=exc.reason, seconds=time.monotonic() - start)
     except MemoryError:  # past --max-memory outside a reader (the readers map their own)
-        from .limits import memory_exhausted, memory_reason
+        from .runtime.memory import memory_exhausted, memory_reason
 
         memory_exhausted()
         return FileResult(path=path, status="error", reason=memory_reason(), seconds=time.monotonic() - start)

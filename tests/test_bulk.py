@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ckptscan import executor
+from ckptscan.runtime import executor
 from ckptscan.bulk import run_scan
-from ckptscan.executor import run_many
+from ckptscan.runtime.executor import run_many
 from ckptscan.report import FileResult
 from ckptscan.scan import discover, make_options
 

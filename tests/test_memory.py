@@ -26,7 +26,7 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 
-from ckptscan import limits
+from ckptscan.runtime import memory as limits
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA bounds mmap on Linux")
 
@@ -87,7 +87,7 @@ def test_bomb_fixture_is_small_and_allocates_past_any_cap():
     assert BOMB.stat().st_size < 16 << 10
     code = f"""
 import sys
-from ckptscan import limits
+from ckptscan.runtime import memory as limits
 from ckptscan.errors import LimitExceededError
 from ckptscan.formats import open_checkpoint
 assert limits.apply_memory_cap(512 << 20) == 512 << 20
@@ -266,7 +266,7 @@ def test_every_fixture_scans_the_same_under_the_minimum_cap():
 def test_apply_memory_cap_sets_soft_and_hard_and_children_inherit():
     code = """
 import os, resource, sys
-from ckptscan import limits
+from ckptscan.runtime import memory as limits
 R = resource.RLIMIT_DATA
 cap = limits.apply_memory_cap(1 << 30)
 print(cap, *resource.getrlimit(R), os.environ[limits.MEMORY_ENV])
@@ -320,7 +320,7 @@ def test_parse_and_format_sizes():
 
 
 def test_command_name_skips_the_max_memory_value():
-    from ckptscan.cli import _command_name
+    from ckptscan.cli.program import _command_name
 
     assert _command_name(["--max-memory", "1G", "scan", "x"]) == "scan"
     assert _command_name(["--max-memory=1G", "inspect", "x"]) == "inspect"
@@ -334,7 +334,7 @@ def test_heap_returns_to_the_cap_after_each_bomb():
     Now each recovery gives the heap back and re-arms at the cap itself."""
     code = f"""
 import importlib, resource, sys
-from ckptscan import limits
+from ckptscan.runtime import memory as limits
 limits.apply_memory_cap(768 << 20)
 scan = importlib.import_module("ckptscan.scan")
 for _ in range(3):

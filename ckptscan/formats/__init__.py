@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import CkptscanError, MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
-from ..limits import MAX_JSON_BYTES
+from ..runtime.bounds import MAX_JSON_BYTES
 from .base import Checkpoint, LayerInfo, Variable
 from .h5util import find_hdf5_superblock, has_attr, open_h5, parse_json, translate_errors
 from .zipmember import FileWindow, check_member_names, check_window, data_offset, inflate_to_temp, read_json_member
@@ -100,14 +100,6 @@ def load_config(path: str | os.PathLike) -> dict:
     return doc
 
 
-def _recover_interrupted_fix(path: str | os.PathLike) -> None:
-    """Roll back a ``ckptscan fix`` killed mid-write (its journal sits next to ``path``)."""
-    from ..patch.safety import needs_recovery, recover
-
-    if needs_recovery(path):
-        recover(path)
-
-
 def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | None = None) -> Checkpoint:
     """Open any supported Keras weight archive for reading.
 
@@ -115,7 +107,7 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
     ``.weights.h5`` or sharded set; archives that carry their own config ignore it.
     Raises :class:`~ckptscan.errors.CkptscanError` subclasses for unreadable input.
     """
-    from ..limits import memory_recover
+    from ..runtime.memory import memory_recover
     from .legacy import LegacyCheckpoint
     from .v3 import H5Part, V3Checkpoint
 
@@ -123,7 +115,6 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
     if "://" in str(path):  # s3://, http(s)://, file://…: fsspec, optional extra (ckptscan.remote)
         from ..remote import open_any
         return open_any(str(path), config=config)
-    _recover_interrupted_fix(path)
     where = str(path)
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     fmt = detect(path)

@@ -18,17 +18,9 @@ import h5py
 import numpy as np
 
 from ..errors import CkptscanError, LimitExceededError, MalformedArchiveError, UnsafeArchiveError
-from ..limits import (
-    expired,
-    MAX_ATTR_BYTES,
-    MAX_ATTR_ELEMS,
-    MAX_DATASET_EXPANSION,
-    MAX_GROUP_DEPTH,
-    MAX_JSON_DEPTH,
-    MAX_UNBACKED_BYTES,
-    memory_exhausted,
-    memory_reason,
-)
+from ..runtime.timeout import expired
+from ..runtime.bounds import MAX_ATTR_BYTES, MAX_ATTR_ELEMS, MAX_DATASET_EXPANSION, MAX_GROUP_DEPTH, MAX_JSON_DEPTH, MAX_UNBACKED_BYTES
+from ..runtime.memory import memory_exhausted, memory_reason
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: Largest chunk (bytes) of a chunked dataset; HDF5 materialises whole chunks.

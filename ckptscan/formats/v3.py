@@ -18,7 +18,8 @@ import h5py
 
 from .. import naming
 from ..errors import FileTimeoutError, MalformedArchiveError
-from ..limits import expired, is_memory_failure
+from ..runtime.timeout import expired
+from ..runtime.memory import is_memory_failure
 from .base import Checkpoint, LayerInfo, Variable, itemsize
 from .h5util import (
     Attrs,

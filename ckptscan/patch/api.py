@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import CkptscanError, PatchRefusedError
-from . import safety
+from .. import journal
 from .model import FileFix, FixManifest, PatchPlan
 from .rawio import decode, read_raw
 from .strategies import Options, Strategy, Target, choose, is_bn_stat, make_change
@@ -35,7 +35,7 @@ class FixRequest:
     """None: no backup; ``""``: ``<file>.bak``; else that path."""
     verify: str = "full"
     config: str | None = None
-    lock_timeout: float = safety.LOCK_TIMEOUT
+    lock_timeout: float = journal.LOCK_TIMEOUT
     timeout: float | None = None
     """Seconds allowed for reading and planning one file (``--timeout``); None: no limit.
     The limit never covers a write: it ends before the first byte is written."""
@@ -51,11 +51,11 @@ def _locked_open(path: str, req: FixRequest, want_lock: bool):
     """Take the lock (when writing, or recovering), recover, open. Returns (lock, ckpt, note)."""
     lock = None
     note = None
-    if want_lock or safety.needs_recovery(path):
-        lock = safety.acquire_lock(path, req.lock_timeout)
+    if want_lock or journal.needs_recovery(path):
+        lock = journal.acquire_lock(path, req.lock_timeout)
     try:
         if lock is not None:
-            note = safety.recover_locked(path)
+            note = journal.recover_locked(path)
         ckpt = _open(path, req.config)
     except BaseException:
         if lock is not None:
@@ -66,7 +66,7 @@ def _locked_open(path: str, req: FixRequest, want_lock: bool):
 
 def fix_file(path: str, req: FixRequest = FixRequest()) -> FileFix:
     """Repair one checkpoint; never raises for a problem with the file (see ``status``)."""
-    path = safety.unit_path(path)
+    path = journal.unit_path(path)
     try:
         return _fix_file(path, req)
     except PatchRefusedError as exc:
@@ -76,14 +76,14 @@ def fix_file(path: str, req: FixRequest = FixRequest()) -> FileFix:
     except OSError as exc:
         return FileFix(path, "failed", reason=f"{exc.strerror or exc}")
     except MemoryError:  # past --max-memory outside a reader (the readers map their own)
-        from ..limits import memory_exhausted, memory_reason
+        from ..runtime.memory import memory_exhausted, memory_reason
 
         memory_exhausted()
         return FileFix(path, "failed", reason=memory_reason())
 
 
 def _fix_file(path: str, req: FixRequest) -> FileFix:
-    from ..limits import file_timeout
+    from ..runtime.timeout import file_scope
 
     if not os.path.exists(path):
         return FileFix(path, "failed", reason="no such file or directory")
@@ -91,15 +91,15 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
     if writing and req.output is None and os.path.isfile(path) and not path.endswith(".json"):
         check_writable(path, [path])  # refuse before creating anything
     lock = None
-    if writing or safety.needs_recovery(path):
-        lock = safety.acquire_lock(path, req.lock_timeout)
+    if writing or journal.needs_recovery(path):
+        lock = journal.acquire_lock(path, req.lock_timeout)
     ckpt = ref = None
     try:
-        note = safety.recover_locked(path) if lock is not None else None  # a write: not under the timeout
+        note = journal.recover_locked(path) if lock is not None else None  # a write: not under the timeout
         notes = [note] if note else []
         # reading and planning run under --timeout (a file that sends libhdf5 into a loop
         # is stopped here, exit 2); the writes below never do
-        with file_timeout(req.timeout, path):
+        with file_scope(req.timeout, path):
             ckpt = _open(path, req.config)
             if req.ref is not None:
                 ref = _open(req.ref, None)
@@ -174,14 +174,14 @@ def _still_bad(path: str, req: FixRequest, targets: list[Target]) -> list[str]:
 
 
 def apply(plan: PatchPlan, *, output: str | None = None, backup: str | None = None, verify: str = "full",
-          config: str | None = None, lock_timeout: float = safety.LOCK_TIMEOUT,
+          config: str | None = None, lock_timeout: float = journal.LOCK_TIMEOUT,
           force_rewrite: bool = False) -> FileFix:
     """Apply an explicit plan (changes name variables by :attr:`Variable.path`).
 
     Takes the lock, recovers an interrupted run, re-resolves each variable in the
     current file, writes, verifies. Raises :class:`CkptscanError` on refusal.
     """
-    path = safety.unit_path(plan.file)
+    path = journal.unit_path(plan.file)
     if output is None and os.path.isfile(path) and not path.endswith(".json"):
         check_writable(path, [path])
     req = FixRequest(config=config, lock_timeout=lock_timeout)
@@ -273,7 +273,7 @@ def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | Non
         whole_tensor: bool = False, select=(), ignore=(), layer: str | None = None,
         include_optimizer: bool = False, dry_run: bool = False, output: str | None = None,
         backup: bool | str = False, verify: str = "full", config: str | None = None, jobs: int = 1,
-        lock_timeout: float = safety.LOCK_TIMEOUT, manifest: str | None = None,
+        lock_timeout: float = journal.LOCK_TIMEOUT, manifest: str | None = None,
         timeout: float | None = None) -> FixManifest:
     """Repair checkpoints; returns the :class:`FixManifest` (one :class:`FileFix` per file).
 
@@ -312,7 +312,7 @@ def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | Non
     if jobs > 1 and len(files) > 1:
         # the scan's pool: a worker that dies (a file stuck in libhdf5 past --timeout, a
         # crash) fails only its own file, and the others are still patched
-        from ..executor import run_many
+        from ..runtime.executor import run_many
 
         results = [o.value if o.ok else FileFix(o.item[0], "failed", reason=_died(o.error))
                    for o in run_many(_fix_item, [(f, req) for f in files], jobs=jobs, ordered=True)]
@@ -326,7 +326,7 @@ def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | Non
 
 def write_manifest(doc: FixManifest, path: str) -> None:
     """Write the manifest JSON atomically."""
-    tmp = safety.temp_path(path, unique=True)
+    tmp = journal.temp_path(path, unique=True)
     with open(tmp, "w") as fh:
         json.dump(doc.to_dict(), fh, indent=2)
         fh.write("\n")

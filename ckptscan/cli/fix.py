@@ -1,4 +1,4 @@
-"""CLI command ``fix`` (registered on :data:`ckptscan.cli.app`).
+"""CLI command ``fix`` (registered on :data:`ckptscan.cli._app.app`).
 
 Thin: parse options, call :func:`ckptscan.patch.fix`, render, exit with
 0 (all fixed or clean), 1 (something left unfixed or refused), 2 (a file unreadable),
@@ -13,8 +13,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import cli as _cli
-from .cli import EXIT_FINDINGS, EXIT_OK, EXIT_READ_ERROR, app, error_line
+from ._app import app, error_line, exit_code
 
 STRATEGIES = ("auto", "reset", "median", "clamp", "from", "value")
 
@@ -131,10 +130,10 @@ def fix(
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0, help="Give up on a file after this many seconds of reading and planning (0: no limit; "
         "never interrupts a write).")] = 300.0,
-) -> None:
+) -> int:
     """Repair NaN/Inf tensors and broken BatchNormalization statistics, in place, safely."""
-    from .patch import fix as do_fix
-    from .patch.api import expand
+    from ..patch import fix as do_fix
+    from ..patch.api import expand
 
     default, per_rule = _parse_strategies(strategy)
     if default == "from" and ref is None or "from" in per_rule.values() and ref is None:
@@ -146,7 +145,7 @@ def fix(
     if backup and backup_to:
         raise typer.BadParameter("use --backup or --backup-to, not both", param_hint="--backup")
     try:
-        from .scan import make_options
+        from ..scan import make_options
 
         make_options(select=list(_split(select)) or None, ignore=list(_split(ignore)))
     except ValueError as exc:
@@ -172,8 +171,4 @@ def fix(
     verb = "planned" if dry_run else "fixed"
     sys.stderr.write(f"ckptscan fix: {len(result.files)} file(s): {fixed} {verb}, {result.count('unchanged')} unchanged, "
                      f"{left} refused or left unfixed, {failed} failed\n")
-    if failed:
-        _cli.finish(EXIT_READ_ERROR)
-    if left or any(f.unfixed for f in result.files):
-        _cli.finish(EXIT_FINDINGS)
-    _cli.finish(EXIT_OK)
+    return exit_code(unreadable=bool(failed), findings=bool(left or any(f.unfixed for f in result.files)))
