@@ -10,7 +10,7 @@ import pytest
 
 from ckptscan.runtime.executor import ExecutorError, run_many
 from ckptscan.history import nonfinite_health
-from ckptscan.jsonl import file_result_from_dict, file_result_to_dict, render_jsonl
+from ckptscan.render.jsonl import file_result_from_dict, file_result_to_dict, render_jsonl
 from ckptscan.report import FileResult, Finding, Severity
 
 from conftest import FIXTURES

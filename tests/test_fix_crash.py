@@ -33,7 +33,7 @@ TRIALS = {"legacy": 17, "keras": 17, "sharded": 17, "deflated": 6}
 #: Forking keeps ~60 trials fast; each child is a separate process killed by the kernel.
 SERVER = r"""
 import os, signal, sys, time
-import ckptscan.cli.program, ckptscan.patch, ckptscan.scan  # noqa: imported before forking
+import ckptscan.cli.program, ckptscan.engine, ckptscan.patch  # noqa: imported before forking
 from ckptscan.cli import main
 pause = float(sys.argv[1])
 for line in sys.stdin:

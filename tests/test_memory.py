@@ -336,7 +336,7 @@ def test_heap_returns_to_the_cap_after_each_bomb():
 import importlib, resource, sys
 from ckptscan.runtime import memory as limits
 limits.apply_memory_cap(768 << 20)
-scan = importlib.import_module("ckptscan.scan")
+scan = importlib.import_module("ckptscan.engine")
 for _ in range(3):
     r = scan.scan_file({str(BOMB)!r})
     assert r.status == "error" and "memory limit" in r.reason, r.reason

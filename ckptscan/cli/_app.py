@@ -13,7 +13,7 @@ Exit codes (every command), decided by :func:`exit_code` alone:
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -21,7 +21,7 @@ from .._version import __version__
 from ..errors import CkptscanError
 from ..report import ExitCode, exit_code
 
-__all__ = ["ExitCode", "STATE", "app", "error_line", "exit_code", "usage_error"]
+__all__ = ["ExitCode", "STATE", "app", "error_line", "exit_code", "split_values", "usage_error"]
 
 app = typer.Typer(
     name="ckptscan",
@@ -46,6 +46,11 @@ def usage_error(msg: str) -> ExitCode:
     """Print ``msg`` as the one error line; the usage exit code (for ``return usage_error(...)``)."""
     error_line(msg)
     return exit_code(usage=True)
+
+
+def split_values(values: Optional[List[str]]) -> tuple[str, ...]:
+    """A repeatable option's values, each also comma-separated: ``-s a,b -s c`` → ``(a, b, c)``."""
+    return tuple(p.strip() for v in values or () for p in v.split(",") if p.strip())
 
 
 def _version(value: bool) -> None:

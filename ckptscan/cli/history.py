@@ -56,7 +56,7 @@ def timeline(
     from ..history import render_timeline, timeline as run_timeline
 
     if any("://" in c for c in checkpoints):  # s3://bucket/run/epoch_*.keras
-        from ..remote import expand_uris
+        from ..discover import expand_uris
 
         checkpoints = expand_uris(checkpoints)
     try:

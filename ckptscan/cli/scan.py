@@ -17,7 +17,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import ExitCode, app, error_line, exit_code, usage_error
+from ..render import OutputFormat
+from ._app import ExitCode, app, error_line, exit_code, split_values, usage_error
 
 
 class FailOn(str, Enum):
@@ -27,24 +28,6 @@ class FailOn(str, Enum):
     WARNING = "warning"
     INFO = "info"
     NEVER = "never"
-
-
-class Format(str, Enum):
-    """``--format`` choices (see :class:`ckptscan.render.OutputFormat`)."""
-
-    TABLE = "table"
-    JSON = "json"
-    SARIF = "sarif"
-    JUNIT = "junit"
-    JSONL = "jsonl"
-    """One JSON record per file, written as each file finishes (ckptscan.bulk)."""
-
-
-def _codes(values: Optional[List[str]]) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out += [c.strip() for c in v.split(",") if c.strip()]
-    return out
 
 
 class ProgressBar:
@@ -86,19 +69,10 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _uris(paths: List[str]) -> List[str]:
-    """Remote globs and folders (s3://bucket/run/*.keras) expanded by ckptscan.remote."""
-    if not any("://" in p for p in paths):
-        return paths
-    from ..remote import expand_uris
-
-    return expand_uris(paths)
-
-
 @app.command()
 def scan(
     paths: Annotated[List[str], typer.Argument(help="Files, directories (recursive, recognised by content) or globs.")],
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.TABLE,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
     fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help="Exit 1 when a finding is at or above this severity [default: error].")] = None,
     select: Annotated[Optional[List[str]], typer.Option("--select", help="Only these rule IDs or prefixes (repeat or comma-separate), e.g. BN,NUM001.")] = None,
@@ -114,7 +88,8 @@ def scan(
 ) -> int:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
     from ..errors import CkptscanError
-    from ..scan import discover, make_options
+    from ..discover import discover, with_uris
+    from ..engine import make_options
     from ..settings import load_settings
 
     try:
@@ -122,12 +97,12 @@ def scan(
     except CkptscanError as exc:
         return usage_error(str(exc))
     try:
-        options = make_options(select=_codes(select) or None, ignore=_codes(ignore), include_optimizer=include_optimizer,
+        options = make_options(select=list(split_values(select)) or None, ignore=list(split_values(ignore)), include_optimizer=include_optimizer,
                                config=config, settings=settings, timeout=timeout)
     except ValueError as exc:
         return usage_error(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
-    return _run(lambda: discover(_uris(paths)), options, fmt.value, output, level, jobs, executor, cache)
+    return _run(lambda: discover(with_uris(paths)), options, fmt, output, level, jobs, executor, cache)
 
 
 def _open_report(output: str | None):
@@ -141,7 +116,7 @@ def _open_report(output: str | None):
         return None
 
 
-def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
+def _run(cands, options, fmt: OutputFormat, output: str | None, fail_on: str, jobs: int,
          executor: str | None, cache_dir: str | None) -> int:
     """Scan (:func:`ckptscan.bulk.run_scan`), render, print the verdict; the exit code.
 
@@ -155,8 +130,8 @@ def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
     from ..runtime.executor import ExecutorError
 
     out = None
-    if fmt == "jsonl":
-        from ..jsonl import render_jsonl
+    if fmt.streams:
+        from ..render.jsonl import render_jsonl
 
         out = _open_report(output)
         if out is None:
@@ -181,10 +156,8 @@ def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
         if out is not None and out is not sys.stdout:
             out.close()
         bar.close()
-    if fmt != "jsonl":
-        from ..render import OutputFormat
-
-        text = OutputFormat(fmt).renderer()(report, fail_on=fail_on)
+    if not fmt.streams:
+        text = fmt.renderer()(report, fail_on=fail_on)
         fh = _open_report(output)
         if fh is None:
             return exit_code(usage=True)

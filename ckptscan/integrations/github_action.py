@@ -70,7 +70,8 @@ def main() -> int:
     """Scan ``INPUT_PATHS``; write SARIF, the job summary and the step outputs."""
     from ..errors import CkptscanError
     from ..render import render
-    from ..scan import discover, make_options, scan_candidates
+    from ..discover import discover
+    from ..engine import make_options, scan_candidates
 
     paths = shlex.split(_env("INPUT_PATHS", ".")) or ["."]
     fail_on = _env("INPUT_FAIL_ON", "error") or "error"

@@ -3,7 +3,9 @@
 Modules: :mod:`.model` (plan and manifest records), :mod:`.strategies` (reset,
 median, clamp, from, value), :mod:`.targets` (what to repair), :mod:`.writer`
 (in-place journaled writes, atomic rewrites, verification), :mod:`.zipcrc` (incremental CRC-32 of a zip member),
-:mod:`.rawio` (stored bits), :mod:`.api` (:func:`fix`).
+:mod:`.rawio` (stored bits), :mod:`.api` (one file; the :class:`FixRequest` every path shares), :mod:`.run`
+(:func:`fix` over many paths), :mod:`.remote` (a checkpoint behind a URI, repaired into a copy). The lock, the
+journal and recovery are :mod:`ckptscan.journal`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import importlib
 #: checkpoint does not pay
 #: for the writer, the strategies and the CRC code.
 _EXPORTS = {
-    "FixRequest": "api", "apply": "api", "expand": "api", "fix": "api", "fix_file": "api",
+    "FixRequest": "api", "apply": "api", "build_request": "api", "expand": "..discover", "fix": "run",
+    "fix_file": "api", "fix_request": "run", "fix_remote": "remote",
     "Change": "model", "ChangeRecord": "model", "FileFix": "model", "FixManifest": "model",
     "PatchPlan": "model", "needs_recovery": "..journal", "recover": "..journal",
-    "Options": "strategies", "Strategy": "strategies", "Target": "strategies",
+    "Options": "strategies", "Strategy": "strategies", "Target": "strategies", "Verify": "strategies",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,8 +1,8 @@
-"""``ckptscan.fix``: find targets, choose strategies, patch, verify — one file or many."""
+"""One file: find targets, choose strategies, patch, verify (:func:`fix_file`, :func:`apply`);
+the request every path of a ``fix`` shares (:class:`FixRequest`, :func:`build_request`)."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 
@@ -10,14 +10,11 @@ import numpy as np
 
 from ..errors import CkptscanError, PatchRefusedError
 from .. import journal
-from .model import FileFix, FixManifest, PatchPlan
+from .model import FileFix, PatchPlan
 from .rawio import decode, read_raw
-from .strategies import Options, Strategy, Target, choose, is_bn_stat, make_change
+from .strategies import Options, Strategy, Target, Verify, choose, is_bn_stat, make_change
 from .targets import find_targets
 from .writer import apply_plan, check_writable, prepare, record
-
-CANDIDATE_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.json")
-
 
 @dataclass(frozen=True)
 class FixRequest:
@@ -203,133 +200,21 @@ def apply(plan: PatchPlan, *, output: str | None = None, backup: str | None = No
 
 # --- many files -----------------------------------------------------------------------
 
-def expand(paths) -> list[str]:
-    """Files and folders → checkpoints (folders searched; shards of an index skipped)."""
-    out: list[str] = []
-    for p in paths:
-        p = os.fspath(p)
-        if not os.path.isdir(p) or _is_keras_dir(p):
-            out.append(p)
-            continue
-        for root, dirs, files in os.walk(p):
-            dirs.sort()
-            keep = []
-            for d in dirs:
-                if d.startswith("."):
-                    continue
-                if _is_keras_dir(os.path.join(root, d)):
-                    out.append(os.path.join(root, d))
-                else:
-                    keep.append(d)
-            dirs[:] = keep
-            shards = _shards_in(root, files)
-            for f in sorted(files):
-                if f.startswith(".") or f in shards or not f.endswith(CANDIDATE_SUFFIXES):
-                    continue
-                out.append(os.path.join(root, f))
-    return out
-
-
-def _is_keras_dir(p: str) -> bool:
-    return os.path.isfile(os.path.join(p, "config.json")) and (
-        os.path.isfile(os.path.join(p, "model.weights.h5")) or os.path.isfile(os.path.join(p, "model.weights.json")))
-
-
-def _shards_in(root: str, files: list[str]) -> set[str]:
-    names: set[str] = set()
-    for f in files:
-        if not f.endswith(".json"):
-            continue
-        try:
-            with open(os.path.join(root, f)) as fh:
-                doc = json.load(fh)
-        except (OSError, ValueError):
-            continue
-        wm = doc.get("weight_map") if isinstance(doc, dict) else None
-        if isinstance(wm, dict):
-            for v in wm.values():
-                for n in [v] if isinstance(v, str) else v if isinstance(v, list) else []:
-                    if isinstance(n, str):
-                        names.add(n)
-    return names
-
-
-def _fix_item(item: tuple[str, FixRequest]) -> FileFix:
-    """:func:`fix_file` on one ``(path, request)`` pair (module level: picklable)."""
-    return fix_file(*item)
-
-
-def _died(error: str | None) -> str:
-    """The reason of a file whose worker never returned (``WorkerDied: …`` → ``…``)."""
-    return (error or "worker process died").split(": ", 1)[-1]
-
-
-def _parse_strategy(s) -> Strategy:
-    return s if isinstance(s, Strategy) else Strategy(str(s))
-
-
-def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | None = None, ref: str | None = None,
-        value: float | None = None, clamp_min: float = 0.0, clamp_max: float | None = None,
-        whole_tensor: bool = False, select=(), ignore=(), layer: str | None = None,
-        include_optimizer: bool = False, dry_run: bool = False, output: str | None = None,
-        backup: bool | str = False, verify: str = "full", config: str | None = None, jobs: int = 1,
-        lock_timeout: float = journal.LOCK_TIMEOUT, manifest: str | None = None,
-        timeout: float | None = None) -> FixManifest:
-    """Repair checkpoints; returns the :class:`FixManifest` (one :class:`FileFix` per file).
-
-    ``paths``: a path or a list of files/folders. ``strategy``: ``auto``, ``reset``,
-    ``median``, ``clamp``, ``from`` (needs ``ref``) or ``value`` (needs ``value``);
-    ``rule_strategies`` maps rule IDs to strategies. Only bad elements change unless
-    ``whole_tensor``. ``output`` writes a patched copy (one input only). ``backup``:
-    True for ``<file>.bak`` or a path. ``verify``: ``full`` (every tensor re-hashed,
-    zip CRCs checked) or ``targets`` (only the changed tensors re-read). ``timeout``:
-    seconds allowed for reading and planning each file (never applied to a write).
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    if any("://" in os.fspath(p) for p in paths):  # URIs: ckptscan.remote writes a patched copy, never in place
-        from ..remote import fix_paths
-
-        return fix_paths(paths, output=output, ref=ref, manifest=manifest, strategy=strategy,
-                         rule_strategies=rule_strategies, value=value, clamp_min=clamp_min, clamp_max=clamp_max,
-                         whole_tensor=whole_tensor, select=select, ignore=ignore, layer=layer,
-                         include_optimizer=include_optimizer, dry_run=dry_run, verify=verify, config=config)
-    strat = _parse_strategy(strategy)
+def build_request(*, strategy: str | Strategy = "auto", rule_strategies: dict | None = None, ref: str | None = None,
+                  value: float | None = None, clamp_min: float = 0.0, clamp_max: float | None = None,
+                  whole_tensor: bool = False, select=(), ignore=(), layer: str | None = None,
+                  include_optimizer: bool = False, dry_run: bool = False, output: str | None = None,
+                  backup: bool | str = False, verify: str = "full", config: str | None = None,
+                  lock_timeout: float = journal.LOCK_TIMEOUT, timeout: float | None = None) -> FixRequest:
+    """The :class:`FixRequest` of :func:`fix`'s keyword arguments (validated: ValueError)."""
+    strat = Strategy.of(strategy)
     if ref is not None and strat is Strategy.AUTO:
         strat = Strategy.FROM
-    opts = Options(strategy=strat, per_rule={k: _parse_strategy(v) for k, v in (rule_strategies or {}).items()},
+    opts = Options(strategy=strat, per_rule={k: Strategy.of(v) for k, v in (rule_strategies or {}).items()},
                    value=value, clamp_min=clamp_min, clamp_max=clamp_max, whole_tensor=whole_tensor)
-    if verify not in ("full", "targets"):
-        raise ValueError("verify must be 'full' or 'targets'")
-    files = expand(paths)
-    if output is not None and len(files) != 1:
-        raise ValueError("output needs exactly one input checkpoint")
+    verify = Verify.of(verify).value
     bk = None if backup is False or backup is None else ("" if backup is True else os.fspath(backup))
-    req = FixRequest(options=opts, ref=None if ref is None else os.fspath(ref), select=tuple(select),
-                     ignore=tuple(ignore), layer=layer, include_optimizer=include_optimizer, dry_run=dry_run,
-                     output=None if output is None else os.fspath(output), backup=bk, verify=verify,
-                     config=config, lock_timeout=lock_timeout, timeout=timeout)
-    if jobs > 1 and len(files) > 1:
-        # the scan's pool: a worker that dies (a file stuck in libhdf5 past --timeout, a
-        # crash) fails only its own file, and the others are still patched
-        from ..runtime.executor import run_many
-
-        results = [o.value if o.ok else FileFix(o.item[0], "failed", reason=_died(o.error))
-                   for o in run_many(_fix_item, [(f, req) for f in files], jobs=jobs, ordered=True)]
-    else:
-        results = [fix_file(f, req) for f in files]
-    doc = FixManifest(tuple(results), dry_run=dry_run)
-    if manifest is not None:
-        write_manifest(doc, manifest)
-    return doc
-
-
-def write_manifest(doc: FixManifest, path: str) -> None:
-    """Write the manifest JSON atomically."""
-    tmp = journal.temp_path(path, unique=True)
-    with open(tmp, "w") as fh:
-        json.dump(doc.to_dict(), fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return FixRequest(options=opts, ref=None if ref is None else os.fspath(ref), select=tuple(select),
+                      ignore=tuple(ignore), layer=layer, include_optimizer=include_optimizer, dry_run=dry_run,
+                      output=None if output is None else os.fspath(output), backup=bk, verify=verify,
+                      config=config, lock_timeout=lock_timeout, timeout=timeout)

@@ -23,6 +23,7 @@ from enum import Enum
 
 import numpy as np
 
+from .._compat import assert_never
 from ..errors import PatchRefusedError
 from ..formats.base import Checkpoint, Variable
 from .model import Change
@@ -47,6 +48,50 @@ class Strategy(str, Enum):
     CLAMP = "clamp"
     FROM = "from"
     VALUE = "value"
+
+    @classmethod
+    def of(cls, value: "str | Strategy") -> "Strategy":
+        """The member named ``value`` (ValueError listing the choices otherwise)."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"unknown strategy {value!r} (choose from {', '.join(m.value for m in cls)})") from None
+
+    def needs(self) -> str | None:
+        """The option this strategy cannot run without (``--from REF``, ``--value V``), or None."""
+        if self is Strategy.FROM:
+            return "--from REF"
+        if self is Strategy.VALUE:
+            return "--value V"
+        if self is Strategy.AUTO or self is Strategy.RESET or self is Strategy.MEDIAN or self is Strategy.CLAMP:
+            return None
+        assert_never(self)
+
+
+class Verify(str, Enum):
+    """How a repair is verified after the write (``--verify``)."""
+
+    FULL = "full"
+    """Every tensor re-hashed (the untouched ones must be unchanged) and zip CRCs checked."""
+    TARGETS = "targets"
+    """Only the changed tensors re-read."""
+
+    @classmethod
+    def of(cls, value: "str | Verify") -> "Verify":
+        """The member named ``value`` (ValueError listing the choices otherwise)."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"verify must be one of {', '.join(repr(m.value) for m in cls)}") from None
+
+    @property
+    def rehashes_all(self) -> bool:
+        """True when every tensor of the file is re-hashed, not only the changed ones."""
+        if self is Verify.FULL:
+            return True
+        if self is Verify.TARGETS:
+            return False
+        assert_never(self)
 
 
 @dataclass(frozen=True)
