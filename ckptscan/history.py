@@ -18,6 +18,7 @@ so it lies in ``[0, 2]`` and does not explode on zeros.
 from __future__ import annotations
 
 import os
+import shlex
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
@@ -490,7 +491,7 @@ class Timeline:
         fb, lg = self.first_bad, self.last_good
         if fb is None or lg is None:
             return None
-        return f"ckptscan fix --from {_shell_quote(lg.path)} {_shell_quote(fb.path)}"
+        return f"ckptscan fix --from {shlex.quote(lg.path)} {shlex.quote(fb.path)}"
 
     def to_dict(self) -> dict:
         """The ``timeline --json`` document."""
@@ -502,12 +503,6 @@ class Timeline:
             "last_good": lg.path if lg else None,
             "fix_command": self.fix_command,
         }
-
-
-def _shell_quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
 
 
 def timeline(

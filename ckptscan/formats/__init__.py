@@ -7,16 +7,7 @@ a journal left by an interrupted ``ckptscan fix`` is rolled back only by a write
 (``ckptscan fix``, ``ckptscan recover``). Errors are translated at this boundary
 (:mod:`._errors`).
 
-=====================  ==============================================================
-format id              what it is (detected from the bytes, never the file name)
-=====================  ==============================================================
-``keras-zip``          Keras 3 / tf-keras ``.keras`` zip with ``model.weights.h5``
-``keras-dir``          unzipped v3 save: folder with ``config.json`` + weights
-``keras3-weights``     Keras 3 weights store (``*.weights.h5``)
-``keras3-sharded``     sharded weights index (``*.weights.json``) and its shards
-``legacy-model``       legacy HDF5 full model (``model_weights``, ``model_config``)
-``legacy-weights``     legacy HDF5 weights only (``layer_names`` at the root)
-=====================  ==============================================================
+The format ids are listed in :mod:`.layouts`.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def open_h5(source: Any, path: str) -> h5py.File:
 
     A path is read through a :class:`~ckptscan.formats.zipmember.FileWindow` over the
     whole file, so every read the HDF5 library makes passes through Python and
-    honours the ``--timeout`` deadline (:func:`ckptscan.limits.check_deadline`).
+    honours the ``--timeout`` deadline (:func:`ckptscan.runtime.timeout.check_deadline`).
     """
     from .zipmember import FileWindow
 
@@ -316,7 +316,7 @@ def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None
     """Yield ``(relative name, object)`` for every group and dataset, hard links only.
 
     Deterministic order (sorted names). Refuses links, groups nested more than
-    :data:`~ckptscan.limits.MAX_GROUP_DEPTH` deep, and a group reachable twice (a hard
+    :data:`~ckptscan.runtime.bounds.MAX_GROUP_DEPTH` deep, and a group reachable twice (a hard
     link cycle or diamond, which Keras never writes and which would make the walk
     explode).
 
@@ -361,7 +361,7 @@ def hard_link_tree(fid: Any) -> list[tuple[str, ...]]:
     :class:`Declined` unless the tree is exactly what :func:`walk` accepts without a
     word: hard links only, every object reached by one link (no cycle, no diamond,
     nothing linking back to the root), UTF-8 names without ``.``/``..`` components,
-    nesting within :data:`~ckptscan.limits.MAX_GROUP_DEPTH`. The order is
+    nesting within :data:`~ckptscan.runtime.bounds.MAX_GROUP_DEPTH`. The order is
     :func:`walk`'s: depth first, siblings sorted by name.
     """
     names: list[bytes] = []

@@ -129,7 +129,7 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
                 raise PatchRefusedError(path, "not a local file; cannot patch in place")
         result = apply_plan(ckpt, plan, reopen=lambda p: _open(p, req.config), output=req.output,
                             backup=req.backup, verify=req.verify)
-        if req.verify == "full" and result.status == "fixed":
+        if Verify(req.verify).rehashes_all and result.status == "fixed":
             left = _still_bad(result.output or path, req, [t for t in targets])
             unfixed += left
         status = result.status if not unfixed else "unfixed"

@@ -39,7 +39,20 @@ STOP_GAP = ("stop-gap: moving statistics reset to the initializer values; the la
 ESTIMATE = "estimate: bad channels take the median of the healthy channels of the same layer"
 
 
-class Strategy(str, Enum):
+class _Choice(str, Enum):
+    """A command-line choice: :meth:`of` names the choices when a value is not one."""
+
+    @classmethod
+    def of(cls, value: str) -> "_Choice":
+        """The member named ``value`` (ValueError listing the choices otherwise)."""
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise ValueError(f"unknown --{cls.__name__.lower()} {value!r} (choose from {choices})") from None
+
+
+class Strategy(_Choice):
     """The repair strategies (``--strategy``)."""
 
     AUTO = "auto"
@@ -48,14 +61,6 @@ class Strategy(str, Enum):
     CLAMP = "clamp"
     FROM = "from"
     VALUE = "value"
-
-    @classmethod
-    def of(cls, value: "str | Strategy") -> "Strategy":
-        """The member named ``value`` (ValueError listing the choices otherwise)."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"unknown strategy {value!r} (choose from {', '.join(m.value for m in cls)})") from None
 
     def needs(self) -> str | None:
         """The option this strategy cannot run without (``--from REF``, ``--value V``), or None."""
@@ -68,21 +73,13 @@ class Strategy(str, Enum):
         assert_never(self)
 
 
-class Verify(str, Enum):
+class Verify(_Choice):
     """How a repair is verified after the write (``--verify``)."""
 
     FULL = "full"
     """Every tensor re-hashed (the untouched ones must be unchanged) and zip CRCs checked."""
     TARGETS = "targets"
     """Only the changed tensors re-read."""
-
-    @classmethod
-    def of(cls, value: "str | Verify") -> "Verify":
-        """The member named ``value`` (ValueError listing the choices otherwise)."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"verify must be one of {', '.join(repr(m.value) for m in cls)}") from None
 
     @property
     def rehashes_all(self) -> bool:

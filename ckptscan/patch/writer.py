@@ -22,6 +22,7 @@ import shutil
 import struct
 import zipfile
 from dataclasses import dataclass
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -199,8 +200,10 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
     regions = _regions(ckpt, prepared) if in_place else []
     ckpt.close()
 
+    w = _Write(fmt=fmt, prepared=prepared, regions=regions, physical=physical, expected=expected, hashes=hashes,
+               verify=verify, reopen=reopen)
     if output is not None:
-        out = _patch_copy(path, fmt, files, regions, prepared, physical, output, reopen, expected, hashes, verify)
+        out = _write_copy(path, files, output, w)
         after = {f: file_sha256(f) for f in unit_files_of(out, fmt, files, path)} if verify == "full" else {}
         return FileFix(path, "fixed", format=fmt, mode="copy", output=out, sha256_before=before,
                        sha256_after=after, changes=records, verified=verify)
@@ -227,7 +230,7 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
         journal.end_journal(path)
         mode = "in-place"
     else:
-        _rewrite(path, fmt, physical, prepared, physical, reopen, expected, hashes, verify)
+        _rewrite(physical, w)
         mode = "rewrite"
     after = {f: file_sha256(f) for f in files} if verify == "full" else {}
     return FileFix(path, "fixed", format=fmt, mode=mode, output=path, backup=bak, sha256_before=before,
@@ -364,7 +367,29 @@ def _backup(path: str, fmt: str, targets: list[str], backup: str) -> str:
     return backup
 
 
-def _patch_copy(path, fmt, files, regions, prepared, physical, output, reopen, expected, hashes, verify) -> str:
+@dataclass(frozen=True)
+class _Write:
+    """What a write puts into a checkpoint and how the result is checked."""
+
+    fmt: str
+    prepared: list
+    """The :class:`Prepared` changes (bits at indices)."""
+    regions: list
+    """Byte regions patched in place; empty when :attr:`physical` is rewritten whole."""
+    physical: str | None
+    """The file rewritten whole (the archive or one HDF5 file), None for in place."""
+    expected: dict
+    """Changed tensor key -> the digest its written values must give."""
+    hashes: dict
+    """Untouched tensor key -> its digest before the write (``verify="full"``)."""
+    verify: str
+    reopen: Callable
+    """Opens a checkpoint the way the patched one was opened (same ``--config``)."""
+
+
+def _write_copy(path: str, files: list[str], output: str, w: _Write) -> str:
+    """Write the patched checkpoint to ``output`` (staged, verified, then moved into place)."""
+    fmt, regions, physical = w.fmt, w.regions, w.physical
     out = journal.unit_path(output)
     src = journal.unit_path(path)
     if out == src:
@@ -392,8 +417,8 @@ def _patch_copy(path, fmt, files, regions, prepared, physical, output, reopen, e
         if regions:
             _write_regions([journal.Region(remap[r.file], r.offset, r.old, r.new) for r in regions])
         else:
-            _rewrite(staged, fmt, remap[physical], prepared, physical, reopen, expected, hashes, verify)
-        _verify(reopen(staged), expected, hashes, verify)
+            _rewrite(remap[physical], w)
+        _verify(w.reopen(staged), w.expected, w.hashes, w.verify)
         if fmt == "keras3-sharded":
             for n in os.listdir(stage):
                 if n != os.path.basename(out):
@@ -419,9 +444,10 @@ def _mirror(f: str, src: str, staged: str, fmt: str) -> str:
     return os.path.join(staged, os.path.relpath(f, src))
 
 
-def _rewrite(path, fmt, target, prepared, orig_physical, reopen, expected, hashes, verify) -> None:
+def _rewrite(target: str, w: _Write) -> None:
     """Atomically rewrite ``target`` (the archive or one HDF5 file) with the new bits."""
-    if fmt == "keras-zip":
+    prepared, expected, hashes, verify = w.prepared, w.expected, w.hashes, w.verify
+    if w.fmt == "keras-zip":
         _rewrite_zip(target, prepared, expected, hashes, verify)
         return
     tmp = journal.temp_path(target)

@@ -226,13 +226,13 @@ def _release_hdf5_free_lists() -> None:
     """Give the blocks on libhdf5's own free lists back to malloc (``H5garbage_collect``).
 
     libhdf5 keeps blocks it frees on free lists of its own. After a file that hit the
-    cap, some of them sit at the top of the heap, above hundreds of MiB that are free
-    but still mapped: ``malloc_trim`` cannot shrink the heap below them and the cap
-    counts all of it. Each later file then got only what was left below the hard limit;
-    after three such files, about 1 MiB (measured: ``VmData`` 959 MiB under a 960 MiB
-    soft limit, the 768 MiB cap), and a healthy file could fail in odd ways. Released,
-    the heap shrinks back (768 → 94 MiB). h5py does not wrap this call; it runs through
-    ctypes on the libhdf5 this process has loaded, under h5py's lock. Best effort.
+    cap, some of them sit at the top of the heap, above memory that is free but still
+    mapped: ``malloc_trim`` cannot shrink the heap below them and the cap counts all of
+    it, so each later file got only what was left below the hard limit and a healthy
+    file could fail in odd ways. Released, the heap shrinks back (measured in
+    docs/benchmarks.md, "memory recovery after a file that hit the cap"). h5py does not
+    wrap this call; it runs through ctypes on the libhdf5 this process has loaded, under
+    h5py's lock. Best effort.
     """
     lib = _hdf5_library()
     if lib is None:
