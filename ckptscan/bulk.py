@@ -70,17 +70,10 @@ def _content_files(path: str) -> list[str]:
     if os.path.isdir(path):
         return sorted(os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
     files = [path]
-    if path.endswith(".json"):
-        try:
-            with open(path, "rb") as fh:
-                doc = json.loads(fh.read(64 << 20))
-            names = []
-            for v in (doc.get("weight_map") or {}).values():
-                names += [v] if isinstance(v, str) else [n for n in v if isinstance(n, str)] if isinstance(v, list) else []
-            base = os.path.dirname(path)
-            files += [os.path.join(base, n) for n in dict.fromkeys(names) if os.path.basename(n) == n]
-        except (OSError, ValueError, AttributeError, TypeError):
-            pass
+    if path.endswith(".json"):  # a sharded index: its shards too
+        from .discover import shards_of
+
+        files += shards_of(path)
     return files
 
 

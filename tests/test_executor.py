@@ -1,4 +1,4 @@
-"""``ckptscan.executor.run_many``: in process, local process pool, real dask.distributed cluster."""
+"""``ckptscan.runtime.executor.run_many``: in process, local process pool, real dask.distributed cluster."""
 
 from __future__ import annotations
 

@@ -294,7 +294,7 @@ print("again", limits.apply_memory_cap(2 << 30), *resource.getrlimit(R))  # neve
 
 
 def test_zero_means_no_cap():
-    code = ("import resource\nfrom ckptscan import limits\nbefore = resource.getrlimit(resource.RLIMIT_DATA)\n"
+    code = ("import resource\nfrom ckptscan.runtime import memory as limits\nbefore = resource.getrlimit(resource.RLIMIT_DATA)\n"
             "print(limits.apply_memory_cap(0), limits.memory_cap(), resource.getrlimit(resource.RLIMIT_DATA) == before)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["None", "None", "True"], out.stderr

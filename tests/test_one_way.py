@@ -103,3 +103,15 @@ def test_fix_still_recovers_first(pending, capsys):
     assert main(["fix", "--dry-run", str(p)]) == 0, capsys.readouterr().err
     assert not jp.exists()
     assert "note: recovered an interrupted ckptscan fix" in capsys.readouterr().out
+
+
+def test_console_script_version_is_the_fast_path():
+    # what the `ckptscan` console script runs: ckptscan.cli:main, before Typer, numpy or h5py
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.argv = ['ckptscan', '--version']\nfrom ckptscan.cli import main\nrc = main()\n"
+            "print(sorted(m for m in ('typer', 'numpy', 'h5py', 'ckptscan.cli.program') if m in sys.modules))\n"
+            "sys.exit(rc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "ckptscan 0.1.0\n[]\n", "")
