@@ -115,3 +115,27 @@ def test_console_script_version_is_the_fast_path():
             "sys.exit(rc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout, out.stderr) == (0, "ckptscan 0.1.0\n[]\n", "")
+
+
+def test_a_ckptscan_bug_is_not_reported_as_corrupt_metadata():
+    from ckptscan.errors import MalformedArchiveError
+    from ckptscan.formats._errors import translate_errors
+
+    for bug in (AttributeError("'NoneType' object has no attribute 'id'"), AssertionError("x")):
+        with pytest.raises(type(bug)):
+            with translate_errors("m.h5"):
+                raise bug
+    with pytest.raises(MalformedArchiveError, match=r"^m.h5: corrupt HDF5 metadata \(bad object header\)$"):
+        with translate_errors("m.h5"):
+            raise OSError("Unable to synchronously open object (bad object header)")
+
+
+def test_an_internal_error_is_one_line_exit_2(monkeypatch, capsys):
+    from ckptscan.formats import layouts
+
+    def broken(src):
+        raise AttributeError("boom")
+
+    monkeypatch.setattr(layouts, "sniff", broken)
+    assert main(["inspect", str(BROKEN)]) == 2
+    assert capsys.readouterr().err == "ckptscan: error: internal error: AttributeError: boom (please report)\n"
