@@ -30,8 +30,8 @@ from ._version import __version__
 from .report import FileResult, Report
 
 if TYPE_CHECKING:
-    from .settings import Settings
     from .rules import Thresholds
+    from .settings import Settings
 
 #: Bumped when the cache key or entry layout changes.
 CACHE_FORMAT = 1

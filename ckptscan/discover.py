@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from .errors import CkptscanError
-from .formats.layouts import index_doc, is_keras_dir as _is_keras_source, safe_shard_name, shard_names
+from .formats.layouts import index_doc, safe_shard_name, shard_names
+from .formats.layouts import is_keras_dir as _is_keras_source
 from .formats.source import LocalSource
 
 #: File names kept when walking a folder by name (``fix``) or listing a remote folder.

@@ -18,8 +18,8 @@ so it lies in ``[0, 2]`` and does not explode on zeros.
 from __future__ import annotations
 
 import os
-import shlex
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 

@@ -15,6 +15,7 @@ import typer
 
 from ._app import app, error_line, exit_code, split_values
 
+
 def _parse_strategies(values: Optional[List[str]]):
     """``--strategy`` values: the default :class:`~ckptscan.patch.strategies.Strategy` and
     the per-rule ones (``RULE=STRATEGY``)."""

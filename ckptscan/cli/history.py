@@ -28,7 +28,8 @@ def diff(
     show_same: Annotated[bool, typer.Option("--all", help="Also list identical variables.")] = False,
 ) -> int:
     """Compare two checkpoints variable by variable (layer-aware, NaN-aware, across formats)."""
-    from ..history import diff as run_diff, render_diff
+    from ..history import diff as run_diff
+    from ..history import render_diff
 
     try:
         result = run_diff(a, b, include_optimizer=include_optimizer, tolerance=tolerance, layer_glob=layer)
@@ -53,7 +54,8 @@ def timeline(
     executor: Annotated[Optional[str], typer.Option("--executor", help="Judge them on dask://HOST:PORT.")] = None,
 ) -> int:
     """Health of a series of checkpoints: the first bad one, the last good one, and how to restore."""
-    from ..history import render_timeline, timeline as run_timeline
+    from ..history import render_timeline
+    from ..history import timeline as run_timeline
 
     if any("://" in c for c in checkpoints):  # s3://bucket/run/epoch_*.keras
         from ..discover import expand_uris

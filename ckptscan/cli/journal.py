@@ -21,7 +21,8 @@ def recover(
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another ckptscan fix.")] = 60.0,
 ) -> int:
     """Roll back an interrupted `ckptscan fix` (its journal sits next to the file)."""
-    from ..journal import needs_recovery, recover as run_recover
+    from ..journal import needs_recovery
+    from ..journal import recover as run_recover
 
     if not needs_recovery(path):
         typer.echo(f"{path}: nothing to recover")

@@ -8,12 +8,15 @@ from typing import List, Optional
 import typer
 
 from ..errors import CkptscanError
-# the commands register on `app`, in this order (the order of `ckptscan --help`)
-from . import inspect  # noqa: F401,I001
-from . import fix, scan  # noqa: F401
-from . import history  # noqa: F401
-from . import journal  # noqa: F401
 from ._app import STATE, ExitCode, app, error_line, exit_code
+
+# isort: off
+# each command module registers its commands on `app`, in this order (that of `ckptscan --help`)
+from . import inspect  # noqa: F401,E402
+from . import fix, scan  # noqa: F401,E402
+from . import history  # noqa: F401,E402
+from . import journal  # noqa: F401,E402
+# isort: on
 
 
 def main(argv: List[str] | None = None) -> int:

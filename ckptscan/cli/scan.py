@@ -87,9 +87,9 @@ def scan(
     cache: Annotated[Optional[str], typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
 ) -> int:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
-    from ..errors import CkptscanError
     from ..discover import discover, with_uris
     from ..engine import make_options
+    from ..errors import CkptscanError
     from ..settings import load_settings
 
     try:

@@ -14,7 +14,12 @@ import re
 import zipfile
 from typing import Any, Iterator
 
-from ..errors import CkptscanError, LimitExceededError, MalformedArchiveError, UnsafeArchiveError
+from ..errors import (
+    CkptscanError,
+    LimitExceededError,
+    MalformedArchiveError,
+    UnsafeArchiveError,
+)
 from ..runtime.bounds import MAX_JSON_DEPTH
 from ..runtime.memory import memory_exhausted, memory_reason
 from ..runtime.timeout import expired

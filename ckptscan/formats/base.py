@@ -9,7 +9,6 @@ more than one block of one tensor in memory.
 from __future__ import annotations
 
 import math
-
 import os
 import threading
 import weakref

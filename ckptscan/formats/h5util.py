@@ -14,7 +14,13 @@ import h5py
 import numpy as np
 
 from ..errors import MalformedArchiveError, UnsafeArchiveError
-from ..runtime.bounds import MAX_ATTR_BYTES, MAX_ATTR_ELEMS, MAX_DATASET_EXPANSION, MAX_GROUP_DEPTH, MAX_UNBACKED_BYTES
+from ..runtime.bounds import (
+    MAX_ATTR_BYTES,
+    MAX_ATTR_ELEMS,
+    MAX_DATASET_EXPANSION,
+    MAX_GROUP_DEPTH,
+    MAX_UNBACKED_BYTES,
+)
 from ._errors import Refused, translate_errors
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"

@@ -17,14 +17,26 @@ from __future__ import annotations
 import os
 import zipfile
 
-from ..errors import CkptscanError, MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
+from ..errors import (
+    CkptscanError,
+    MalformedArchiveError,
+    NotAnArchiveError,
+    UnsafeArchiveError,
+    UnsupportedFormatError,
+)
 from ._errors import parse_json, translate_errors
 from .base import Checkpoint
 from .h5util import find_hdf5_superblock, has_attr, open_h5
 from .legacy import LegacyCheckpoint
 from .source import Source
 from .v3 import H5Part, V3Checkpoint
-from .zipmember import check_member_names, check_window, data_offset, inflate_to_temp, read_json_member
+from .zipmember import (
+    check_member_names,
+    check_window,
+    data_offset,
+    inflate_to_temp,
+    read_json_member,
+)
 
 WEIGHTS_MEMBER = "model.weights.h5"
 SHARD_INDEX_MEMBER = "model.weights.json"

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-import sys
 import re
+import sys
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass

@@ -8,13 +8,22 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import CkptscanError, PatchRefusedError
 from .. import journal
+from ..errors import CkptscanError, PatchRefusedError
 from .model import FileFix, PatchPlan
 from .rawio import decode, read_raw
-from .strategies import Options, Strategy, Target, Verify, choose, is_bn_stat, make_change
+from .strategies import (
+    Options,
+    Strategy,
+    Target,
+    Verify,
+    choose,
+    is_bn_stat,
+    make_change,
+)
 from .targets import find_targets
 from .writer import apply_plan, check_writable, prepare, record
+
 
 @dataclass(frozen=True)
 class FixRequest:

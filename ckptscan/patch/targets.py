@@ -16,6 +16,7 @@ import numpy as np
 from ..formats.base import Checkpoint, Variable
 from .strategies import Target, is_bn_stat
 
+
 def bad_elements(ckpt: Checkpoint, var: Variable) -> np.ndarray:
     """Flat indices of non-finite values (and negative BN variances) of ``var``."""
     if not var.is_float or var.size == 0:

@@ -27,12 +27,21 @@ from typing import Callable
 import h5py
 import numpy as np
 
+from .. import journal
 from ..errors import CkptscanError, PatchRefusedError
 from ..formats.base import Checkpoint, Variable
-from .. import journal
 from . import zipcrc
 from .model import Change, ChangeRecord, FileFix, PatchPlan, json_number
-from .rawio import decode, element_hash, encode, file_sha256, patched_hash, read_at, runs, storage_dtype
+from .rawio import (
+    decode,
+    element_hash,
+    encode,
+    file_sha256,
+    patched_hash,
+    read_at,
+    runs,
+    storage_dtype,
+)
 
 WEIGHTS_MEMBER = "model.weights.h5"
 MULTI_FILE = ("keras3-sharded", "keras-dir")

@@ -23,8 +23,19 @@ JRN001       interrupted-fix             error     an interrupted ckptscan fix l
 from __future__ import annotations
 
 from . import batchnorm, config, file, numeric  # noqa: F401  (registration)
+from .base import (
+    REGISTRY,
+    BNContext,
+    BNLayer,
+    FileContext,
+    Hit,
+    ModelContext,
+    Rule,
+    Scope,
+    TensorContext,
+    Thresholds,
+)
 from .batchnorm import SCREENED_BN, quiet_layers
-from .base import REGISTRY, BNContext, BNLayer, FileContext, Hit, ModelContext, Rule, Scope, TensorContext, Thresholds
 
 __all__ = [
     "ALL_RULES", "NONFINITE_ONLY", "SCREENED_BN", "BNContext", "BNLayer", "FileContext", "Hit", "ModelContext", "Rule", "Scope",

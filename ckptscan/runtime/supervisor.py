@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import signal
 import time
-
 from typing import Callable
 
-from .watchdog import _CH, INTERRUPT_GRACE, STUCK_ENV, SUPERVISOR_ENV, _decode, hard_reason
+from .watchdog import (
+    _CH,
+    INTERRUPT_GRACE,
+    STUCK_ENV,
+    SUPERVISOR_ENV,
+    _decode,
+    hard_reason,
+)
 
 # --- the CLI supervisor -------------------------------------------------------------------
 

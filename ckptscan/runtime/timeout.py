@@ -22,8 +22,9 @@ import time
 from typing import Iterator
 
 from ..errors import FileTimeoutError
-from .memory import memory_recover
 from . import watchdog
+from .memory import memory_recover
+
 
 class _Deadline:
     """The deadline of the innermost :func:`file_timeout` (checked by every HDF5 read)."""
