@@ -48,21 +48,34 @@ def _net() -> None:  # pragma: no cover - runs in the child before exec
     resource.setrlimit(resource.RLIMIT_DATA, (SAFETY_NET, SAFETY_NET))
 
 
+#: Runs the command from a small process, so that its peak RSS is the command's own: a child
+#: forked straight from pytest counts pytest's whole image (hundreds of MiB once Keras and JAX
+#: are loaded) in ``ru_maxrss`` even after ``exec``. argv: safety net, result file, command...
+_SPAWNER = """
+import json, os, resource, subprocess, sys
+resource.setrlimit(resource.RLIMIT_DATA, (int(sys.argv[1]), int(sys.argv[1])))
+p = subprocess.Popen(sys.argv[3:])
+_, status, usage = os.wait4(p.pid, 0)
+p.returncode = 0  # reaped by wait4: keep Popen from waiting again
+with open(sys.argv[2], "w") as fh:
+    json.dump([os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024], fh)
+"""
+
+
 def _cli(*args, env: dict | None = None, timeout: float = 120) -> tuple[int, str, str, int]:
-    """Run ``python -m ckptscan ARGS``; returns (exit code, stdout, stderr, peak RSS bytes)."""
+    """Run ``python -m ckptscan ARGS`` (under the :data:`SAFETY_NET`); returns (exit code,
+    stdout, stderr, peak RSS bytes of the command and the processes it started)."""
     environ = {k: v for k, v in os.environ.items() if k != limits.MEMORY_ENV}
     environ.update(env or {})
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([sys.executable, "-m", "ckptscan", *map(str, args)], stdout=out, stderr=err,
-                             stdin=subprocess.DEVNULL, env=environ, preexec_fn=_net)
-        try:
-            _, status, usage = os.wait4(p.pid, 0)
-        finally:
-            p.returncode = 0  # reaped by wait4: keep Popen from waiting again
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".json") as result:
+        subprocess.run([sys.executable, "-c", _SPAWNER, str(SAFETY_NET), result.name, sys.executable, "-m",
+                        "ckptscan", *map(str, args)], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                       env=environ, timeout=timeout * 2, check=True)
+        code, rss = json.loads(open(result.name).read())
         out.seek(0)
         err.seek(0)
-        return (os.waitstatus_to_exitcode(status), out.read().decode(), err.read().decode(),
-                usage.ru_maxrss * 1024)
+        return code, out.read().decode(), err.read().decode(), rss
 
 
 def _sha(path: Path) -> str:
