@@ -54,13 +54,11 @@ def timeline(
     executor: Annotated[Optional[str], typer.Option("--executor", help="Judge them on dask://HOST:PORT.")] = None,
 ) -> int:
     """Health of a series of checkpoints: the first bad one, the last good one, and how to restore."""
+    from ..discover import with_uris
     from ..history import render_timeline
     from ..history import timeline as run_timeline
 
-    if any("://" in c for c in checkpoints):  # s3://bucket/run/epoch_*.keras
-        from ..discover import expand_uris
-
-        checkpoints = expand_uris(checkpoints)
+    checkpoints = with_uris(checkpoints)  # s3://bucket/run/epoch_*.keras
     try:
         tl = run_timeline(checkpoints, include_optimizer=include_optimizer, sort=not keep_order,
                           method="nonfinite" if nonfinite_only else "auto", jobs=jobs, executor=executor)
