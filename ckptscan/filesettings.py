@@ -57,7 +57,7 @@ def options_for(path: str, options):
     settings = settings_for(path)
     if settings.source == options.settings.source:
         return options
-    from .scan import make_options
+    from .engine import make_options
 
     req = dict(options.request)
     try:

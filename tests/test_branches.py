@@ -18,7 +18,7 @@ from ckptscan.rules import Thresholds
 from ckptscan.rules.base import BNContext, BNLayer
 from ckptscan.rules.batchnorm import bn_variance_outlier
 from ckptscan.rules.branches import concat_segments
-from ckptscan.scan import scan
+from ckptscan.bulk import scan
 from ckptscan.stats import array_counts
 from conftest import FIXTURES, run_cli
 

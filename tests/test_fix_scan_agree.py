@@ -18,7 +18,7 @@ import ckptscan
 from ckptscan.formats import open_checkpoint
 from ckptscan.patch.rawio import decode, read_raw
 from ckptscan.patch.strategies import reset_variance
-from ckptscan.scan import scan
+from ckptscan.bulk import scan
 from conftest import FIXTURES, run_cli
 
 DATA = json.loads((FIXTURES / "faults.json").read_text())

@@ -20,7 +20,8 @@ import pytest
 from ckptscan import scan
 from ckptscan.errors import MalformedArchiveError
 from ckptscan.formats import open_checkpoint
-from ckptscan.formats.integrity import classify, integrity_problem
+from ckptscan.formats.integrity import integrity_problem
+from ckptscan.formats.verdict import classify
 
 from conftest import FIXTURES, run_cli
 

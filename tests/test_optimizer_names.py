@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ckptscan.formats import open_checkpoint
-from ckptscan.scan import scan
+from ckptscan.bulk import scan
 
 keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.slow

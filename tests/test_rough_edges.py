@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 import ckptscan
-from ckptscan.scan import discover
+from ckptscan.discover import discover
 from conftest import FIXTURES, ROOT, run_cli
 
 K3 = FIXTURES / "k3"
@@ -62,12 +62,21 @@ def test_inspect_layer_matches_a_path_suffix_or_says_nothing_matched():
     assert doc["variables"] == [] and doc["notes"][-1] == "no layer matches --layer 'no_such_layer'"
 
 
-def test_sarif_region_help_uri_and_relative_uris():
+def test_sarif_region_help_uri_and_relative_uris(monkeypatch):
     rel = "fixtures/k3/seed_broken.keras"
+    monkeypatch.delenv("CKPTSCAN_RULE_DOCS_URL", raising=False)
     out = run_cli("scan", "--format", "sarif", rel, str(ROOT / "fixtures" / "k3" / "seed.keras"), cwd=ROOT)
     run = json.loads(out.stdout)["runs"][0]
     assert run["originalUriBaseIds"]["SRCROOT"]["uri"] == ROOT.as_uri() + "/"
-    assert all(r["helpUri"].endswith(f"/docs/rules/{r['id']}.md") for r in run["tool"]["driver"]["rules"])
+    rules = run["tool"]["driver"]["rules"]
+    # no published address configured: no helpUri (it must be absolute), the repository path instead
+    assert all("helpUri" not in r for r in rules)
+    assert all((ROOT / r["properties"]["helpPath"]).is_file() for r in rules)
+    assert all(r["properties"]["helpPath"] == f"docs/rules/{r['id']}.md" for r in rules)
+    monkeypatch.setenv("CKPTSCAN_RULE_DOCS_URL", "https://example.org/ckptscan/docs/rules")
+    out = run_cli("scan", "--format", "sarif", rel, cwd=ROOT)
+    rules = json.loads(out.stdout)["runs"][0]["tool"]["driver"]["rules"]
+    assert all(r["helpUri"] == f"https://example.org/ckptscan/docs/rules/{r['id']}.md" for r in rules)
     for res in run["results"]:
         loc = res["locations"][0]["physicalLocation"]
         assert loc["artifactLocation"] == {"uri": rel, "uriBaseId": "SRCROOT"}

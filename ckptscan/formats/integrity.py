@@ -1,89 +1,41 @@
-"""One verdict for a local file: a Keras archive, not one, or one that cannot be read.
+"""Whether a local file's bytes are all there: truncation found from the bytes alone.
 
->>> from ckptscan.formats.integrity import classify
->>> classify("epoch_07.weights.h5")                                   # doctest: +SKIP
-Verdict(outcome='unreadable', reason='truncated: HDF5 end-of-file address 400864 > file size 200000', format=None)
-
-Three outcomes, the same wherever a file is met (named on the command line, found in a
-folder, a shard of an index):
-
-``keras``
-    A Keras weight archive whose bytes are all there: scanned.
-``not_keras``
-    A well-formed HDF5 file or zip without Keras structure, or an unrelated file whose
-    name does not claim to be a Keras archive. A folder scan skips and lists it.
-``unreadable``
-    The name claims a Keras archive (``.keras``, ``.h5``, ``.hdf5``, ``.weights.h5``,
-    ``.weights.json``, a shard named by an index) or the bytes start with an HDF5 or zip
-    signature, and it cannot be read: empty, cut short at any byte, corrupt, random
-    bytes or text. Exit 2.
+>>> from ckptscan.formats.integrity import integrity_problem
+>>> integrity_problem("epoch_07.weights.h5")                          # doctest: +SKIP
+'truncated: HDF5 end-of-file address 400864 > file size 200000'
 
 Truncation is found from the bytes that must be there, without opening anything with
 HDF5: the superblock's end-of-file address against the file's size (and the weights
-member's size inside a ``.keras`` zip, and every shard of a sharded index); the zip's
-end-of-central-directory record, its central directory and every member's local
-header and data lying inside the file. :func:`integrity_problem` runs those checks
-alone (the openers call it first); :func:`classify` adds the Keras-structure test.
+member's size inside a ``.keras`` zip); the zip's end-of-central-directory record, its
+central directory and every member's local header and data lying inside the file.
+
+The local-source opener (:func:`ckptscan.formats.layouts.open_source`) calls
+:func:`integrity_problem` before HDF5 or zipfile guess why a file cannot be read, and
+:func:`~ckptscan.formats.layouts.open_sharded` calls it for every local shard. Remote
+sources (:mod:`.remote`) skip it: the checks seek to the end of the object and a
+size may be unknown, so a cut-short remote object is reported by the reader instead.
+The verdict for a file met in a folder (``keras`` / ``not_keras`` / ``unreadable``) is
+:func:`ckptscan.formats.verdict.classify`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zipfile
-from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import CkptscanError, NotAnArchiveError
 from .h5util import HDF5_MAGIC, find_hdf5_superblock
 
-__all__ = ["KERAS_SUFFIXES", "Verdict", "claims_keras", "classify", "hdf5_eof_problem", "integrity_problem"]
+__all__ = ["hdf5_eof_problem", "integrity_problem"]
 
-#: File names that claim to be a Keras weight archive (checked lower-cased, longest first).
-KERAS_SUFFIXES = (".weights.json", ".weights.h5", ".keras", ".hdf5", ".h5")
 ZIP_LOCAL = b"PK\x03\x04"
 ZIP_EMPTY = b"PK\x05\x06"
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
 #: Members of a zip whose local headers are checked (a .keras holds three).
 MAX_CHECKED_MEMBERS = 10_000
-#: Largest sharded index read to find its shards.
-MAX_INDEX_BYTES = 64 << 20
 _UNDEFINED = (1 << 64) - 1
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a file is, for a scan: ``keras``, ``not_keras`` or ``unreadable``."""
-
-    outcome: str
-    """``keras`` (scan it), ``not_keras`` (skip and list) or ``unreadable`` (exit 2)."""
-    reason: str = ""
-    """Why, for ``not_keras`` and ``unreadable`` (one line, no path)."""
-    format: str | None = None
-    """The format id (:func:`ckptscan.formats.detect`) of a ``keras`` file."""
-
-    @classmethod
-    def keras(cls, fmt: str) -> "Verdict":
-        """A readable Keras archive of format ``fmt``."""
-        return cls("keras", "", fmt)
-
-    @classmethod
-    def not_keras(cls, reason: str) -> "Verdict":
-        """Not a Keras archive (skipped in a folder)."""
-        return cls("not_keras", reason)
-
-    @classmethod
-    def unreadable(cls, reason: str) -> "Verdict":
-        """Claims to be a Keras archive but cannot be read."""
-        return cls("unreadable", reason)
-
-
-def claims_keras(path: str | os.PathLike) -> bool:
-    """True when the file name says "Keras weight archive"."""
-    name = os.path.basename(os.fspath(path)).lower()
-    return name.endswith(KERAS_SUFFIXES)
 
 
 # --- HDF5 -----------------------------------------------------------------------------
@@ -192,46 +144,6 @@ def _zip_problem(fp: BinaryIO, size: int) -> str | None:
     return None
 
 
-# --- sharded index ----------------------------------------------------------------------
-
-
-def _shard_names(doc: object) -> list[str] | None:
-    if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
-        return None
-    names: list[str] = []
-    for value in doc["weight_map"].values():
-        for n in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
-            if isinstance(n, str) and n not in names:
-                names.append(n)
-    return names
-
-
-def _index_problem(path: str, doc: object) -> str | None:
-    names = _shard_names(doc) or []
-    folder = os.path.dirname(path)
-    for name in names:
-        if os.path.basename(name) != name or name in ("", ".", ".."):
-            continue  # refused by the reader as path traversal
-        shard = os.path.join(folder, name)
-        if not os.path.isfile(shard):
-            return f"shard {name} is missing"
-        problem = _local_problem(shard)
-        if problem:
-            return f"shard {name}: {problem}"
-    return None
-
-
-def _read_index(path: str, size: int) -> object:
-    if size > MAX_INDEX_BYTES:
-        return None
-    with open(path, "rb") as fh:
-        raw = fh.read(MAX_INDEX_BYTES + 1)
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-
-
 # --- entry points -------------------------------------------------------------------------
 
 
@@ -251,9 +163,10 @@ def _local_problem(path: str) -> str | None:
 def integrity_problem(path: str | os.PathLike) -> str | None:
     """Why the local file or ``.keras`` folder at ``path`` is cut short, or None.
 
-    Structural checks only (HDF5 end-of-file address, zip directory and members,
-    shards of a sharded index); whether it is a *Keras* archive is :func:`classify`'s
-    question. A path that cannot be read at all gives None: the reader reports it.
+    Structural checks only (HDF5 end-of-file address, zip directory and members); a
+    sharded index is not parsed here: the opener checks each shard it opens
+    (:func:`ckptscan.formats.layouts.open_sharded`) and :func:`ckptscan.formats.verdict.classify`
+    each shard an index lists. Whether it is a *Keras* archive is ``classify``'s question. A path that cannot be read at all gives None: the reader reports it.
     """
     p = os.fspath(path)
     try:
@@ -262,72 +175,10 @@ def integrity_problem(path: str | os.PathLike) -> str | None:
             if os.path.isfile(inner):
                 problem = _local_problem(inner)
                 return f"model.weights.h5: {problem}" if problem else None
-            index = os.path.join(p, "model.weights.json")
-            if os.path.isfile(index):
-                return _index_problem(index, _read_index(index, os.path.getsize(index)))
-            return None
+            return None  # a sharded folder: each shard is checked as it is opened
         if not os.path.isfile(p):
             return None
-        problem = _local_problem(p)
-        if problem:
-            return problem
-        size = os.path.getsize(p)
-        with open(p, "rb") as fh:
-            first = fh.read(64).lstrip()[:1]
-        if first == b"{":
-            return _index_problem(p, _read_index(p, size))
+        return _local_problem(p)
     except OSError:
         return None
     return None
-
-
-def classify(path: str | os.PathLike, claimed: bool | None = None, strict: bool = False) -> Verdict:
-    """The :class:`Verdict` for a local file or ``.keras`` folder.
-
-    ``claimed`` says the file is known to be part of a Keras archive (a shard named by
-    an index); by default the file name decides (:data:`KERAS_SUFFIXES`). ``strict``
-    makes a well-formed HDF5 file or zip without Keras structure unreadable too
-    (``scan --strict``); unrelated files (text, images) stay ``not_keras``.
-    """
-    from . import detect
-
-    p = os.fspath(path)
-    claims = claims_keras(p) if claimed is None else claimed
-    problem = integrity_problem(p)
-    if problem:
-        return Verdict.unreadable(problem)
-    try:
-        fmt = detect(p)
-    except NotAnArchiveError as exc:
-        # opened fine as HDF5/zip (or a plain folder): well-formed, just not Keras
-        if strict and _has_signature(p):
-            return Verdict.unreadable(f"{exc.reason}; --strict")
-        if os.path.isdir(p) or _has_signature(p) or not claims:
-            return Verdict.not_keras(exc.reason)
-        return Verdict.unreadable(exc.reason)
-    except CkptscanError as exc:
-        return Verdict.unreadable(exc.reason)
-    if fmt == "keras-zip":
-        reason = _zip_not_keras(p)
-        if reason:
-            return Verdict.unreadable(f"{reason}; --strict") if strict else Verdict.not_keras(reason)
-    return Verdict.keras(fmt)
-
-
-def _has_signature(p: str) -> bool:
-    """The bytes start like an HDF5 file or a zip (so failing to read them is an error)."""
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(8192)
-    except OSError:
-        return False
-    return head[:4] in (ZIP_LOCAL, ZIP_EMPTY) or find_hdf5_superblock(head) is not None
-
-
-def _zip_not_keras(p: str) -> str | None:
-    """Why a well-formed zip is not a ``.keras`` model, or None if it is one."""
-    with zipfile.ZipFile(p) as zf:
-        names = set(zf.namelist())
-    if names & {"config.json", "model.weights.h5", "model.weights.npz"}:
-        return None
-    return "zip archive that is not a .keras model (no config.json or model.weights.h5)"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
+from .. import journal
 from ..errors import PatchRefusedError
-from . import safety
 
 __all__ = ["MAX_BACKUPS", "backup_copy", "backup_names"]
 
@@ -49,12 +49,12 @@ def backup_copy(src: str, dst: str | None = None) -> str:
     names = [dst] if dst is not None else backup_names(src)
     # staged beside the backup (a hard link cannot cross file systems); the fixed name
     # next to src is the one an interrupted run's recovery removes
-    tmp = safety.temp_path(dst if dst is not None else src + ".bak")
+    tmp = journal.temp_path(dst if dst is not None else src + ".bak")
     try:
-        safety.copy_durable(src, tmp)
+        journal.copy_durable(src, tmp)
         for name in names:
             if _publish(tmp, name):
-                safety.fsync_dir(os.path.dirname(os.path.abspath(name)))
+                journal.fsync_dir(os.path.dirname(os.path.abspath(name)))
                 return name
     finally:
         if os.path.lexists(tmp):

@@ -32,10 +32,10 @@ from enum import Enum
 
 import numpy as np
 
+from .._compat import assert_never
 from ..errors import PatchRefusedError
-from ..formats.base import Checkpoint, Variable
+from ..formats.base import Checkpoint, Variable, bf16_to_f32, f32_to_bf16_bits
 from .model import Change
-from ..formats.base import bf16_to_f32, f32_to_bf16_bits
 from .rawio import decode, read_at, read_raw
 
 BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization"}
@@ -49,7 +49,20 @@ STOP_GAP = ("stop-gap: moving statistics reset to the initializer values (a vari
 ESTIMATE = "estimate: bad channels take the median of the healthy channels of the same layer"
 
 
-class Strategy(str, Enum):
+class _Choice(str, Enum):
+    """A command-line choice: :meth:`of` names the choices when a value is not one."""
+
+    @classmethod
+    def of(cls, value: str) -> "_Choice":
+        """The member named ``value`` (ValueError listing the choices otherwise)."""
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise ValueError(f"unknown --{cls.__name__.lower()} {value!r} (choose from {choices})") from None
+
+
+class Strategy(_Choice):
     """The repair strategies (``--strategy``)."""
 
     AUTO = "auto"
@@ -60,6 +73,35 @@ class Strategy(str, Enum):
     VALUE = "value"
     ZERO = "zero"
     """Optimizer slots (Adam/RMSprop moments …) → 0."""
+
+    def needs(self) -> str | None:
+        """The option this strategy cannot run without (``--from REF``, ``--value V``), or None."""
+        if self is Strategy.FROM:
+            return "--from REF"
+        if self is Strategy.VALUE:
+            return "--value V"
+        if self is Strategy.AUTO or self is Strategy.RESET or self is Strategy.MEDIAN or self is Strategy.CLAMP \
+                or self is Strategy.ZERO:
+            return None
+        assert_never(self)
+
+
+class Verify(_Choice):
+    """How a repair is verified after the write (``--verify``)."""
+
+    FULL = "full"
+    """Every tensor re-hashed (the untouched ones must be unchanged) and zip CRCs checked."""
+    TARGETS = "targets"
+    """Only the changed tensors re-read."""
+
+    @property
+    def rehashes_all(self) -> bool:
+        """True when every tensor of the file is re-hashed, not only the changed ones."""
+        if self is Verify.FULL:
+            return True
+        if self is Verify.TARGETS:
+            return False
+        assert_never(self)
 
 
 @dataclass(frozen=True)
@@ -154,7 +196,7 @@ def healthy_range(var: Variable, values: np.ndarray, bad: np.ndarray) -> tuple[f
     own test (so a clamped channel is never reported again).
     """
     from ..rules import Thresholds
-    from ..rules.batchnorm import variance_outliers
+    from ..rules.branches import variance_outliers
 
     ok = _healthy(var, values, bad)
     if ok.any():

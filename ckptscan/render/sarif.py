@@ -8,7 +8,15 @@ files are ``toolExecutionNotifications`` of level ``error``.
 
 Artifact URIs are relative to the working directory, declared as the ``SRCROOT`` entry
 of ``originalUriBaseIds`` (``uriBaseId`` on every location); a file outside it keeps
-an absolute ``file://`` URI. Every rule has a ``helpUri`` to its page in ``docs/rules``.
+an absolute ``file://`` URI.
+
+Every rule names its page in the repository, ``docs/rules/<ID>.md``, as the
+repository-relative ``properties.helpPath`` (its text is in ``help.markdown`` too).
+SARIF's ``helpUri`` must be an absolute URI, and ckptscan has no published docs site
+to invent one for, so it is written only when the pages' address is known:
+``CKPTSCAN_RULE_DOCS_URL`` (e.g. ``https://github.com/ORG/ckptscan/blob/main/docs/rules/``),
+else :data:`RULE_DOCS_URL` when an embedding program sets it; the rule ID and ``.md``
+are appended to it.
 """
 
 from __future__ import annotations
@@ -17,14 +25,17 @@ import json
 import os
 from urllib.parse import quote
 
-from .. import __version__
+from .._version import __version__
 from ..report import Finding, Report, Severity
 from ..rules import ALL_RULES, Rule
 from .json import _clean
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-#: Where the rule pages (docs/rules/<ID>.md) are published; ``CKPTSCAN_RULE_DOCS_URL`` overrides.
-RULE_DOCS_URL = "https://github.com/ckptscan/ckptscan/blob/main/docs/rules/"
+#: The rule pages, relative to the repository root.
+RULE_DOCS_PATH = "docs/rules/"
+#: Absolute address the rule pages are published at (``helpUri``); None: no ``helpUri``.
+#: ``CKPTSCAN_RULE_DOCS_URL`` overrides it.
+RULE_DOCS_URL: str | None = None
 SRCROOT = "SRCROOT"
 LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
@@ -52,24 +63,30 @@ def _srcroot() -> dict:
     return {SRCROOT: {"uri": "file://" + quote(root if root.startswith("/") else "/" + root)}}
 
 
-def help_uri(rule_id: str) -> str:
-    """The rule's page."""
-    return os.environ.get("CKPTSCAN_RULE_DOCS_URL", RULE_DOCS_URL) + f"{rule_id}.md"
+def help_uri(rule_id: str) -> str | None:
+    """The absolute address of the rule's page, or None when none is configured."""
+    base = os.environ.get("CKPTSCAN_RULE_DOCS_URL") or RULE_DOCS_URL
+    if not base:
+        return None
+    return (base if base.endswith("/") else base + "/") + f"{rule_id}.md"
 
 
 def rule_doc(r: Rule) -> dict:
     """``reportingDescriptor`` of one rule."""
-    return {
+    doc = {
         "id": r.id,
         "name": r.name,
         "shortDescription": {"text": r.summary},
         "fullDescription": {"text": r.doc.split("## Why is this bad?")[0].replace("## What it does", "").strip()},
         "help": {"text": r.fix_hint, "markdown": r.doc},
-        "helpUri": help_uri(r.id),
         "defaultConfiguration": {"level": LEVEL[r.severity]},
         "properties": {"category": r.category, "patchable": r.patchable, "inferenceOnly": r.inference_only,
-                       "tags": [r.category]},
+                       "tags": [r.category], "helpPath": f"{RULE_DOCS_PATH}{r.id}.md"},
     }
+    uri = help_uri(r.id)
+    if uri:
+        doc["helpUri"] = uri
+    return doc
 
 
 def _result(f: Finding, index: dict[str, int]) -> dict:

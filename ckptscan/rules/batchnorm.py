@@ -16,7 +16,19 @@ import numpy as np
 
 from ..formats.base import bf16_to_f32, f32_to_bf16_bits
 from ..report import Severity
-from .base import FLOAT16_MAX, BNContext, Hit, ModelContext, Scope, breakdown, fmt, plural, rule, where
+from .base import (
+    FLOAT16_MAX,
+    BNContext,
+    Hit,
+    ModelContext,
+    Scope,
+    breakdown,
+    fmt,
+    plural,
+    rule,
+    where,
+)
+from .branches import branch_outliers, variance_outliers
 
 STAT_NAMES = ("moving_mean", "moving_variance")
 PARAM_NAMES = ("gamma", "beta", "moving_mean")
@@ -93,29 +105,6 @@ def bn_variance_invalid(ctx: BNContext) -> Iterator[Hit]:
 # --- BN002 ---------------------------------------------------------------------------
 
 
-def variance_outliers(v: np.ndarray, th) -> tuple[np.ndarray, float, float]:
-    """(mask of high-outlier channels, layer median variance, threshold in decades).
-
-    Robust on log10: the reference is the median of the live channels (finite, above
-    ``dead_variance``), the spread 1.4826·MAD with a floor; a channel is an outlier when
-    it is above the median by at least ``bn_outlier_decades`` decades *and*
-    ``bn_outlier_mads`` spreads. Low channels (dead ones) are never outliers.
-    """
-    mask = np.zeros(v.shape, bool)
-    live = np.isfinite(v) & (v > th.dead_variance)
-    if int(live.sum()) < th.bn_min_channels:
-        return mask, float("nan"), float("nan")
-    logv = np.log10(v[live].astype(np.float64))
-    med = float(np.median(logv))
-    mad = float(np.median(np.abs(logv - med)))
-    spread = max(1.4826 * mad, th.bn_outlier_min_spread)
-    limit = max(th.bn_outlier_decades, th.bn_outlier_mads * spread)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logall = np.log10(np.where(live, v, 1.0).astype(np.float64))
-    mask = live & (logall - med > limit)
-    return mask, 10.0**med, limit
-
-
 @rule(
     "BN002",
     "bn-variance-outlier",
@@ -165,7 +154,6 @@ def bn_variance_outlier(ctx: BNContext) -> Iterator[Hit]:
     mean along. A corrupted block whose means were scaled by the same factor is missed. Thresholds: ``bn-outlier-decades``,
     ``bn-outlier-mads``, ``bn-outlier-min-spread`` in ``[tool.ckptscan.thresholds]``.
     """
-    from .branches import branch_outliers
 
     layer = ctx.layer
     v = layer.values.get("moving_variance")

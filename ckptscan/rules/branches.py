@@ -20,7 +20,7 @@ import numpy as np
 
 from ..naming import layer_name, top_config
 
-__all__ = ["JOIN_CLASSES", "branch_like", "branch_outliers", "concat_segments"]
+__all__ = ["JOIN_CLASSES", "branch_like", "branch_outliers", "concat_segments", "variance_outliers"]
 
 #: Layers that join tensors along the channel axis.
 JOIN_CLASSES = frozenset({"Concatenate", "concatenate"})
@@ -168,18 +168,39 @@ def branch_like(variance: np.ndarray, mean: np.ndarray | None, outliers: np.ndar
     return out
 
 
+def variance_outliers(v: np.ndarray, th) -> tuple[np.ndarray, float, float]:
+    """(mask of high-outlier channels, layer median variance, threshold in decades).
+
+    Robust on log10: the reference is the median of the live channels (finite, above
+    ``dead_variance``), the spread 1.4826·MAD with a floor; a channel is an outlier when
+    it is above the median by at least ``bn_outlier_decades`` decades *and*
+    ``bn_outlier_mads`` spreads. Low channels (dead ones) are never outliers.
+    """
+    mask = np.zeros(v.shape, bool)
+    live = np.isfinite(v) & (v > th.dead_variance)
+    if int(live.sum()) < th.bn_min_channels:
+        return mask, float("nan"), float("nan")
+    logv = np.log10(v[live].astype(np.float64))
+    med = float(np.median(logv))
+    mad = float(np.median(np.abs(logv - med)))
+    spread = max(1.4826 * mad, th.bn_outlier_min_spread)
+    limit = max(th.bn_outlier_decades, th.bn_outlier_mads * spread)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logall = np.log10(np.where(live, v, 1.0).astype(np.float64))
+    mask = live & (logall - med > limit)
+    return mask, 10.0**med, limit
+
+
 def branch_outliers(variance: np.ndarray, mean: np.ndarray | None, outliers: np.ndarray,
                     segments: tuple[tuple[int, int], ...] | None, th) -> np.ndarray:
     """BN002's outlier mask once branches of another scale are accounted for.
 
     With ``segments`` (from the config), each concatenated input's channels are
-    tested among themselves (:func:`~ckptscan.rules.batchnorm.variance_outliers`); a
+    tested among themselves (:func:`variance_outliers`); a
     segment too small to be tested alone keeps the whole-layer verdict unless it looks
     like a branch (:func:`branch_like`). Without segments, :func:`branch_like` blocks
     are removed from ``outliers``.
     """
-    from .batchnorm import variance_outliers
-
     n = variance.shape[0]
     if segments and segments[-1][1] == n and segments[0][0] == 0:
         out = np.zeros(n, bool)
