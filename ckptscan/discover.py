@@ -79,7 +79,7 @@ def walk(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
 
 def natural_key(path: str) -> list:
     """Sort key putting ``epoch_2`` before ``epoch_10`` (digit runs compared as numbers)."""
-    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path)) if t != ""]
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path)) if t != ""]
 
 
 # --- scan: by content ------------------------------------------------------------------

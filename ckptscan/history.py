@@ -18,13 +18,13 @@ so it lies in ``[0, 2]`` and does not explode on zeros.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .discover import natural_key
 from .errors import CkptscanError
 from .formats.base import DEFAULT_BLOCK_ELEMS, Checkpoint, Variable
 
@@ -370,11 +370,6 @@ def render_diff(result: DiffResult, show_same: bool = False) -> str:
 
 
 # --- timeline ------------------------------------------------------------------
-def natural_key(path: str) -> list:
-    """Sort key putting ``epoch_2`` before ``epoch_10`` (digit runs compare as numbers)."""
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path)) if t != ""]
-
-
 def natural_sort(paths: Iterable[str]) -> list[str]:
     """``paths`` in natural order (see :func:`natural_key`)."""
     return sorted(map(str, paths), key=natural_key)
