@@ -40,6 +40,8 @@ class Format(str, Enum):
     JUNIT = "junit"
     JSONL = "jsonl"
     """One JSON record per file, written as each file finishes (ckptscan.bulk)."""
+    HTML = "html"
+    """One self-contained HTML page with charts (ckptscan.render.html); needs ``-o``."""
 
 
 def _codes(values: Optional[List[str]]) -> list[str]:
@@ -140,6 +142,10 @@ def scan(
     except ValueError as exc:
         _usage(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
+    if fmt is Format.HTML:  # the charts need the BN vectors the scan reads anyway
+        from .render.html_cli import html_options
+
+        options = html_options(options, output, _usage)
     _finish(_run(lambda: discover(_uris(paths)), options, fmt.value, output, level, jobs, executor, cache))
 
 

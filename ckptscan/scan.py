@@ -57,6 +57,9 @@ class ScanOptions:
     settings: Settings = field(default_factory=Settings)
     timeout: float | None = None
     """Seconds per file (``None``/0: no limit)."""
+    profile: str = ""
+    """``summary`` or ``charts``: attach the BN profile (:mod:`ckptscan.bnprofile`) to
+    the result from the vectors the BN rules read anyway; ``""``: none."""
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -296,7 +299,12 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
     findings = [_finding(r, h, ckpt.path) for r, h in hits]
     findings = [f for f in findings if not _ignored(f, options.settings)]
     findings.sort(key=_order_key(ckpt.variables))
-    return findings, impact(findings, ckpt.model_config), counters
+    imp = impact(findings, ckpt.model_config)
+    if options.profile:  # the BN vectors are in memory now, and only now
+        from .bnprofile import build_profile
+
+        counters["profile"] = build_profile(layers, findings, ckpt, th, options.profile, imp)
+    return findings, imp, counters
 
 
 def _finding(r: Rule, h, file: str) -> Finding:
@@ -414,7 +422,7 @@ def scan_file(path: str, options: ScanOptions | None = None, progress: ProgressF
         path=path, status="scanned", format=fmt, keras_version=version, findings=tuple(findings), impact=imp,
         variables_scanned=counters["variables"], bytes_scanned=counters["bytes"],
         variables_skipped=counters["skipped"], seconds=time.monotonic() - start, notes=tuple(notes),
-        layers=tuple(dict.fromkeys(counters["layers"])),
+        layers=tuple(dict.fromkeys(counters["layers"])), profile=counters.get("profile") or {},
     )
 
 

@@ -7,6 +7,8 @@ table      :mod:`ckptscan.render.table`  (people: grouped by file and layer)
 json       :mod:`ckptscan.render.json`   (``schema_version``; ``schema/report.schema.json``)
 sarif      :mod:`ckptscan.render.sarif`  (SARIF 2.1.0 with logical locations)
 junit      :mod:`ckptscan.render.junit`  (JUnit XML, one testcase per layer)
+html       :mod:`ckptscan.render.html`   (one self-contained page with charts; needs the
+                                         scan's BN profile: ``ScanOptions(profile="charts")``)
 =========  ======================================================================
 """
 
@@ -25,6 +27,7 @@ class OutputFormat(str, Enum):
     JSON = "json"
     SARIF = "sarif"
     JUNIT = "junit"
+    HTML = "html"
 
     def renderer(self) -> Callable[..., str]:
         """The ``render(report, fail_on=...)`` function of this format."""
@@ -36,6 +39,8 @@ class OutputFormat(str, Enum):
             from .sarif import render
         elif self is OutputFormat.JUNIT:
             from .junit import render
+        elif self is OutputFormat.HTML:
+            from .html import render
         else:  # pragma: no cover - exhaustive
             raise AssertionError(self)
         return render
