@@ -42,7 +42,7 @@ CSS = """
 @media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9198a1;--line:#30363d;
 --stripe:#151b23;--err:#ff7b72;--warn:#e3b341;--ok:#56d364;--info:#79c0ff;--band:rgba(86,211,100,.14);
 --bar:#8b949e;--accent:#d2a8ff;--code:#161b22}}
-*{box-sizing:border-box}
+*{box-sizing:border-box}[hidden]{display:none!important}
 body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 main{max-width:1180px;margin:0 auto;padding:20px 24px 48px}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px;word-break:break-all}
