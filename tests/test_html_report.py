@@ -170,7 +170,8 @@ def test_scan_report_channel_charts_mark_the_bad_channels(opened, tmp_path):
 
 def test_scan_report_impact_path(opened, tmp_path):
     page = opened(_scan_html(tmp_path, K3 / "seed_broken.keras")).page
-    paths = page.eval_on_selector_all("ol.path", "os => os.map(o => Array.from(o.children).map(li => li.textContent))")
+    paths = page.eval_on_selector_all(
+        "ol.path", "os => os.map(o => Array.from(o.querySelectorAll('li:not(.arrow)')).map(li => li.textContent))")
     assert {p[-1] for p in paths} == {"output class_head", "output aux_head"}
     for p in paths:
         assert p[0] == "✕ resnet101v2/conv5_block3_2_bn" and "✕ resnet101v2/post_bn" in p

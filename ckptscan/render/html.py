@@ -57,7 +57,7 @@ dl.meta dt{color:var(--muted)}dl.meta dd{margin:0}
 table{border-collapse:collapse;width:100%;margin:6px 0;font-size:13px}
 th,td{border-bottom:1px solid var(--line);padding:4px 6px;text-align:left;vertical-align:top}
 tbody tr:nth-child(even){background:var(--stripe)}
-table.findings td:nth-child(6){min-width:260px}table.findings td:nth-child(7){min-width:220px;font-size:12px;color:var(--muted)}
+table.findings{table-layout:fixed;min-width:900px}table.findings td{overflow-wrap:anywhere}table.findings th:nth-child(1){width:80px}table.findings th:nth-child(2){width:112px}table.findings th:nth-child(3){width:16%}table.findings th:nth-child(4){width:130px}table.findings th:nth-child(5){width:64px}table.findings th:nth-child(6){width:28%}table.findings code{font-size:12px}table.findings td:nth-child(7){font-size:12px;color:var(--muted)}
 table.findings td:nth-child(2) span{display:block;font-size:11.5px}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 th button{all:unset;cursor:pointer;font-weight:600}th button:focus-visible{outline:2px solid var(--info)}
@@ -76,8 +76,8 @@ svg .bar{fill:var(--bar)}svg .bar.over{fill:var(--err)}
 svg .row.bad .lbl{font-weight:700;fill:var(--err)}svg a .lbl{text-decoration:underline}
 svg .flag{fill:var(--err);font-size:11px}
 svg .cnt{font-size:10px}
-svg .dots{stroke:var(--bar);stroke-width:3.2;stroke-linecap:round;fill:none}
-svg .dot{stroke:var(--fg);stroke-width:4;stroke-linecap:round}
+svg .dots{stroke:var(--bar);stroke-width:4.5;stroke-linecap:round;fill:none}
+svg .dot{stroke:var(--fg);stroke-width:5;stroke-linecap:round}
 svg .mk{stroke-width:1.6}
 svg .mk-nan{stroke:var(--err);fill:none;stroke-width:2.2}
 svg .mk-posinf,svg .mk-neginf{fill:var(--err);stroke:none}
@@ -99,7 +99,7 @@ ul.legend{list-style:none;padding:0;margin:2px 0 8px;display:flex;flex-wrap:wrap
 .charts{display:flex;flex-wrap:wrap;gap:6px 16px}
 ol.path{list-style:none;padding:0;margin:6px 0;display:flex;flex-wrap:wrap;align-items:center;gap:4px}
 ol.path li{border:1px solid var(--line);border-radius:5px;padding:2px 7px;font:12px ui-monospace,monospace}
-ol.path li+li::before{content:"→";margin:0 6px 0 -2px;color:var(--muted);font-family:system-ui}
+ol.path li.arrow{border:none;padding:0 1px;color:var(--muted);font-family:system-ui}
 ol.path li.broken{border-color:var(--err);color:var(--err);font-weight:600}
 ol.path li.skip{border-style:dashed;color:var(--muted)}ol.path li.head{border-color:var(--info)}
 details summary{cursor:pointer;color:var(--muted)}
@@ -237,7 +237,9 @@ def _impact(fr: FileResult) -> str:
                 glyph = "✕ " if st["broken"] else ""
                 items.append(f'<li class="{cls}" data-layer="{esc(st["layer"])}">{glyph}{esc(st["layer"])}</li>')
         items.append(f'<li class="head" data-head="{esc(p["head"])}">output {esc(p["head"])}</li>')
-        out.append(f'<ol class="path" aria-label="path from {esc(origin)} to output {esc(p["head"])}">{"".join(items)}</ol>')
+        arrow = '<li class="arrow" aria-hidden="true">→</li>'
+        out.append(f'<ol class="path" aria-label="path from {esc(origin)} to output {esc(p["head"])}">'
+                   f'{arrow.join(items)}</ol>')
     if paths:
         out.append('<p class="muted">Path through the model graph (from the config), condensed: broken layers '
                    'marked ✕, healthy layers in between counted.</p>')

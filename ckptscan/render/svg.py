@@ -139,8 +139,10 @@ def _tick_label(v: float) -> str:
     if v == 0:
         return "0"
     e = math.log10(abs(v))
-    if abs(e - round(e)) < 1e-9 and (e >= 4 or e <= -3):
-        return ("−" if v < 0 else "") + f"1e{int(round(e))}"
+    if abs(e - round(e)) < 1e-9:
+        if e >= 4 or e <= -3:
+            return ("−" if v < 0 else "") + f"1e{int(round(e))}"
+        return f"{v:g}"
     return f"{v:.3g}"
 
 
@@ -224,75 +226,93 @@ def _slug(path: str) -> str:
 
 
 def channels(layer: str, var: str, values: Sequence[object], index: Sequence[int] | None, flagged: Sequence[int],
-             band: Sequence[float] | None, log: bool, ident: str) -> str:
+             band: Sequence[float] | None, log: bool, ident: str) -> tuple[str, set[str]]:
     """``var`` of ``layer`` per channel: dots, flagged channels ringed, NaN/±Inf and (log
     scale) non-positive values as distinct markers at the axis edges, the healthy band
-    shaded, the float16 maximum as a dashed line when in range."""
+    shaded, the float16 maximum as a dashed line when in range. Returns the SVG and the
+    kinds of marks drawn (for the legend).
+
+    Vectorised: ordinary channels become one path; where there are more of them than
+    pixels, each pixel column is drawn as one stroke from its lowest to its highest
+    value (what the dots would cover), so the page stays small for 2048 channels."""
+    import numpy as np
+
     width, height, left, right, top, bottom = 440, 230, 58, 12, 16, 34
-    n = len(values)
-    idx = list(index) if index is not None else list(range(n))
-    vals = [num(v) for v in values]
-    total = (idx[-1] + 1) if idx else 0
-    fin = [v for v in vals if math.isfinite(v) and (v > 0 or not log)]
+    try:  # floats (in process) or "nan"/"inf" strings (a result read back from the --cache)
+        vals = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        vals = np.array([num(v) for v in values], dtype=np.float64)
+    n = vals.size
+    idx = np.asarray(index, dtype=np.int64) if index is not None else np.arange(n)
+    total = int(idx[-1]) + 1 if n else 0
+    finite = np.isfinite(vals)
+    usable = finite & (vals > 0) if log else finite
+    fin = vals[usable]
     if log:
-        lo = min(fin) if fin else 1e-3
-        hi = max(fin) if fin else 1.0
+        lo = float(fin.min()) if fin.size else 1e-3
+        hi = float(fin.max()) if fin.size else 1.0
         if band:
-            lo, hi = min(lo, num(band[0])) if num(band[0]) > 0 else lo, max(hi, num(band[1]))
-        lo, hi = lo / 2, hi * 2
-        sy = LogScale(lo, hi, height - bottom, top)
+            if num(band[0]) > 0:
+                lo = min(lo, num(band[0]))
+            hi = max(hi, num(band[1]))
+        sy = LogScale(lo / 2, hi * 2, height - bottom, top)
     else:
-        lo = min(fin) if fin else -1.0
-        hi = max(fin) if fin else 1.0
+        lo = float(fin.min()) if fin.size else -1.0
+        hi = float(fin.max()) if fin.size else 1.0
         pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
-        sy = LinScale(lo, hi, height - bottom, top)
+        sy = LinScale(lo - pad, hi + pad, height - bottom, top)
     sx = LinScale(-0.5, max(total, 1) - 0.5, left, width - right)
-    fl = set(int(i) for i in flagged)
+    fl = sorted(set(int(i) for i in flagged))
+    is_fl = np.isin(idx, np.asarray(fl, dtype=np.int64)) if fl else np.zeros(n, bool)
+    xs = sx.p0 + (idx - sx.lo) / (sx.hi - sx.lo) * (sx.p1 - sx.p0)
+    ys = np.full(n, float(height - bottom + 6))
+    with np.errstate(all="ignore"):
+        clipped = np.clip(vals, sy_lo(sy), sy_hi(sy))
+        if log:
+            ys[usable] = sy.p0 + (np.log10(clipped[usable]) - sy.a) / (sy.b - sy.a) * (sy.p1 - sy.p0)
+        else:
+            ys[usable] = sy.p0 + (clipped[usable] - sy.lo) / (sy.hi - sy.lo) * (sy.p1 - sy.p0)
+        above = usable & (vals > 65504) if log else np.zeros(n, bool)
+    ys[np.isnan(vals) | np.isposinf(vals)] = top - 6
+    special = ~usable | above
+    if log:
+        special &= ~(finite & (vals == 0))  # a zero variance is an ordinary (dead) channel at the bottom edge
+    plain = ~special & ~is_fl
+    dots = _dots(xs[plain], ys[plain])
     kinds_seen: set[str] = set()
     marks: list[str] = []
-    dots: list[str] = []
-    count = 0
-    for c, v in zip(idx, vals):
-        x = sx(c)
+    for i in np.flatnonzero(special | is_fl)[:MAX_MARK_ELEMENTS].tolist():
+        v, c, x, y = float(vals[i]), int(idx[i]), float(xs[i]), float(ys[i])
         kind = None
         if math.isnan(v):
-            kind, y = "nan", top - 6
+            kind = "nan"
         elif math.isinf(v):
-            kind, y = ("posinf", top - 6) if v > 0 else ("neginf", height - bottom + 6)
-        elif log and v <= 0:
-            kind, y = ("negative" if v < 0 else None), height - bottom + 6
-        else:
-            y = sy(min(max(v, sy_lo(sy)), sy_hi(sy)))
-        if kind is None and log and v > 65504:
+            kind = "posinf" if v > 0 else "neginf"
+        elif log and v < 0:
+            kind = "negative"
+        elif above[i]:
             kind = "above_f16"
-        if kind is None and c not in fl:
-            dots.append(f"M{x:.1f},{y:.1f}h0")
-            continue
-        if count >= MAX_MARK_ELEMENTS:
-            continue
-        count += 1
-        attrs = f' data-channel="{c}" data-value="{fmt(v)}"' + (' data-flagged="1"' if c in fl else "")
+        attrs = f' data-channel="{c}" data-value="{fmt(v)}"' + (' data-flagged="1"' if is_fl[i] else "")
         parts = []
         if kind:
             kinds_seen.add(kind)
             parts.append(mark(kind, x, y, 4))
         else:
             parts.append(f'<path class="dot" d="M{x:.1f},{y:.1f}h0"/>')
-        if c in fl:
+        if is_fl[i]:
             kinds_seen.add("flagged")
             parts.append(mark("flagged", x, y, 4))
         marks.append(f'<g class="ch"{attrs}><title>channel {c}: {esc(fmt(v))}'
-                     f'{" (flagged)" if c in fl else ""}</title>{"".join(parts)}</g>')
+                     f'{" (flagged)" if is_fl[i] else ""}</title>{"".join(parts)}</g>')
     scale = "log scale" if log else "linear scale"
-    bad_desc = ", ".join(str(c) for c in sorted(fl)[:40]) + (" …" if len(fl) > 40 else "")
-    nonfin = sum(1 for v in vals if not math.isfinite(v))
+    bad_desc = ", ".join(str(c) for c in fl[:40]) + (" …" if len(fl) > 40 else "")
+    nonfin = int(n - finite.sum())
     desc = (f"{var} of {layer} for {total} channels ({scale}). "
             + (f"Flagged channels: {bad_desc}. " if fl else "No flagged channel. ")
             + (f"{nonfin} non-finite values drawn at the axis edge. " if nonfin else "")
             + (f"Healthy band {fmt(band[0])} to {fmt(band[1])} shaded." if band else ""))
     data = (f' data-layer="{esc(layer)}" data-variable="{esc(var)}" data-channels="{total}"'
-            f' data-flagged="{" ".join(str(c) for c in sorted(fl))}"')
+            f' data-flagged="{" ".join(str(c) for c in fl)}"')
     out = [_open(width, height, f"{layer} {var} per channel", desc, ident, "chan", data)]
     # band
     if band:
@@ -322,10 +342,25 @@ def channels(layer: str, var: str, values: Sequence[object], index: Sequence[int
             out.append(f'<text class="ax" x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle">{int(t)}</text>')
     out.append(f'<text class="ax" x="{(left + width - right) / 2:.0f}" y="{height - 3}" text-anchor="middle">channel</text>')
     if dots:
-        out.append(f'<path class="dots" d="{"".join(dots)}"/>')
+        out.append(f'<path class="dots" d="{dots}"/>')
     out += marks
     out.append("</svg>")
     return "".join(out), kinds_seen
+
+
+def _dots(xs, ys) -> str:
+    """Path data for round dots at (xs, ys); per pixel column one min–max stroke when dense."""
+    import numpy as np
+
+    if xs.size == 0:
+        return ""
+    if xs.size <= 400:
+        return "".join(f"M{x:.1f},{y:.1f}h0" for x, y in zip(xs.tolist(), ys.tolist()))
+    px = np.round(xs).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, px[1:] != px[:-1]])  # xs ascend with the channel index
+    lo = np.round(np.minimum.reduceat(ys, starts)).astype(np.int64).tolist()
+    hi = np.round(np.maximum.reduceat(ys, starts)).astype(np.int64).tolist()
+    return "".join(f"M{x},{a}V{b}" if b > a else f"M{x},{a}h0" for x, a, b in zip(px[starts].tolist(), lo, hi))
 
 
 def sy_lo(s) -> float:
