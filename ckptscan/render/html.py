@@ -57,7 +57,7 @@ dl.meta dt{color:var(--muted)}dl.meta dd{margin:0}
 table{border-collapse:collapse;width:100%;margin:6px 0;font-size:13px}
 th,td{border-bottom:1px solid var(--line);padding:4px 6px;text-align:left;vertical-align:top}
 tbody tr:nth-child(even){background:var(--stripe)}
-table.findings{table-layout:fixed;min-width:900px}table.findings td{overflow-wrap:anywhere}table.findings th:nth-child(1){width:80px}table.findings th:nth-child(2){width:112px}table.findings th:nth-child(3){width:16%}table.findings th:nth-child(4){width:130px}table.findings th:nth-child(5){width:64px}table.findings th:nth-child(6){width:28%}table.findings code{font-size:12px}table.findings td:nth-child(7){font-size:12px;color:var(--muted)}
+table.findings{table-layout:fixed;min-width:900px}table.findings td{overflow-wrap:anywhere}table.findings th:nth-child(1){width:80px}table.findings th:nth-child(2){width:112px}table.findings th:nth-child(3){width:16%}table.findings th:nth-child(4){width:130px}table.findings th:nth-child(5){width:76px}table.findings th:nth-child(6){width:28%}table.findings code{font-size:12px}table.findings td:nth-child(7){font-size:12px;color:var(--muted)}
 table.findings td:nth-child(2) span{display:block;font-size:11.5px}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 th button{all:unset;cursor:pointer;font-weight:600}th button:focus-visible{outline:2px solid var(--info)}
@@ -102,7 +102,7 @@ ol.path li{border:1px solid var(--line);border-radius:5px;padding:2px 7px;font:1
 ol.path li.arrow{border:none;padding:0 1px;color:var(--muted);font-family:system-ui}
 ol.path li.broken{border-color:var(--err);color:var(--err);font-weight:600}
 ol.path li.skip{border-style:dashed;color:var(--muted)}ol.path li.head{border-color:var(--info)}
-details summary{cursor:pointer;color:var(--muted)}
+details summary{cursor:pointer;color:var(--muted)}table.findings details summary{color:inherit}
 tr.firstbad td{font-weight:600}.tagtext{font-weight:700;color:var(--err)}.tagtext.ok{color:var(--ok)}
 footer{margin-top:36px;color:var(--muted);font-size:12px}
 """
@@ -203,10 +203,18 @@ def _findings_table(fr: FileResult, ident: str) -> str:
             f'<td><code>{esc(f.rule_id)}</code> <span class="muted">{esc(f.rule_name)}</span></td>'
             f'<td><code>{esc(f.layer_path or "(model)")}</code></td><td><code>{esc(f.variable)}</code></td>'
             f'<td class="num" data-sort="{f.count}">{esc(_channels_text(f.indices, f.count))}</td>'
-            f'<td>{esc(f.message)}</td><td>{esc(f.fix_hint)}</td></tr>')
+            f'<td>{esc(f.message)}</td><td>{_hint(f.fix_hint)}</td></tr>')
     return (f'{controls}<div class="wide"><table class="sortable findings" id="{ident}" data-controls="{ident}-ctl">'
             f'<caption class="muted" style="text-align:left">{len(fr.findings)} findings, worst first in model order'
             f'</caption><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _hint(text: str, short: int = 44) -> str:
+    """The fix hint, folded to its first words (a ``<details>``: opens without JavaScript)."""
+    if len(text) <= short + 10:
+        return esc(text)
+    cut = text[:short].rsplit(" ", 1)[0]
+    return f"<details><summary>{esc(cut)} …</summary>{esc(text)}</details>"
 
 
 def _impact(fr: FileResult) -> str:
