@@ -327,3 +327,22 @@ def test_profile_is_bounded():
     assert len(ch["moving_variance"]) <= MAX_CHART_CHANNELS + 1 and 9_999 in ch["index"]
     assert np.isnan(ch["moving_variance"][ch["index"].index(9_999)])
     assert build_profile(layers, findings, None, Thresholds(), "") == {}
+
+
+def test_html_from_the_cache_and_from_workers_is_the_same(tmp_path):
+    """The BN profile survives the --cache round trip (JSON: NaN as "nan") and worker processes."""
+    import re
+
+    def charts(name: str, *extra: str) -> list[str]:
+        out = tmp_path / name
+        p = run_cli("scan", "--format", "html", "-o", out, *extra, K3 / "seed_broken.keras", K3 / "faults.keras")
+        assert p.returncode == 1, p.stderr
+        text = out.read_text()
+        return re.findall(r'<svg class="chart (?:chan|glance)"[^>]*>', text) + re.findall(r'data-channel="\d+" data-value="[^"]*"', text)
+
+    plain = charts("plain.html")
+    assert len(plain) > 10
+    cache = tmp_path / "cache"
+    assert charts("first.html", "--cache", cache) == plain
+    assert charts("cached.html", "--cache", cache) == plain  # read back from the cache
+    assert charts("jobs.html", "--jobs", "2") == plain
