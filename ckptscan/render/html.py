@@ -389,12 +389,22 @@ def _layer_of(var_path: str) -> str:
     return var_path.rpartition("/")[0] or var_path
 
 
+def _short_names(paths: list[str]) -> list[str]:
+    """Column labels: file names without their common extension (``epoch_05``)."""
+    names = [p.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] for p in paths]
+    for ext in (".weights.json", ".weights.h5", ".keras", ".h5"):
+        if names and all(n.endswith(ext) and len(n) > len(ext) for n in names):
+            names = [n[: -len(ext)] for n in names]
+            break
+    return names if len(set(names)) == len(names) else [p for p in paths]
+
+
 def render_timeline(tl) -> str:
     """The ``timeline`` as one self-contained HTML page (a :class:`ckptscan.history.Timeline`)."""
     from ..bnprofile import min_headroom
 
     entries = list(tl.entries)
-    names = [e.path.rsplit("/", 1)[-1] for e in entries]
+    names = _short_names([e.path for e in entries])
     fb, lg = tl.first_bad, tl.last_good
     fbi = entries.index(fb) if fb is not None else None
     lgi = entries.index(lg) if lg is not None else None
