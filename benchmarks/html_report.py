@@ -40,7 +40,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 INPROC = r"""
 import json, sys, time
-from ckptscan.scan import scan_file, ScanOptions
+from ckptscan.engine import ScanOptions, scan_file
 from ckptscan.report import Report
 from ckptscan.render import render
 path, repeat = sys.argv[1], int(sys.argv[2])

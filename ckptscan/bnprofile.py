@@ -2,7 +2,7 @@
 the timeline's float16 headroom.
 
 The scan already holds every BN layer's four vectors in memory (they are read whole,
-once, for the BN rules: :func:`ckptscan.scan.scan_checkpoint`). When asked
+once, for the BN rules: :func:`ckptscan.engine.scan_checkpoint`). When asked
 (``ScanOptions.profile``), it hands them to :func:`build_profile` before letting them
 go, so the report needs no second pass over the file. What is kept is bounded:
 
@@ -147,7 +147,7 @@ def build_profile(layers, findings, ckpt, th, level: str = "summary", impact: di
 
     ``layers`` are the :class:`~ckptscan.rules.BNLayer` of the scan, in file order;
     ``findings`` the file's findings (which layers and channels are flagged);
-    ``impact`` the file's impact document (:func:`ckptscan.scan.impact`).
+    ``impact`` the file's impact document (:func:`ckptscan.engine.impact`).
     """
     if not level:
         return {}

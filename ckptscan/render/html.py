@@ -28,7 +28,7 @@ import math
 import shlex
 from typing import Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..report import FileResult, Report, Severity
 from . import svg
 from .svg import esc, fmt, num

@@ -1,4 +1,4 @@
-"""CLI commands ``diff`` and ``timeline`` (registered on :data:`ckptscan.cli.app`).
+"""CLI commands ``diff`` and ``timeline`` (registered on :data:`ckptscan.cli._app.app`).
 
 Exit codes: ``diff`` 0 identical, 1 different, 2 unreadable; ``timeline`` 0 all
 healthy, 1 a bad checkpoint found, 2 a checkpoint could not be read (and none bad),
@@ -8,13 +8,13 @@ healthy, 1 a bad checkpoint found, 2 a checkpoint could not be read (and none ba
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, List, Optional
 
 import typer
 
-from .cli import EXIT_FINDINGS, EXIT_OK, EXIT_READ_ERROR, app, error_line
-from .errors import CkptscanError
+from ..errors import CkptscanError
+from ..render import OutputFormat
+from ._app import NEEDS_OUTPUT, app, error_line, exit_code, write_output
 
 
 @app.command()
@@ -28,26 +28,30 @@ def diff(
     show_same: Annotated[bool, typer.Option("--all", help="Also list identical variables.")] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or html (html needs -o).")] = "table",
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file.")] = None,
-) -> None:
+) -> int:
     """Compare two checkpoints variable by variable (layer-aware, NaN-aware, across formats)."""
-    from .cli import finish
-    from .history import diff as run_diff, render_diff
+    from ..history import diff as run_diff
+    from ..history import render_diff
 
-    fmt = _format(fmt, output, json_out)
+    report_fmt = _format(fmt, output, json_out)
+    if report_fmt is None:
+        return exit_code(usage=True)
     try:
         result = run_diff(a, b, include_optimizer=include_optimizer, tolerance=tolerance, layer_glob=layer)
     except CkptscanError as exc:
         error_line(exc)
-        finish(EXIT_READ_ERROR)
-    if fmt == "html":
-        from .render.html import render_diff as html_diff
+        return exit_code(unreadable=True)
+    if report_fmt is OutputFormat.HTML:
+        from ..render.html import render_diff as html_diff
 
-        _write(html_diff(result, show_same), output)
-    elif fmt == "json":
-        _write(json.dumps(result.to_dict(), indent=2) + "\n", output)
+        text = html_diff(result, show_same)
+    elif report_fmt is OutputFormat.JSON:
+        text = json.dumps(result.to_dict(), indent=2) + "\n"
     else:
-        _write(render_diff(result, show_same) + "\n", output)
-    finish(EXIT_OK if result.identical else EXIT_FINDINGS)
+        text = render_diff(result, show_same) + "\n"
+    if not write_output(text, output):
+        return exit_code(usage=True)
+    return exit_code(findings=not result.identical)
 
 
 @app.command()
@@ -61,65 +65,52 @@ def timeline(
     executor: Annotated[Optional[str], typer.Option("--executor", help="Judge them on dask://HOST:PORT.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or html (html needs -o).")] = "table",
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file.")] = None,
-) -> None:
+) -> int:
     """Health of a series of checkpoints: the first bad one, the last good one, and how to restore."""
-    from .cli import finish
-    from .history import render_timeline, timeline as run_timeline
+    from ..discover import with_uris
+    from ..history import render_timeline
+    from ..history import timeline as run_timeline
 
-    fmt = _format(fmt, output, json_out)
-    if any("://" in c for c in checkpoints):  # s3://bucket/run/epoch_*.keras
-        from .remote import expand_uris
-
-        checkpoints = expand_uris(checkpoints)
+    report_fmt = _format(fmt, output, json_out)
+    if report_fmt is None:
+        return exit_code(usage=True)
+    checkpoints = with_uris(checkpoints)  # s3://bucket/run/epoch_*.keras
     try:
         tl = run_timeline(checkpoints, include_optimizer=include_optimizer, sort=not keep_order,
                           method="nonfinite" if nonfinite_only else "auto", jobs=jobs, executor=executor)
     except CkptscanError as exc:  # an unusable executor
         error_line(exc)
-        finish(4)
+        return exit_code(usage=True)
     for h in tl.entries:
         if h.status == "error":
             error_line(f"{h.path}: {h.reason}")
-    if fmt == "html":
-        from .render.html import render_timeline as html_timeline
+    if report_fmt is OutputFormat.HTML:
+        from ..render.html import render_timeline as html_timeline
 
-        _write(html_timeline(tl), output)
-    elif fmt == "json":
-        _write(json.dumps(tl.to_dict(), indent=2) + "\n", output)
+        text = html_timeline(tl)
+    elif report_fmt is OutputFormat.JSON:
+        text = json.dumps(tl.to_dict(), indent=2) + "\n"
     else:
-        _write(render_timeline(tl) + "\n", output)
-    if tl.first_bad is not None:
-        finish(EXIT_FINDINGS)
-    if any(h.status == "error" for h in tl.entries):
-        finish(EXIT_READ_ERROR)
-    finish(EXIT_OK)
+        text = render_timeline(tl) + "\n"
+    if not write_output(text, output):
+        return exit_code(usage=True)
+    # the first bad checkpoint is the answer asked for: an unreadable one does not change it
+    return exit_code(findings=tl.first_bad is not None, unreadable=any(h.status == "error" for h in tl.entries),
+                     findings_first=True)
 
 
-def _format(fmt: str, output: str | None, json_out: bool) -> str:
-    """``--format`` checked (``--json`` is ``--format json``); html needs ``-o``."""
-    from .cli import finish
+#: ``diff`` and ``timeline`` ``--format`` choices (members of the one :class:`OutputFormat`).
+HISTORY_FORMATS = (OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.HTML)
 
-    fmt = "json" if json_out else fmt.lower()
-    if fmt not in ("table", "json", "html"):
-        error_line(f"unknown --format {fmt!r} (choose table, json or html)")
-        finish(4)
-    if fmt == "html":
-        from .render.html_cli import NEEDS_OUTPUT
 
-        if not output:
-            error_line(NEEDS_OUTPUT)
-            finish(4)
+def _format(name: str, output: str | None, json_out: bool) -> OutputFormat | None:
+    """``--format`` checked (``--json`` is ``--format json``; html needs ``-o``); None after
+    the one usage error line."""
+    name = "json" if json_out else name.lower()
+    fmt = next((f for f in HISTORY_FORMATS if f.value == name), None)
+    if fmt is None:
+        error_line(f"unknown --format {name!r} (choose {', '.join(f.value for f in HISTORY_FORMATS)})")
+    elif fmt.needs_file and not output:
+        error_line(NEEDS_OUTPUT)
+        return None
     return fmt
-
-
-def _write(text: str, output: str | None) -> None:
-    """The report to stdout, or to ``output`` (exit 4 after one error line if it cannot be written)."""
-    from .cli import finish
-
-    if not output:
-        sys.stdout.write(text)
-        return
-    from .render.html_cli import write_page
-
-    if not write_page(text, output):
-        finish(4)
