@@ -101,6 +101,7 @@ def inspect(
 # the other commands register themselves on `app`
 from . import cli_fix, cli_scan  # noqa: E402,F401
 from . import cli_history  # noqa: E402,F401
+from . import cli_serve  # noqa: E402,F401
 
 _STATE = {"own_exit": False}
 

@@ -1,0 +1,40 @@
+"""``ckptscan serve``: the scanner as an HTTP service and the webhooks of artifact stores.
+
+Optional extra: ``pip install 'ckptscan[server]'`` (Starlette + uvicorn). Layer: beside
+:mod:`ckptscan.bulk` and :mod:`ckptscan.history`; it uses bulk, discovery, the renderers
+and the runtime limits, never the CLI.
+
+=====================  ==========================================================
+module                 what
+=====================  ==========================================================
+``app``                the ASGI app: ``/v1/scan``, ``/v1/jobs/{id}``, health, metrics
+``hooks``              ``/hooks/mlflow``, ``/hooks/s3``, ``/hooks/hf``, ``/hooks/lakefs``
+``allow``              the ``--allow`` list (canonical URIs, decided with no I/O)
+``pool``               long-lived worker processes, one file each at a time
+``scanning``           URIs -> files -> results in the pool
+``events``             payload parsing, signatures, verdicts (no web framework)
+``metrics``            Prometheus text format
+``config``             :class:`ServeConfig`, secrets
+=====================  ==========================================================
+
+See ``docs/serve.md``.
+"""
+
+from __future__ import annotations
+
+from .config import ServeConfig
+
+SERVER_HINT = "ckptscan serve needs the optional extra: pip install 'ckptscan[server]'"
+
+
+def run(config: ServeConfig) -> None:
+    """Serve ``config`` with uvicorn until SIGTERM / SIGINT (then drain, up to ``config.grace`` s)."""
+    import uvicorn
+
+    from .app import create_app
+
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning",
+                timeout_graceful_shutdown=int(config.grace), access_log=False, lifespan="on")
+
+
+__all__ = ["SERVER_HINT", "ServeConfig", "run"]
