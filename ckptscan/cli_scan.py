@@ -140,7 +140,29 @@ def scan(
     except ValueError as exc:
         _usage(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
-    _finish(_run(lambda: discover(_uris(paths)), options, fmt.value, output, level, jobs, executor, cache))
+    paths, labels, folders = _mlflow(paths)
+    try:
+        _finish(_run(lambda: discover(_uris(paths)), options, fmt.value, output, level, jobs, executor, cache, labels))
+    finally:
+        from .mlflow_store import cleanup
+
+        for f in folders:
+            cleanup(f)
+
+
+def _mlflow(paths: List[str]) -> tuple[List[str], dict, list]:
+    """MLflow URIs (models:/, runs:/) resolved (ckptscan.mlflow_store): (paths, {scanned path: label}, download folders)."""
+    from .mlflow_store import expand, is_mlflow_uri
+
+    if not any(is_mlflow_uri(p) for p in paths):
+        return paths, {}, []
+    from .errors import CkptscanError
+
+    try:
+        return expand(paths)
+    except CkptscanError as exc:
+        sys.stderr.write(f"ckptscan: error: {exc}\n")
+        _finish(2)
 
 
 def _open_report(output: str | None):
@@ -155,7 +177,7 @@ def _open_report(output: str | None):
 
 
 def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
-         executor: str | None, cache_dir: str | None) -> int:
+         executor: str | None, cache_dir: str | None, labels: dict | None = None) -> int:
     """Scan (:func:`ckptscan.bulk.run_scan`), render, print the verdict; the exit code.
 
     ``cands`` is a function (discovery): with ``--jobs N`` the pool starts while it runs.
@@ -176,7 +198,12 @@ def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
             return EXIT_USAGE
     bar = ProgressBar()
 
+    if labels:
+        from .mlflow_store import relabel, relabel_file
+
     def emit(fr) -> None:
+        if labels:
+            fr = relabel_file(fr, labels)
         if fr.status == "error":
             bar.close()
             sys.stderr.write(f"ckptscan: error: {fr.path}: {fr.reason}\n")
@@ -195,6 +222,8 @@ def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
         if out is not None and out is not sys.stdout:
             out.close()
         bar.close()
+    if labels:
+        report = relabel(report, labels)
     if fmt != "jsonl":
         from .render import OutputFormat
 

@@ -305,19 +305,19 @@ def cleanup(folder: str | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def relabel_file(fr, labels: dict[str, str]):
+    """A :class:`~ckptscan.report.FileResult` with its path replaced by its label (findings too), if it has one."""
+    lab = labels.get(fr.path)
+    if lab is None:
+        return fr
+    return dataclasses.replace(fr, path=lab, findings=tuple(dataclasses.replace(f, file=lab) for f in fr.findings))
+
+
 def relabel(report, labels: dict[str, str]):
     """``report`` with each scanned path in ``labels`` replaced by its label (findings too)."""
     if not labels:
         return report
-    files = []
-    for fr in report.files:
-        lab = labels.get(fr.path)
-        if lab is None:
-            files.append(fr)
-            continue
-        fnd = tuple(dataclasses.replace(f, file=lab) for f in fr.findings)
-        files.append(dataclasses.replace(fr, path=lab, findings=fnd))
-    return dataclasses.replace(report, files=tuple(files))
+    return dataclasses.replace(report, files=tuple(relabel_file(fr, labels) for fr in report.files))
 
 
 def expand(paths) -> tuple[list[str], dict[str, str], list[str]]:
@@ -355,5 +355,5 @@ def set_alias(name: str, alias: str, version: str) -> None:
     rest("POST", "registered-models/alias", body={"name": name, "alias": alias, "version": str(version)})
 
 
-__all__ = ["MlflowError", "Resolved", "cleanup", "expand", "is_mlflow_uri", "model_version", "relabel", "resolve",
+__all__ = ["MlflowError", "Resolved", "cleanup", "expand", "is_mlflow_uri", "model_version", "relabel", "relabel_file", "resolve",
            "set_alias", "set_version_tag", "storage_uri", "tracking_uri"]

@@ -483,7 +483,17 @@ def scan(
         paths = [paths]
     options = make_options(select=select, ignore=ignore, include_optimizer=include_optimizer, config=config,
                            settings=settings, thresholds=thresholds, timeout=timeout)
-    return scan_candidates(discover(paths), options, progress)
+    from .mlflow_store import cleanup, expand, is_mlflow_uri, relabel
+
+    paths = list(paths)
+    if not any(is_mlflow_uri(p) for p in paths):
+        return scan_candidates(discover(paths), options, progress)
+    paths, labels, folders = expand(paths)  # models:/, runs:/ through MLFLOW_TRACKING_URI
+    try:
+        return relabel(scan_candidates(discover(paths), options, progress), labels)
+    finally:
+        for f in folders:
+            cleanup(f)
 
 
 def scan_candidates(cands: Sequence[Candidate], options: ScanOptions, progress: ProgressFn | None = None) -> Report:

@@ -113,12 +113,13 @@ def summary(report: Report) -> str:
         return f"unreadable: {errs[0].path}: {errs[0].reason}{more}"[:500]
     if not report.files_with("scanned"):
         return "unreadable: no Keras checkpoint found"
-    fs = sorted(report.findings, key=lambda f: -f.severity.rank)
+    fs = sorted(report.findings, key=lambda f: (-f.severity.rank, f.rule_id))
     if not fs:
         return f"no findings ({len(report.files_with('scanned'))} file(s) scanned)"
     first = fs[0]
     where = first.path or first.file
-    more = f" (+{len(fs) - 1} more)" if len(fs) > 1 else ""
+    same = sum(1 for f in fs if f.severity == first.severity)  # "+N more" of the worst severity
+    more = f" (+{same - 1} more)" if same > 1 else ""
     return f"{first.rule_id} {where}{more}"[:500]
 
 
