@@ -28,13 +28,26 @@ SERVER_HINT = "ckptscan serve needs the optional extra: pip install 'ckptscan[se
 
 
 def run(config: ServeConfig) -> None:
-    """Serve ``config`` with uvicorn until SIGTERM / SIGINT (then drain, up to ``config.grace`` s)."""
+    """Serve ``config`` with uvicorn until SIGTERM / SIGINT, then drain and return.
+
+    Draining: the listening socket closes, requests in progress get up to ``config.grace``
+    seconds (running scans finish, queued files are cancelled), the workers stop. The
+    process then exits 0 (uvicorn would re-raise SIGTERM on itself after draining).
+    """
     import uvicorn
 
     from .app import create_app
 
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning",
-                timeout_graceful_shutdown=int(config.grace), access_log=False, lifespan="on")
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:  # drain, then exit normally: no re-raised SIGTERM
+            super().handle_exit(sig, frame)
+            caps = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29
+            if caps and caps[-1] == sig and sig != 2:
+                caps.pop()
+
+    cfg = uvicorn.Config(create_app(config), host=config.host, port=config.port, log_level="warning",
+                         timeout_graceful_shutdown=int(config.grace), access_log=False, lifespan="on")
+    _Server(cfg).run()
 
 
 __all__ = ["SERVER_HINT", "ServeConfig", "run"]

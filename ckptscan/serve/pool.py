@@ -138,6 +138,7 @@ class _Worker:
             self.conn.send((tid, task.job))
         except (OSError, ValueError):
             self._kill()
+            self.pool._died += 1
             return FileResult(path=path, status="error", reason=WORKER_DIED, seconds=time.monotonic() - start)
         while True:
             try:
@@ -149,6 +150,7 @@ class _Worker:
                     got_tid, out = self.conn.recv()
                 except (EOFError, OSError):
                     self._kill()
+                    self.pool._died += 1
                     return FileResult(path=path, status="error", reason=WORKER_DIED, seconds=time.monotonic() - start)
                 if got_tid != tid:  # pragma: no cover - one message in flight per worker
                     continue
