@@ -170,11 +170,6 @@ class Server:
             for f in folders:
                 cleanup(f)
 
-    def count(self, report: Report, fail_on: str) -> None:
-        """Add a report's files to the metrics."""
-        for fr in report.files:
-            self.metrics.scan(verdict_of(fr, fail_on), fr.seconds, fr.bytes_scanned)
-
     def keep_job(self, job: Job) -> None:
         """Remember ``job``; forget the oldest finished ones past ``jobs_kept``."""
         self.jobs[job.id] = job
@@ -305,7 +300,6 @@ def create_app(config: ServeConfig, pool: WorkerPool | None = None) -> Starlette
                 job.state = "running"
                 try:
                     report = await server.scan([c.uri for c in checked], options, fail_on)
-                    server.count(report, fail_on)
                     job.report, job.state = report, "done"
                 except Exception as exc:  # noqa: BLE001 - the job records it
                     job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
@@ -320,7 +314,6 @@ def create_app(config: ServeConfig, pool: WorkerPool | None = None) -> Starlette
                                 headers={"Location": f"/v1/jobs/{job.id}"})
         with server.admitted():
             report = await server.scan([c.uri for c in checked], options, fail_on)
-        server.count(report, fail_on)
         bad = died(report)
         if bad:
             from ..render.json import report_doc

@@ -104,7 +104,6 @@ def hook_routes(server) -> list:
             job.state = "running"
             try:
                 report = await server.scan([uri], _options(server))
-                server.count(report, "error")
                 job.report = report
                 t = tags(report)
                 for k, v in t.items():
@@ -143,7 +142,6 @@ def hook_routes(server) -> list:
         with server.admitted():
             targets = [Target(u, u, key=f"s3:{u}:{o.etag}" if o.etag else None) for u, o in zip(uris, objs)]
             report = await run_targets(server, targets, _options(server), cache=True)
-        server.count(report, "error")
         from ..render.json import report_doc
 
         return JSONResponse({"verdict": verdict(report), "summary": summary(report),
@@ -174,7 +172,6 @@ def hook_routes(server) -> list:
         with server.admitted():
             targets = await asyncio.to_thread(_hf_targets, server, base, name, sha)
             report = await run_targets(server, targets, _options(server), cache=True)
-        server.count(report, "error")
         from ..render.json import report_doc
 
         return JSONResponse({"verdict": verdict(report), "summary": summary(report), "repo": name, "revision": sha,
@@ -207,7 +204,6 @@ def hook_routes(server) -> list:
             except asyncio.TimeoutError:
                 return PlainTextResponse(f"ckptscan: scan did not finish within {cfg.lakefs_deadline:g} s: blocked\n",
                                          status_code=503)
-        server.count(report, "error")
         v = verdict(report) if report.files else "pass"
         line = summary(report) if report.files else "no Keras checkpoint under the ref"
         if v == "pass":
@@ -223,13 +219,32 @@ def _pick(files: list[str]) -> list[str]:
     return pick(files)
 
 
-def _hf_targets(server, base: str, name: str, sha: str) -> list[Target]:
-    """Weight files of the repo at ``sha``; at a commit sha the content is fixed: the cache key."""
+#: Most objects listed under one ref or revision by a hook.
+MAX_LISTED = 10_000
+
+
+def _listing(base: str) -> dict[str, dict]:
+    """``{relative path: info}`` of every object under the URI ``base`` (folder by folder)."""
     from ..remote import filesystem
 
     fs, root = filesystem(base)
-    found = sorted(fs.find(root))
-    rels = [posixpath.relpath(f, root.rstrip("/")) for f in found]
+    root = root.rstrip("/")
+    try:  # fsspec caches listings per process: a hook must see the objects as they are now
+        fs.invalidate_cache()
+    except Exception:  # noqa: BLE001 - a backend without a listing cache
+        pass
+    out: dict[str, dict] = {}
+    for folder, _, files in fs.walk(root, detail=True):
+        for name, info in files.items():
+            out[posixpath.relpath(posixpath.join(folder, name), root)] = info
+            if len(out) > MAX_LISTED:
+                raise ValueError(f"{base}: more than {MAX_LISTED} objects")
+    return out
+
+
+def _hf_targets(server, base: str, name: str, sha: str) -> list[Target]:
+    """Weight files of the repo at ``sha``; at a commit sha the content is fixed: the cache key."""
+    rels = sorted(_listing(base))
     out = []
     for r in _pick(rels):
         uri = base.rstrip("/") + "/" + r
@@ -240,18 +255,19 @@ def _hf_targets(server, base: str, name: str, sha: str) -> list[Target]:
 
 async def _lakefs_scan(server, base: str):
     def targets() -> list[Target]:
-        from ..remote import filesystem
-
-        fs, root = filesystem(base)
-        found = fs.find(root, detail=True)
-        rels = {posixpath.relpath(k, root.rstrip("/")): v for k, v in found.items()}
+        rels = _listing(base)
         out = []
         for r in _pick(sorted(rels)):
-            info = rels[r]
             uri = base.rstrip("/") + "/" + r
             server.allow.check(uri)
-            tag = info.get("ETag") or info.get("etag") or info.get("checksum")
-            out.append(Target(uri, uri, key=f"etag:{tag}:{info.get('size')}" if tag else None))
+            parts = [r]
+            if r.endswith(".weights.json"):  # a sharded set changes with any shard: all their checksums
+                stem = posixpath.basename(r)[:-len(".weights.json")] + "_"
+                parts += sorted(x for x in rels if posixpath.dirname(x) == posixpath.dirname(r)
+                                and posixpath.basename(x).startswith(stem))
+            tags = [rels[x].get("ETag") or rels[x].get("etag") or rels[x].get("checksum") for x in parts]
+            key = "etag:" + ",".join(f"{t}:{rels[x].get('size')}" for t, x in zip(tags, parts)) if all(tags) else None
+            out.append(Target(uri, uri, key=key))
         return out
 
     ts = await asyncio.to_thread(targets)

@@ -31,6 +31,7 @@ class Metrics:
         self.scans: Counter = Counter()
         """verdict (pass, fail, unreadable, skipped) -> files."""
         self.bytes_read = 0
+        self.cache_hits = 0
         self.buckets = [0] * len(BUCKETS)
         self.seconds_sum = 0.0
         self.seconds_count = 0
@@ -40,10 +41,13 @@ class Metrics:
         with self._lock:
             self.requests[(route, str(status))] += 1
 
-    def scan(self, verdict: str, seconds: float, nbytes: int) -> None:
-        """Count one scanned file."""
+    def scan(self, verdict: str, seconds: float, nbytes: int, cached: bool = False) -> None:
+        """Count one file's verdict; its time in the histogram unless it was never read (cache, refused)."""
         with self._lock:
             self.scans[verdict] += 1
+            self.cache_hits += int(cached)
+            if not seconds and not nbytes:
+                return
             self.bytes_read += int(nbytes)
             self.seconds_sum += seconds
             self.seconds_count += 1
@@ -64,6 +68,8 @@ class Metrics:
                 out.append(f'ckptscan_scans_total{{verdict="{v}"}} {self.scans.get(v, 0)}')
             out += ["# HELP ckptscan_bytes_read_total Tensor bytes read by scans.",
                     "# TYPE ckptscan_bytes_read_total counter", f"ckptscan_bytes_read_total {self.bytes_read}",
+                    "# HELP ckptscan_cache_hits_total Files answered from the verdict cache (object checksum), not read.",
+                    "# TYPE ckptscan_cache_hits_total counter", f"ckptscan_cache_hits_total {self.cache_hits}",
                     "# HELP ckptscan_queue_depth Files waiting for a worker.",
                     "# TYPE ckptscan_queue_depth gauge", f"ckptscan_queue_depth {queue_depth}",
                     "# HELP ckptscan_requests_in_flight Scan requests admitted and not yet answered.",

@@ -100,14 +100,19 @@ async def run_targets(server, targets: list[Target], options, fail_on: str = "er
                 if isinstance(f, asyncio.Future):
                     f.cancel()
             raise HttpError(503, "the server is shutting down") from None
+    from .app import verdict_of
+
     files = []
     for t, f in zip(targets, futs):
         if t.result is not None:
             fr = t.result
-        elif isinstance(f, FileResult):
+            server.metrics.scan(verdict_of(fr, fail_on), 0.0, 0)
+        elif isinstance(f, FileResult):  # from the verdict cache: nothing read
             fr = f
+            server.metrics.scan(verdict_of(fr, fail_on), 0.0, 0, cached=True)
         else:
             fr = await f
+            server.metrics.scan(verdict_of(fr, fail_on), fr.seconds, fr.bytes_scanned)
             if cache and t.key and fr.status == "scanned":
                 server.verdicts[t.key] = fr
                 while len(server.verdicts) > 10_000:
