@@ -34,7 +34,7 @@ from ..report import FileResult, Report, Severity
 from .allow import AllowList, NotAllowed
 from .config import ServeConfig
 from .metrics import Metrics
-from .pool import WORKER_DIED, WorkerPool
+from .pool import CANCELLED, WORKER_DIED, WorkerPool
 
 FAIL_ON = ("error", "warning", "info", "never")
 
@@ -243,7 +243,7 @@ def render_report(report: Report, fail_on: str, fmt: str) -> Response:
 def died(report: Report) -> list[FileResult]:
     """Files whose worker died or was stopped under them (the request answers 500)."""
     return [fr for fr in report.files if fr.status == "error" and (
-        fr.reason == WORKER_DIED or fr.reason.endswith("worker stopped") or fr.reason.startswith("cancelled:"))]
+        fr.reason in (WORKER_DIED, CANCELLED) or fr.reason.endswith("worker stopped"))]
 
 
 def _format(request: Request) -> str:
@@ -318,8 +318,9 @@ def create_app(config: ServeConfig, pool: WorkerPool | None = None) -> Starlette
         if bad:
             from ..render.json import report_doc
 
+            code = 503 if all(fr.reason == CANCELLED for fr in bad) else 500
             return JSONResponse({"error": f"{bad[0].path}: {bad[0].reason}", "report": report_doc(report, fail_on)},
-                                status_code=500)
+                                status_code=code)
         return render_report(report, fail_on, fmt)
 
     async def job(request: Request) -> Response:

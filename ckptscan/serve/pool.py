@@ -33,6 +33,8 @@ from ..report import FileResult
 
 #: Reason of a file whose worker died under it.
 WORKER_DIED = "worker process died (crash or out of memory)"
+#: Reason of a file still queued when the server shuts down.
+CANCELLED = "cancelled: the server is shutting down"
 
 
 def _worker_main(conn, max_memory: int | None) -> None:
@@ -169,7 +171,7 @@ class _Worker:
             if self.pool._closing.is_set() and self.pool._cancel:
                 self._kill()
                 return FileResult(path=path, status="error", seconds=time.monotonic() - start,
-                                  reason="cancelled: the server is shutting down")
+                                  reason=CANCELLED)
 
     def _stop(self) -> None:
         if self.conn is not None:
@@ -240,8 +242,8 @@ class WorkerPool:
                 t = self._tasks.get_nowait()
             except queue.Empty:
                 break
-            if t is not None:
-                t.future.cancel()
+            if t is not None and t.future.set_running_or_notify_cancel():
+                t.future.set_result(FileResult(path=t.job.path, status="error", reason=CANCELLED))
         for _ in self._workers:
             self._tasks.put(None)
         deadline = time.monotonic() + wait
@@ -253,4 +255,4 @@ class WorkerPool:
             w._kill()
 
 
-__all__ = ["WORKER_DIED", "WorkerPool"]
+__all__ = ["CANCELLED", "WORKER_DIED", "WorkerPool"]
