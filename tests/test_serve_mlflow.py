@@ -55,7 +55,8 @@ def registry(mlflow_server):
 
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     env = {"MLFLOW_TRACKING_URI": mlflow_server.url, "CKPTSCAN_MLFLOW_SECRET": SECRET}
-    ck = CkptscanServer("--allow", "models:/", "--workers", "1", env=env, cwd=mlflow_server.root)
+    ck = CkptscanServer("--allow", "models:/", "--workers", "1", "--mlflow-block-alias", "scanned", env=env,
+                        cwd=mlflow_server.root)
     try:
         client.create_webhook(name="ckptscan", url=f"{ck.url}/hooks/mlflow", events=["model_version.created"], secret=SECRET)
         for name, fixture in (("broken", "seed_broken.keras"), ("clean", "seed.keras")):
@@ -99,6 +100,15 @@ def test_webhook_tags_clean_version_pass(registry):
     tags = _tags(client, "clean")
     assert tags["ckptscan.verdict"] == "pass"
     assert tags["ckptscan.errors"] == "0" and tags["ckptscan.warnings"] == "0"
+
+
+def test_block_alias_moves_only_to_passing_versions(registry):
+    client, _ = registry
+    _tags(client, "clean"), _tags(client, "broken")
+    assert client.get_model_version_by_alias("clean", "scanned").version == "1"
+    assert "scanned" not in client.get_registered_model("broken").aliases
+    assert client.get_model_version("broken", "1").tags["ckptscan.blocked_alias"] == "scanned"
+    assert "ckptscan.blocked_alias" not in client.get_model_version("clean", "1").tags
 
 
 def test_cli_scan_models_uri_equals_local_scan(registry, mlflow_server):

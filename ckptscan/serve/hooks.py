@@ -106,14 +106,14 @@ def hook_routes(server) -> list:
                 report = await server.scan([uri], _options(server))
                 job.report = report
                 t = tags(report)
-                for k, v in t.items():
-                    await asyncio.to_thread(mlflow_store.set_version_tag, name, version, k, v)
                 alias = cfg.mlflow_block_alias
-                if alias:
+                if alias:  # the gate first: once ckptscan.version is there, everything is
                     if t["ckptscan.verdict"] == "pass":
                         await asyncio.to_thread(mlflow_store.set_alias, name, alias, version)
                     else:
                         await asyncio.to_thread(mlflow_store.set_version_tag, name, version, "ckptscan.blocked_alias", alias)
+                for k, v in t.items():  # ckptscan.version last
+                    await asyncio.to_thread(mlflow_store.set_version_tag, name, version, k, v)
                 job.state = "done"
             except Exception as exc:  # noqa: BLE001 - recorded on the job, logged
                 job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
