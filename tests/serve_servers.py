@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -36,7 +37,7 @@ class CkptscanServer:
         full_env.pop("CKPTSCAN_TOKEN", None)
         if token is not None:
             full_env["CKPTSCAN_TOKEN"] = token
-        self.log = Path(cwd or ROOT) / f".ckptscan-serve-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.log = Path(tempfile.gettempdir()) / f"ckptscan-serve-{os.getpid()}-{time.monotonic_ns()}.log"
         for attempt in range(3):
             self.port = free_port()
             self._fh = open(self.log, "wb")
