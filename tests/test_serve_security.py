@@ -338,3 +338,33 @@ def test_sigterm_lets_the_running_scan_finish(busy_server):
     t.join(60)
     assert results and results[0][0] == 200
     assert srv.proc.wait(60) == 0
+
+
+def _metrics(srv) -> dict[str, float]:
+    """Parse the exposition text (every line must be a comment or ``name{labels} value``)."""
+    import re
+
+    out = {}
+    for line in srv.request("GET", "/metrics", auth=False)[2].decode().splitlines():
+        if line.startswith("#"):
+            assert re.match(r"^# (HELP|TYPE) ckptscan_\w+ ", line), line
+            continue
+        m = re.match(r'^(ckptscan_\w+(?:\{(?:\w+="[^"]*",?)+\})?) (\S+)$', line)
+        assert m, line
+        out[m[1]] = float(m[2])
+    return out
+
+
+def test_metrics_count_verdicts_bytes_and_seconds(server, site):
+    root, _ = site
+    before = _metrics(server)
+    status, doc = server.json("POST", "/v1/scan", {"uris": [f"{root}/allowed/seed_broken.keras", f"{root}/allowed/nope.keras"]})
+    assert status == 200
+    after = _metrics(server)
+    assert after['ckptscan_scans_total{verdict="fail"}'] == before['ckptscan_scans_total{verdict="fail"}'] + 1
+    assert after['ckptscan_scans_total{verdict="unreadable"}'] == before['ckptscan_scans_total{verdict="unreadable"}'] + 1
+    assert after["ckptscan_bytes_read_total"] - before["ckptscan_bytes_read_total"] == doc["files"][0]["bytes_scanned"] > 0
+    assert after["ckptscan_scan_seconds_count"] == before["ckptscan_scan_seconds_count"] + 2
+    assert after['ckptscan_scan_seconds_bucket{le="+Inf"}'] == after["ckptscan_scan_seconds_count"]
+    assert after['ckptscan_requests_total{route="/v1/scan",status="200"}'] >= 1
+    assert after["ckptscan_queue_depth"] == 0
