@@ -343,8 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     files = make_inputs(folder)
     allow = f"file://{folder}/"
     extra = [p for p in (args.resnet, args.legacy_h5) if p]
-    for p in extra:  # the warm-latency inputs live elsewhere: link them in
-        os.symlink(os.path.abspath(p), folder / os.path.basename(p))
+    for p in extra:  # the warm-latency inputs live elsewhere: hard-link them in (a symbolic link
+        try:         # out of the allowed folder is refused by the server, as it should be)
+            os.link(os.path.abspath(p), folder / os.path.basename(p))
+        except OSError:
+            shutil.copy(p, folder / os.path.basename(p))
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_average": os.getloadavg(),
                      "cpus": os.cpu_count(), "workers": args.workers}
     srv = Server(allow, args.workers, queue=max(64, args.clients * 2))
