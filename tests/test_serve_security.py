@@ -368,3 +368,23 @@ def test_metrics_count_verdicts_bytes_and_seconds(server, site):
     assert after['ckptscan_scan_seconds_bucket{le="+Inf"}'] == after["ckptscan_scan_seconds_count"]
     assert after['ckptscan_requests_total{route="/v1/scan",status="200"}'] >= 1
     assert after["ckptscan_queue_depth"] == 0
+
+
+def test_timeout_fails_only_that_file(tmp_path):
+    """``--timeout`` applies per file in the workers: a file that never delivers a byte is an
+    error after the timeout; the other file of the same request is scanned."""
+    (tmp_path / "allowed").mkdir()
+    fifo = tmp_path / "allowed" / "stuck.keras"
+    os.mkfifo(fifo)
+    shutil.copy(K3 / "seed.keras", tmp_path / "allowed" / "seed.keras")
+    srv = CkptscanServer("--allow", f"{tmp_path}/allowed/", "--workers", "2", "--timeout", "1")
+    try:
+        t0 = time.monotonic()
+        status, doc = srv.json("POST", "/v1/scan", {"uris": [str(fifo), f"{tmp_path}/allowed/seed.keras"]})
+        assert status == 200, doc
+        assert doc["files"][0]["status"] == "error" and "timed out after 1 s" in doc["files"][0]["reason"]
+        assert doc["files"][1]["status"] == "scanned"
+        assert time.monotonic() - t0 < 30
+        assert srv.json("POST", "/v1/scan", {"uris": [f"{tmp_path}/allowed/seed.keras"]})[0] == 200
+    finally:
+        srv.close()
