@@ -172,6 +172,20 @@ def test_hf_hook_scans_weights_at_the_pushed_revision(server, hub):
     assert hub.bytes_sent() > 0
 
 
+def test_hf_hook_scans_only_changed_files(server, hub):
+    """``updatedRefs[].oldSha``: files whose content id is the same at both revisions are not scanned."""
+    p = hf_payload(hub)
+    p["updatedRefs"][0]["oldSha"] = hub.sha  # the same tree: nothing changed
+    status, _, body = server.request("POST", "/hooks/hf", p, auth=False, headers={"X-Webhook-Secret": HF_SECRET})
+    doc = json.loads(body)
+    assert status == 200 and doc["verdict"] == "pass" and doc["report"]["files"] == []
+    assert doc["summary"] == "no weight file changed" and doc["diff"] == f"changed since {hub.sha}"
+    p["updatedRefs"][0]["oldSha"] = "1" * 40  # an old revision the Hub cannot list: everything
+    status, _, body = server.request("POST", "/hooks/hf", p, auth=False, headers={"X-Webhook-Secret": HF_SECRET})
+    doc = json.loads(body)
+    assert status == 200 and len(doc["report"]["files"]) == 2 and doc["diff"].endswith("cannot be listed)")
+
+
 def test_hf_hook_secret_and_scope(server, hub):
     for h in ({}, {"X-Webhook-Secret": "wrong"}, {"X-Webhook-Secret": HF_SECRET + "x"}):
         assert server.request("POST", "/hooks/hf", hf_payload(hub), auth=False, headers=h)[0] == 401

@@ -10,7 +10,7 @@ hook       sender proof                what is scanned                          
 mlflow     ``X-MLflow-Signature``      ``models:/NAME/VERSION`` on                     202 at once;
            (HMAC, fresh timestamp)     ``model_version.created``                       tags written
 s3         bearer token (API)          each ``ObjectCreated`` record's object          the report
-hf         ``X-Webhook-Secret``        weight files of the repo at ``headSha``         the report
+hf         ``X-Webhook-Secret``        weight files changed at ``headSha``             the report
 lakefs     ``X-Ckptscan-Secret``       checkpoints under the ref (S3 gateway),         2xx passes,
            (or ``?secret=``)           cached by checksum, within ~50 s                412/503 blocks
 =========  ==========================  ==============================================  ============
@@ -169,13 +169,22 @@ def hook_routes(server) -> list:
         if not all(c.isalnum() or c in "-_./" for c in name) or name.count("/") != 1 or not sha.replace("-", "").isalnum():
             raise HttpError(400, "bad repo name or headSha")
         base = _allowed(server, f"hf://{name}@{sha}/")
+        old = None
+        for ref in doc.get("updatedRefs") or []:
+            if isinstance(ref, dict) and ref.get("newSha") == sha and str(ref.get("oldSha") or "").strip("0"):
+                old = str(ref["oldSha"])
+        if old is not None and not old.isalnum():
+            raise HttpError(400, "bad oldSha")
         with server.admitted():
-            targets = await asyncio.to_thread(_hf_targets, server, base, name, sha)
+            targets, diff = await asyncio.to_thread(_hf_targets, server, base, name, old)
             report = await run_targets(server, targets, _options(server), cache=True)
         from ..render.json import report_doc
 
+        if not targets:
+            return JSONResponse({"verdict": "pass", "summary": "no weight file changed", "repo": name, "revision": sha,
+                                 "diff": diff, "report": report_doc(report)})
         return JSONResponse({"verdict": verdict(report), "summary": summary(report), "repo": name, "revision": sha,
-                             "report": report_doc(report)})
+                             "diff": diff, "report": report_doc(report)})
 
     # --- lakeFS ----------------------------------------------------------------------------
     async def lakefs(request: Request) -> Response:
@@ -242,15 +251,46 @@ def _listing(base: str) -> dict[str, dict]:
     return out
 
 
-def _hf_targets(server, base: str, name: str, sha: str) -> list[Target]:
-    """Weight files of the repo at ``sha``; at a commit sha the content is fixed: the cache key."""
-    rels = sorted(_listing(base))
+def _content_id(info: dict) -> str | None:
+    """The Hub's content id of a file: the LFS sha256, else the git blob id."""
+    lfs = info.get("lfs") or {}
+    return (lfs.get("sha256") or lfs.get("oid")) if isinstance(lfs, dict) and lfs else info.get("blob_id")
+
+
+def _with_shards(r: str, rels) -> list[str]:
+    """``r`` and, for a sharded index, the shards beside it."""
+    if not r.endswith(".weights.json"):
+        return [r]
+    stem = posixpath.basename(r)[:-len(".weights.json")] + "_"
+    return [r] + sorted(x for x in rels if posixpath.dirname(x) == posixpath.dirname(r) and posixpath.basename(x).startswith(stem))
+
+
+def _hf_targets(server, base: str, name: str, old_sha: str | None) -> tuple[list[Target], str]:
+    """The weight files of the repo at the pushed revision that differ from ``old_sha``'s.
+
+    Changed = a content id (LFS sha256 / blob id) that differs or is new, for a sharded
+    set any of its files. Without ``old_sha`` (a new branch) or when the old revision
+    cannot be listed, every weight file is a target. The content id is the cache key.
+    """
+    new = _listing(base)
+    before: dict | None = None
+    diff = "all files (no previous revision)"
+    if old_sha:
+        try:
+            before = _listing(base.split("@", 1)[0] + f"@{old_sha}/")
+            diff = f"changed since {old_sha}"
+        except Exception:  # noqa: BLE001 - the old revision is gone or unreadable: scan everything
+            diff = f"all files ({old_sha} cannot be listed)"
     out = []
-    for r in _pick(rels):
+    for r in _pick(sorted(new)):
+        parts = _with_shards(r, new)
+        ids = [_content_id(new[x]) for x in parts]
+        if before is not None and all(i is not None and _content_id(before.get(x, {})) == i for x, i in zip(parts, ids)):
+            continue
         uri = base.rstrip("/") + "/" + r
         server.allow.check(uri)
-        out.append(Target(uri, uri, key=f"hf:{name}@{sha}:{r}" if len(sha) == 40 else None))
-    return out
+        out.append(Target(uri, uri, key="hf-blob:" + ",".join(ids) if all(ids) else None))
+    return out, diff
 
 
 async def _lakefs_scan(server, base: str):
