@@ -58,6 +58,9 @@ def moto_env():
     for i in range(3):
         fs.put_file(str(K3 / f"seed_sharded_0000{i}.weights.h5"), f"lakerepo/main/models/sharded/seed_sharded_0000{i}.weights.h5")
     fs.put_file(str(K3 / "seed.config.json"), "lakerepo/main/models/sharded/config.json")
+    # branch feat2: its committed state (ref expression feat2@) and the same object staged
+    fs.put_file(str(K3 / "seed.keras"), "lakerepo/feat2@/models/seed.keras")
+    fs.put_file(str(K3 / "seed.keras"), "lakerepo/feat2/models/seed.keras")
     yield env, fs
     for k, v in saved.items():
         if v is None:
@@ -247,3 +250,28 @@ def test_lakefs_secret_and_events(server):
     p = lakefs_payload("pre-commit", "feature-x")
     p["repository_id"] = "other"
     assert server.request("POST", "/hooks/lakefs", p, auth=False, headers={"X-Ckptscan-Secret": LAKEFS_SECRET})[0] == 403
+
+
+def test_lakefs_scans_only_what_the_commit_changes(server, moto_env):
+    _, fs = moto_env
+    hdr = {"X-Ckptscan-Secret": LAKEFS_SECRET}
+    status, _, body = server.request("POST", "/hooks/lakefs", lakefs_payload("pre-commit", "feat2"), auth=False, headers=hdr)
+    assert status == 200, body
+    assert body.decode() == "ckptscan: pass: no changed Keras checkpoint (changed against s3://lakerepo/feat2@/)\n"
+    fs.put_file(str(K3 / "seed_broken.keras"), "lakerepo/feat2/models/new.keras")  # staged, not committed
+    status, _, body = server.request("POST", "/hooks/lakefs", lakefs_payload("pre-commit", "feat2"), auth=False, headers=hdr)
+    assert status == 412 and body.decode().startswith("ckptscan: fail: BN001 ")
+
+
+def test_lakefs_pre_merge_compares_source_with_destination(server):
+    """feature-x into main: seed.keras is the same object on both (not read), seed_broken.keras is new."""
+    p = lakefs_payload("pre-merge", "main", source_ref="feature-x")
+    before = _scans(server)
+    status, _, body = server.request("POST", "/hooks/lakefs?prefix=models", p, auth=False, headers={"X-Ckptscan-Secret": LAKEFS_SECRET})
+    assert status == 412
+    assert body.decode() == "ckptscan: fail: BN001 resnet101v2/post_bn/moving_variance (+1 more)\n"
+    assert _scans(server) == before + 1  # one file looked at: the new one
+
+
+def _scans(srv) -> float:
+    return sum(_metric(srv, f'ckptscan_scans_total{{verdict="{v}"}}') for v in ("pass", "fail", "unreadable", "skipped"))

@@ -206,15 +206,22 @@ def hook_routes(server) -> list:
         if not repo or not ref:
             raise HttpError(400, "lakeFS payload needs repository_id and branch_id / source_ref")
         prefix = request.query_params.get("prefix", "").strip("/")
-        base = _allowed(server, f"s3://{repo}/{ref}/" + (prefix + "/" if prefix else ""))
+        tail = "/" + (prefix + "/" if prefix else "")
+        base = _allowed(server, f"s3://{repo}/{ref}{tail}")
+        # what the commit or merge changes: the branch with its staged objects against its
+        # committed state (lakeFS ref expression BRANCH@), or the source against the destination
+        dest = str(doc.get("branch_id") or "")
+        against_ref = f"{ref}@" if event == "pre-commit" else (dest if dest and dest != ref else None)
+        against = _allowed(server, f"s3://{repo}/{against_ref}{tail}") if against_ref else None
         with server.admitted():
             try:
-                report = await asyncio.wait_for(_lakefs_scan(server, base), max(1.0, cfg.lakefs_deadline - (time.monotonic() - start)))
+                report, diff = await asyncio.wait_for(_lakefs_scan(server, base, against),
+                                                      max(1.0, cfg.lakefs_deadline - (time.monotonic() - start)))
             except asyncio.TimeoutError:
                 return PlainTextResponse(f"ckptscan: scan did not finish within {cfg.lakefs_deadline:g} s: blocked\n",
                                          status_code=503)
         v = verdict(report) if report.files else "pass"
-        line = summary(report) if report.files else "no Keras checkpoint under the ref"
+        line = summary(report) if report.files else f"no changed Keras checkpoint ({diff})"
         if v == "pass":
             return PlainTextResponse(f"ckptscan: pass: {line}\n")
         return PlainTextResponse(f"ckptscan: {v}: {line}\n", status_code=412)
@@ -293,22 +300,33 @@ def _hf_targets(server, base: str, name: str, old_sha: str | None) -> tuple[list
     return out, diff
 
 
-async def _lakefs_scan(server, base: str):
-    def targets() -> list[Target]:
+def _etag(info: dict) -> str | None:
+    return info.get("ETag") or info.get("etag") or info.get("checksum")
+
+
+async def _lakefs_scan(server, base: str, against: str | None):
+    """Scan the checkpoints under ``base`` that differ from ``against`` (by ETag; all if it cannot be listed)."""
+    def targets() -> tuple[list[Target], str]:
         rels = _listing(base)
+        before = None
+        diff = "all checkpoints under the ref"
+        if against:
+            try:
+                before = _listing(against)
+                diff = f"changed against {against}"
+            except Exception:  # noqa: BLE001 - no base to compare with: scan everything
+                diff = f"all checkpoints ({against} cannot be listed)"
         out = []
         for r in _pick(sorted(rels)):
+            parts = _with_shards(r, rels)  # a sharded set changes with any shard: all their checksums
+            tags = [_etag(rels[x]) for x in parts]
+            if before is not None and all(t is not None and _etag(before.get(x, {})) == t for x, t in zip(parts, tags)):
+                continue
             uri = base.rstrip("/") + "/" + r
             server.allow.check(uri)
-            parts = [r]
-            if r.endswith(".weights.json"):  # a sharded set changes with any shard: all their checksums
-                stem = posixpath.basename(r)[:-len(".weights.json")] + "_"
-                parts += sorted(x for x in rels if posixpath.dirname(x) == posixpath.dirname(r)
-                                and posixpath.basename(x).startswith(stem))
-            tags = [rels[x].get("ETag") or rels[x].get("etag") or rels[x].get("checksum") for x in parts]
             key = "etag:" + ",".join(f"{t}:{rels[x].get('size')}" for t, x in zip(tags, parts)) if all(tags) else None
             out.append(Target(uri, uri, key=key))
-        return out
+        return out, diff
 
-    ts = await asyncio.to_thread(targets)
-    return await run_targets(server, ts, _options(server), cache=True)
+    ts, diff = await asyncio.to_thread(targets)
+    return await run_targets(server, ts, _options(server), cache=True), diff
