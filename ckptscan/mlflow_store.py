@@ -206,12 +206,19 @@ def _proxy_list(base: str, rel: str, where: str) -> list[tuple[str, int]]:
 
 
 def _max_download() -> int:
-    v = os.environ.get(MAX_DOWNLOAD_ENV)
+    """:data:`MAX_DOWNLOAD`, or ``CKPTSCAN_MLFLOW_MAX_DOWNLOAD`` (bytes, or with K/M/G: binary units)."""
+    v = os.environ.get(MAX_DOWNLOAD_ENV, "").strip().lower()
     if not v:
         return MAX_DOWNLOAD
-    from .limits import parse_size
-
-    return parse_size(v)
+    num = v.rstrip("ib").rstrip("b") if v[-1:] == "b" else v
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(num[-1:], 1)
+    try:
+        n = int(float(num[:-1] if mult > 1 else num) * mult)
+    except ValueError:
+        raise MlflowError(MAX_DOWNLOAD_ENV, f"not a size: {v!r} (e.g. 16G, 512M)") from None
+    if n <= 0:
+        raise MlflowError(MAX_DOWNLOAD_ENV, "must be positive")
+    return n
 
 
 def _download(base: str, rel: str, dest: str, where: str) -> None:

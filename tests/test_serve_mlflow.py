@@ -151,3 +151,19 @@ def test_cli_scan_unknown_model_is_one_error_line(mlflow_server):
     assert p.returncode == 2
     assert p.stderr.startswith("ckptscan: error: models:/nope/7: MLflow model-versions/get: HTTP 404")
     assert p.stderr.count("\n") == 1
+
+
+def test_proxy_download_is_bounded_and_cleaned_up(registry, mlflow_server, tmp_path):
+    """mlflow-artifacts: has no ranged read: the whole file is streamed to a temporary file,
+    which may not grow past CKPTSCAN_MLFLOW_MAX_DOWNLOAD and is removed afterwards."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url, "TMPDIR": str(tmp_path)}
+    p = subprocess.run([sys.executable, "-m", "ckptscan", "scan", "models:/broken/1"], capture_output=True, text=True,
+                       env={**env, "CKPTSCAN_MLFLOW_MAX_DOWNLOAD": "64K"}, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2
+    assert p.stderr.startswith("ckptscan: error: models:/broken/1: ") and p.stderr.count("\n") == 1
+    assert "larger than CKPTSCAN_MLFLOW_MAX_DOWNLOAD=65536" in p.stderr
+    assert list(tmp_path.iterdir()) == []
+    p = subprocess.run([sys.executable, "-m", "ckptscan", "scan", "models:/broken/1"], capture_output=True, text=True,
+                       env={**env, "CKPTSCAN_MLFLOW_MAX_DOWNLOAD": "1M"}, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 1, p.stderr
+    assert [x for x in tmp_path.iterdir() if x.name.startswith("ckptscan-mlflow-")] == []
