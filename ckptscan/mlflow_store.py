@@ -10,7 +10,7 @@ A URI resolves to the storage location of the version (``get-download-uri``) or 
 (``*.keras``, ``*.h5``, ``*.hdf5``, ``*.weights.json`` with their shards):
 
 * an ``s3://``, ``gs://``, ``http(s)://``… location is scanned where it is, with ranged
-  reads (:mod:`ckptscan.remote`);
+  reads (:mod:`ckptscan.formats.remote`);
 * a local path or ``file://`` location is scanned in place;
 * ``mlflow-artifacts:`` (a tracking server started with ``--artifacts-destination``
   proxies the store) has no ranged read: each checkpoint is **downloaded whole**,
@@ -19,6 +19,12 @@ A URI resolves to the storage location of the version (``get-download-uri``) or 
 
 Each result carries a label, ``models:/NAME/VERSION/<relative path>``, which replaces
 the temporary or storage path in the report (:func:`relabel`).
+
+Layer: ``formats`` (docs/architecture.md), beside :mod:`ckptscan.formats.remote`: it
+resolves URIs to storage locations and never imports above that layer. Listing a
+remote folder is :func:`ckptscan.discover.expand_uris`, handed in as ``expand_uris``
+(:func:`ckptscan.discover.resolve_mlflow` and :func:`ckptscan.discover.mlflow_paths`
+do that).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import Callable
 
 from .errors import CkptscanError
 
@@ -246,8 +253,9 @@ def _download(base: str, rel: str, dest: str, where: str) -> None:
         raise MlflowError(where, f"artifact download failed ({getattr(exc, 'reason', exc)})") from None
 
 
-def _pick(files: list[str]) -> list[str]:
-    """Checkpoint files among ``files`` (relative paths): shards reached through their index."""
+def pick_checkpoints(files: list[str]) -> list[str]:
+    """Checkpoint files among ``files`` (relative paths): shards are left out, they are
+    reached through their ``.weights.json`` index (used by the server's hooks too)."""
     keep = [f for f in files if f.endswith(CHECKPOINT_SUFFIXES)]
     idx = [f for f in keep if f.endswith(".weights.json")]
     shards = {f for f in keep if f.endswith(".weights.h5") and any(
@@ -256,17 +264,22 @@ def _pick(files: list[str]) -> list[str]:
     return [f for f in keep if f not in shards]
 
 
-def resolve(uri: str, workdir: str | None = None) -> tuple[list[Resolved], str | None]:
+ExpandUris = Callable[[list[str]], list[str]]
+
+
+def resolve(uri: str, workdir: str | None = None, *, expand_uris: ExpandUris) -> tuple[list[Resolved], str | None]:
     """The checkpoints behind ``uri``, and the temporary folder holding downloads (None if none).
 
-    The caller removes the folder (:func:`cleanup`) once the scan is over.
+    ``expand_uris`` lists the checkpoints under a remote storage location
+    (:func:`ckptscan.discover.expand_uris`, a layer above this one). The caller removes
+    the folder (:func:`cleanup`) once the scan is over.
     """
     root, label = storage_uri(uri)
     if root.startswith("mlflow-artifacts:"):
         base, rel = _proxy_rel(root)
         listed = _proxy_list(base, rel, uri)
         rels = [posixpath.relpath(p, rel) if p != rel else posixpath.basename(p) for p, _ in listed]
-        wanted = set(_pick(rels))
+        wanted = set(pick_checkpoints(rels))
         needed = set(wanted)
         for r in wanted:  # a sharded index needs its shards next to it
             if r.endswith(".weights.json"):
@@ -296,12 +309,10 @@ def resolve(uri: str, workdir: str | None = None) -> tuple[list[Resolved], str |
             return [Resolved(label, local)], None
         files = sorted(os.path.relpath(os.path.join(d, f), local).replace(os.sep, "/")
                        for d, _, fs in os.walk(local) for f in fs)
-        out = [Resolved(f"{label}/{r}", os.path.join(local, *r.split("/"))) for r in _pick(files)]
+        out = [Resolved(f"{label}/{r}", os.path.join(local, *r.split("/"))) for r in pick_checkpoints(files)]
         if not out:
             raise MlflowError(uri, "no Keras checkpoint among the artifacts")
         return out, None
-    from .remote import expand_uris
-
     found = expand_uris([root])
     return [Resolved(label + (("/" + f[len(root):].lstrip("/")) if f != root else ""), f) for f in found], None
 
@@ -327,8 +338,9 @@ def relabel(report, labels: dict[str, str]):
     return dataclasses.replace(report, files=tuple(relabel_file(fr, labels) for fr in report.files))
 
 
-def expand(paths) -> tuple[list[str], dict[str, str], list[str]]:
-    """Replace MLflow URIs in ``paths`` by what they resolve to: ``(paths, labels, download folders)``."""
+def expand(paths, *, expand_uris: ExpandUris) -> tuple[list[str], dict[str, str], list[str]]:
+    """Replace MLflow URIs in ``paths`` by what they resolve to: ``(paths, labels, download folders)``
+    (``expand_uris`` as for :func:`resolve`)."""
     out: list[str] = []
     labels: dict[str, str] = {}
     folders: list[str] = []
@@ -338,7 +350,7 @@ def expand(paths) -> tuple[list[str], dict[str, str], list[str]]:
             out.append(s)
             continue
         try:
-            res, tmp = resolve(s)
+            res, tmp = resolve(s, expand_uris=expand_uris)
         except BaseException:
             for f in folders:
                 cleanup(f)
@@ -362,5 +374,6 @@ def set_alias(name: str, alias: str, version: str) -> None:
     rest("POST", "registered-models/alias", body={"name": name, "alias": alias, "version": str(version)})
 
 
-__all__ = ["MlflowError", "Resolved", "cleanup", "expand", "is_mlflow_uri", "model_version", "relabel", "relabel_file", "resolve",
+__all__ = ["MlflowError", "Resolved", "cleanup", "expand", "is_mlflow_uri", "model_version", "pick_checkpoints", "relabel",
+           "relabel_file", "resolve",
            "set_alias", "set_version_tag", "storage_uri", "tracking_uri"]

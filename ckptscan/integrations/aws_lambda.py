@@ -26,7 +26,7 @@ def handler(event: dict, context: object = None) -> dict:
     """Scan the objects an S3 event notification announces; the verdict and the report."""
     from ..render.json import report_doc
     from ..report import FileResult, Report
-    from ..scan import make_options, scan_file
+    from ..engine import make_options, scan_file
     from ..serve.allow import AllowList, NotAllowed
     from ..serve.events import CHECKPOINT_SUFFIXES, s3_objects, summary, verdict
 

@@ -22,61 +22,26 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
-from ..report import FileResult, Report, Severity
+from .._version import __version__
+from ..report import FileResult, Report
 from .allow import AllowList, NotAllowed
 from .config import ServeConfig
+from .http import HttpError, Job, verdict_of
 from .metrics import Metrics
 from .pool import CANCELLED, WORKER_DIED, WorkerPool
 
 FAIL_ON = ("error", "warning", "info", "never")
 
 
-class HttpError(Exception):
-    """An answer other than 2xx, with a one-line reason (and headers)."""
-
-    def __init__(self, status: int, reason: str, headers: dict | None = None):
-        super().__init__(reason)
-        self.status, self.reason, self.headers = status, reason, headers or {}
-
-
 def error_response(exc: HttpError) -> JSONResponse:
     """``{"error": reason}`` with the status and headers of ``exc``."""
     return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=exc.headers)
-
-
-def verdict_of(fr: FileResult, fail_on: str = "error") -> str:
-    """``pass`` | ``fail`` | ``unreadable`` | ``skipped`` for one file."""
-    if fr.status == "error":
-        return "unreadable"
-    if fr.status != "scanned":
-        return "skipped"
-    if fail_on != "never":
-        bar = Severity(fail_on).rank
-        if any(f.severity.rank >= bar for f in fr.findings):
-            return "fail"
-    return "pass"
-
-
-@dataclass
-class Job:
-    """An async scan (``"async": true``)."""
-
-    id: str
-    state: str = "queued"
-    """``queued``, ``running``, ``done`` or ``failed``."""
-    report: Report | None = None
-    fail_on: str = "error"
-    error: str | None = None
-    created: float = field(default_factory=time.time)
-    finished: float | None = None
 
 
 class Server:
@@ -195,7 +160,7 @@ def _codes(v, what: str) -> list[str] | None:
 
 def parse_scan_request(server: Server, raw: bytes):
     """``(canonical URIs, options, fail_on, async)`` of a ``/v1/scan`` body; 400/403 otherwise (no I/O)."""
-    from ..scan import make_options
+    from ..engine import make_options
 
     try:
         doc = json.loads(raw or b"null")

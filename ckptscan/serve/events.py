@@ -125,7 +125,7 @@ def summary(report: Report) -> str:
 
 def tags(report: Report, fail_on: str = "error") -> dict[str, str]:
     """The ``ckptscan.*`` tags written on an MLflow model version."""
-    from .. import __version__
+    from .._version import __version__
 
     return {
         "ckptscan.verdict": verdict(report, fail_on),

@@ -37,7 +37,7 @@ log = logging.getLogger("ckptscan.serve")
 
 
 def _json(raw: bytes):
-    from .app import HttpError
+    from .http import HttpError
 
     try:
         return json.loads(raw)
@@ -46,7 +46,7 @@ def _json(raw: bytes):
 
 
 def _allowed(server, uri: str) -> str:
-    from .app import HttpError
+    from .http import HttpError
 
     try:
         return server.allow.check(uri).uri
@@ -55,14 +55,14 @@ def _allowed(server, uri: str) -> str:
 
 
 def _options(server):
-    from ..scan import make_options
+    from ..engine import make_options
 
     return make_options(timeout=server.config.timeout or None)
 
 
 def hook_routes(server) -> list:
     """``[(path, handler)]`` of the webhooks."""
-    from .app import HttpError, Job
+    from .http import HttpError, Job
 
     cfg = server.config
     seen: "OrderedDict[str, float]" = OrderedDict()
@@ -230,9 +230,9 @@ def hook_routes(server) -> list:
 
 
 def _pick(files: list[str]) -> list[str]:
-    from ..mlflow_store import _pick as pick
+    from ..mlflow_store import pick_checkpoints
 
-    return pick(files)
+    return pick_checkpoints(files)
 
 
 #: Most objects listed under one ref or revision by a hook.
@@ -241,7 +241,7 @@ MAX_LISTED = 10_000
 
 def _listing(base: str) -> dict[str, dict]:
     """``{relative path: info}`` of every object under the URI ``base`` (folder by folder)."""
-    from ..remote import filesystem
+    from ..formats.remote import filesystem
 
     fs, root = filesystem(base)
     root = root.rstrip("/")

@@ -1,16 +1,16 @@
 """The server's worker processes: each file is scanned in one of them, never in the server.
 
-Why not :func:`ckptscan.executor.run_many`'s pool as is: it lives for one run (one CLI
+Why not :func:`ckptscan.runtime.executor.run_many`'s pool as is: it lives for one run (one CLI
 invocation) and, when a worker dies, retries every file that was in flight in a fresh
 pool to find the culprit. A server needs workers that stay warm between requests
 (a warm request costs what the scan costs) and must know *which* request a dead worker
 was serving, so that only that request fails. :class:`WorkerPool` is therefore built
 from the same parts (:func:`ckptscan.bulk.scan_job` through
-:func:`ckptscan.executor._call`, :func:`ckptscan.bulk.warm_up`, the worker start method
-of :func:`ckptscan.executor._mp_context`, the ``--max-memory`` cap of
-:func:`ckptscan.limits.apply_memory_cap`) with one process per slot, one file at a time:
+:func:`ckptscan.runtime.executor.call_item`, :func:`ckptscan.bulk.warm_up`, the worker start method
+of :func:`ckptscan.runtime.executor.mp_context`, the ``--max-memory`` cap of
+:func:`ckptscan.runtime.memory.apply_memory_cap`) with one process per slot, one file at a time:
 
-* each worker applies the memory cap and scans under :func:`ckptscan.limits.file_timeout`
+* each worker applies the memory cap and scans under :func:`ckptscan.runtime.timeout.file_scope`
   (``--timeout``; its watchdog stops a file stuck in C code);
 * the parent also watches each file: past ``timeout + HARD_GRACE + 5 s`` it kills the
   worker itself; a worker that dies (segfault, OOM kill, SIGKILL) fails the one file it
@@ -27,8 +27,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ..bulk import ScanJob, scan_job, warm_up
-from ..executor import _call, _mp_context, ignore_sigint
-from ..limits import HARD_GRACE
+from ..runtime.executor import call_item, ignore_sigint, mp_context
+from ..runtime.watchdog import HARD_GRACE
 from ..report import FileResult
 
 #: Reason of a file whose worker died under it.
@@ -43,7 +43,7 @@ def _worker_main(conn, max_memory: int | None) -> None:
 
     ignore_sigint()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    from ..limits import apply_memory_cap
+    from ..runtime.memory import apply_memory_cap
 
     try:  # None: CKPTSCAN_MAX_MEMORY (the CLI exports --max-memory) or the 2 GiB default
         apply_memory_cap(max_memory)
@@ -61,7 +61,7 @@ def _worker_main(conn, max_memory: int | None) -> None:
         if msg is None:
             return
         tid, job = msg
-        out = _call(scan_job, 0, job)
+        out = call_item(scan_job, 0, job)
         try:
             conn.send((tid, out))
         except (OSError, ValueError):
@@ -90,7 +90,7 @@ class _Worker:
         self.thread.start()
 
     def _spawn(self) -> None:
-        ctx = _mp_context()
+        ctx = mp_context()
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker_main, args=(child, self.pool.max_memory), daemon=True,
                            name=f"ckptscan-scan-{self.slot}")

@@ -37,11 +37,11 @@ def expand_targets(server, uris: list[str]) -> tuple[list[Target], list[str]]:
     folders: list[str] = []
     for uri in uris:
         if is_mlflow_uri(uri):
-            from ..mlflow_store import resolve
+            from ..discover import resolve_mlflow
             from ..errors import CkptscanError
 
             try:
-                res, tmp = resolve(uri)
+                res, tmp = resolve_mlflow(uri)
             except CkptscanError as exc:
                 targets.append(Target(uri, result=FileResult(path=uri, status="error", reason=exc.reason)))
                 continue
@@ -54,7 +54,7 @@ def expand_targets(server, uris: list[str]) -> tuple[list[Target], list[str]]:
                 targets.append(Target(uri, result=FileResult(path=uri, status="error", reason=why)))
                 continue
             if os.path.isdir(uri):
-                from ..scan import discover
+                from ..discover import discover
 
                 for c in discover([uri]):
                     if c.skip_reason is not None:
@@ -68,7 +68,7 @@ def expand_targets(server, uris: list[str]) -> tuple[list[Target], list[str]]:
             else:
                 targets.append(Target(uri, uri))
         else:
-            from ..remote import expand_uris
+            from ..discover import expand_uris
 
             for u in expand_uris([uri]):
                 try:
@@ -82,7 +82,7 @@ def expand_targets(server, uris: list[str]) -> tuple[list[Target], list[str]]:
 
 async def run_targets(server, targets: list[Target], options, fail_on: str = "error", cache: bool = False) -> Report:
     """Scan the targets in the worker pool; the report in target order, labels as paths."""
-    from .app import HttpError
+    from .http import HttpError
 
     pool = server.pool
     futs: list = []
@@ -100,7 +100,7 @@ async def run_targets(server, targets: list[Target], options, fail_on: str = "er
                 if isinstance(f, asyncio.Future):
                     f.cancel()
             raise HttpError(503, "the server is shutting down") from None
-    from .app import verdict_of
+    from .http import verdict_of
 
     files = []
     for t, f in zip(targets, futs):

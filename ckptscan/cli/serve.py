@@ -1,4 +1,4 @@
-"""CLI command ``serve`` (registered on :data:`ckptscan.cli.app`): a thin wrapper over :mod:`ckptscan.serve`."""
+"""CLI command ``serve`` (registered on :data:`ckptscan.cli._app.app` by :mod:`ckptscan.cli.program`): a thin wrapper over :mod:`ckptscan.serve`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .cli import app
-
-EXIT_USAGE = 4
-
-
-def _usage(msg: str) -> None:
-    from .cli import finish
-
-    sys.stderr.write(f"ckptscan: error: {msg}\n")
-    finish(EXIT_USAGE)
+from ._app import ExitCode, app, usage_error
 
 
 def _size(text: str) -> int:
@@ -48,34 +39,35 @@ def serve(
     lakefs_secret_file: Annotated[Optional[str], typer.Option("--lakefs-secret-file", help="lakeFS hook secret (else CKPTSCAN_LAKEFS_SECRET).")] = None,
     mlflow_block_alias: Annotated[Optional[str], typer.Option("--mlflow-block-alias", help="Move this alias only to versions that pass; tag the ones that fail.")] = None,
     grace: Annotated[float, typer.Option("--grace", min=0, help="On SIGTERM, seconds running scans get to finish.")] = 30.0,
-) -> None:
+) -> ExitCode:
     """Serve scans over HTTP (POST /v1/scan) and the webhooks of MLflow, S3, the HF Hub and lakeFS."""
     import importlib.util
 
     if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
-        from .serve import SERVER_HINT
+        from ..serve import SERVER_HINT
 
-        _usage(SERVER_HINT)
-    from .serve import ServeConfig, run
-    from .serve.allow import AllowList, NotAllowed
-    from .serve.config import HF_SECRET_ENV, LAKEFS_SECRET_ENV, MLFLOW_SECRET_ENV, TOKEN_ENV, read_secret
+        return usage_error(SERVER_HINT)
+    from ..serve import ServeConfig, run
+    from ..serve.allow import AllowList, NotAllowed
+    from ..serve.config import HF_SECRET_ENV, LAKEFS_SECRET_ENV, MLFLOW_SECRET_ENV, TOKEN_ENV, read_secret
 
     try:
         AllowList(allow)
     except NotAllowed as exc:
-        _usage(f"--allow: {exc}")
+        return usage_error(f"--allow: {exc}")
     try:
         token = read_secret(TOKEN_ENV, token_file)
         secrets = [read_secret(env, f) for env, f in ((MLFLOW_SECRET_ENV, mlflow_secret_file), (HF_SECRET_ENV, hf_secret_file),
                                                      (LAKEFS_SECRET_ENV, lakefs_secret_file))]
         body = _size(max_body)
     except (OSError, ValueError) as exc:
-        _usage(str(exc))
+        return usage_error(str(exc))
     if token is None:
-        _usage(f"set {TOKEN_ENV} or --token-file: the API needs a bearer token")
+        return usage_error(f"set {TOKEN_ENV} or --token-file: the API needs a bearer token")
     cfg = ServeConfig(allow=tuple(allow), token=token, host=host, port=port, workers=workers, queue=queue, timeout=timeout,
                       max_body=body or (1 << 20), mlflow_secret=secrets[0], hf_secret=secrets[1], lakefs_secret=secrets[2],
                       mlflow_block_alias=mlflow_block_alias, grace=grace)
     sys.stderr.write(f"ckptscan: serving on http://{host}:{port} ({workers} workers; allow: {', '.join(allow)})\n")
     sys.stderr.flush()
     run(cfg)
+    return ExitCode.OK
