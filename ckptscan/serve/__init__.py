@@ -9,6 +9,7 @@ module                 what
 =====================  ==========================================================
 ``app``                the ASGI app: ``/v1/scan``, ``/v1/jobs/{id}``, health, metrics
 ``hooks``              ``/hooks/mlflow``, ``/hooks/s3``, ``/hooks/hf``, ``/hooks/lakefs``
+``http``               :class:`HttpError`, :class:`Job`, ``verdict_of`` (shared by app, hooks, scanning)
 ``allow``              the ``--allow`` list (canonical URIs, decided with no I/O)
 ``pool``               long-lived worker processes, one file each at a time
 ``scanning``           URIs -> files -> results in the pool
