@@ -9,6 +9,9 @@ through fsspec) and sharded sets become checkpoints:
 - :func:`expand` (``fix``): files as given; folders walked, keeping files *named*
   like checkpoints (``.keras``, ``.h5``, ``.hdf5``, ``.weights.json``) except shards.
 - :func:`expand_uris`: URI globs and URI folders into checkpoint URIs.
+- :func:`mlflow_paths` / :func:`resolve_mlflow`: MLflow URIs (``models:/``, ``runs:/``)
+  into the checkpoints of the version or run (:mod:`ckptscan.mlflow_store`), each with
+  its label.
 
 There is one directory walker (:func:`walk`) and one way to find the shards of an index
 (:func:`shards_of`, through :func:`ckptscan.formats.layouts.shard_names`).
@@ -16,6 +19,7 @@ There is one directory walker (:func:`walk`) and one way to find the shards of a
 
 from __future__ import annotations
 
+import contextlib
 import glob as globmod
 import os
 import posixpath
@@ -226,3 +230,34 @@ def _unstrip(original: str, path: str) -> str:
 def with_uris(paths: list[str]) -> list[str]:
     """``paths`` with URI globs and folders expanded (:func:`expand_uris`), else unchanged."""
     return expand_uris(paths) if any("://" in p for p in paths) else paths
+
+
+def resolve_mlflow(uri: str, workdir: str | None = None):
+    """The checkpoints behind one MLflow URI and the download folder to remove after
+    (:func:`ckptscan.mlflow_store.resolve`, with remote folders listed by :func:`expand_uris`)."""
+    from .mlflow_store import resolve
+
+    return resolve(uri, workdir, expand_uris=expand_uris)
+
+
+@contextlib.contextmanager
+def mlflow_paths(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """``(paths, labels)``: ``paths`` with each MLflow URI (``models:/``, ``runs:/``, through
+    ``MLFLOW_TRACKING_URI``) replaced by the checkpoints it resolves to, and ``{path: label}``
+    for those (:func:`ckptscan.mlflow_store.relabel` puts the labels in a report).
+
+    Checkpoints downloaded from an ``mlflow-artifacts:`` proxy are removed on exit. A URI
+    that cannot be resolved raises :class:`ckptscan.mlflow_store.MlflowError` on entry.
+    """
+    from .mlflow_store import cleanup, expand, is_mlflow_uri
+
+    paths = [os.fspath(p) for p in paths]
+    if not any(is_mlflow_uri(p) for p in paths):
+        yield paths, {}
+        return
+    paths, labels, folders = expand(paths, expand_uris=expand_uris)
+    try:
+        yield paths, labels
+    finally:
+        for f in folders:
+            cleanup(f)
