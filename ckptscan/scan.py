@@ -115,12 +115,16 @@ def discover(paths: Iterable[str | os.PathLike]) -> list[Candidate]:
 
 
 def _is_keras_dir(p: str) -> bool:
+    from .formats.tf import is_tf_dir
+
     return os.path.isfile(os.path.join(p, "config.json")) and (
         os.path.isfile(os.path.join(p, "model.weights.h5")) or os.path.isfile(os.path.join(p, "model.weights.json"))
-    )
+    ) or is_tf_dir(p)
 
 
 def _walk_dir(root: str, detect) -> Iterator[Candidate]:
+    from .formats.tf import DATA_SHARD, dir_skip_reason
+
     found: list[tuple[str, str | None]] = []
     shards: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -131,7 +135,7 @@ def _walk_dir(root: str, detect) -> Iterator[Candidate]:
             if d.startswith("."):
                 continue
             if _is_keras_dir(full):
-                found.append((full, None))
+                found.append((full, dir_skip_reason(full)))
             else:
                 keep.append(d)
         dirnames[:] = keep
@@ -146,6 +150,9 @@ def _walk_dir(root: str, detect) -> Iterator[Candidate]:
                 continue
             except Exception as exc:  # pragma: no cover - defensive: one bad file never stops the walk
                 found.append((full, f"not recognised ({type(exc).__name__})"))
+                continue
+            if fmt == DATA_SHARD:
+                found.append((full, f"data shard of a TensorFlow checkpoint (scanned through its .index)"))
                 continue
             if fmt == "keras-zip" and not _zip_is_keras(full):
                 found.append((full, "zip archive that is not a .keras model (no config.json or model.weights.h5)"))
@@ -290,7 +297,7 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
         ctx = BNContext(layer, th)
         for r in loud_rules if q else bn_rules:
             hits += [(r, h) for h in r.check(ctx)]
-    mctx = ModelContext(layers, ckpt.model_config, ckpt.layers, th)
+    mctx = ModelContext(layers, ckpt.model_config, ckpt.layers, th, list(getattr(ckpt, "integrity_failures", ())))
     for r in model_rules:
         hits += [(r, h) for h in r.check(mctx)]
     findings = [_finding(r, h, ckpt.path) for r, h in hits]

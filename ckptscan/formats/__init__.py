@@ -9,6 +9,9 @@ format id              what it is (detected from the bytes, never the file name)
 ``keras3-sharded``     sharded weights index (``*.weights.json``) and its shards
 ``legacy-model``       legacy HDF5 full model (``model_weights``, ``model_config``)
 ``legacy-weights``     legacy HDF5 weights only (``layer_names`` at the root)
+``tf-checkpoint``      TensorFlow checkpoint (``PREFIX.index`` + data shards), see :mod:`.tf`
+``tf1-checkpoint``     TF1 ``Saver`` checkpoint (found as ``tf-checkpoint``, named on open)
+``tf-savedmodel``      SavedModel folder (``variables/variables.index``)
 =====================  ==============================================================
 """
 
@@ -33,6 +36,11 @@ MAX_JSON_FILE = MAX_JSON_BYTES
 
 def detect(path: str | os.PathLike) -> str:
     """The format id of ``path``, from its content. Raises a CkptscanError if none."""
+    from .tf import detect_tf
+
+    tf_format = detect_tf(path)
+    if tf_format is not None:
+        return tf_format
     p = Path(path)
     if p.is_dir():
         if (p / "config.json").is_file() and ((p / WEIGHTS_MEMBER).is_file() or (p / "model.weights.json").is_file()):
@@ -127,6 +135,10 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
     where = str(path)
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     fmt = detect(path)
+    if fmt.startswith("tf-"):
+        from .tf import open_tf
+
+        return open_tf(path, cfg)
     if fmt == "keras-zip":
         return _open_zip(where, cfg)
     if fmt == "keras-dir":

@@ -16,12 +16,13 @@ BN007        bn-stats-never-updated      warning   statistics still 0/1 in a tra
 BN008        bn-folded-fp16-overflow     warning   folded scale/offset overflows fp16/bf16
 CFG001       lambda-layer                info      Lambda layer in the config
 CFG002       custom-object               info      custom (non-Keras) class in the config
+INT001       checksum-mismatch           error     stored bytes fail their checksum (TF CRC32C)
 ===========  ==========================  ========  ==========================================
 """
 
 from __future__ import annotations
 
-from . import batchnorm, config, numeric  # noqa: F401  (registration)
+from . import batchnorm, config, integrity, numeric  # noqa: F401  (registration)
 from .batchnorm import SCREENED_BN, quiet_layers
 from .base import REGISTRY, BNContext, BNLayer, Hit, ModelContext, Rule, Scope, TensorContext, Thresholds
 
