@@ -307,12 +307,13 @@ def _attribute_slots(out: dict[str, Named]) -> None:
         if n.kind != "optimizer" or not n.full_name:
             continue
         comps = n.full_name.split("/")
-        if len(comps) < 3:
-            continue
-        target = by_full.get("/".join(comps[2:]))
-        if target and len(target) == 1:
-            t = target[0]
-            n.slot_of = (f"{t.layer_path}/{t.name}" if t.layer_path else t.name, comps[1])
+        # ``Adam/m/dense/kernel``; ``m/dense/kernel`` inside a LossScaleOptimizer
+        for k in (2, 1):
+            target = by_full.get("/".join(comps[k:])) if len(comps) > k else None
+            if target and len(target) == 1:
+                t = target[0]
+                n.slot_of = (f"{t.layer_path}/{t.name}" if t.layer_path else t.name, comps[k - 1])
+                break
 
 
 def _scope_index(comps: list[str], top_name: str | None) -> int | None:
