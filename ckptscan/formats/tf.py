@@ -113,9 +113,17 @@ def detect_tf(path: str | os.PathLike) -> str | None:
         return "tf-checkpoint" if os.path.isfile(p + ".index") and _has_magic(p + ".index") else None
     if _SHARD_RE.match(os.path.basename(p)) and os.path.isfile(p):
         return DATA_SHARD
-    if p.endswith(".index") and _has_magic(p):
-        return "tf-checkpoint"
+    if p.endswith(".index") and (_has_magic(p) or _has_shards(p[: -len(".index")])):
+        return "tf-checkpoint"  # a damaged index beside its data shards is still reported as one
     return None
+
+
+def _has_shards(prefix: str) -> bool:
+    d, base = os.path.split(prefix)
+    try:
+        return any(_SHARD_RE.match(n) and n.startswith(base + ".data-") for n in os.listdir(d or "."))
+    except OSError:
+        return False
 
 
 def _latest_from_state(d: str, where: str) -> str:
