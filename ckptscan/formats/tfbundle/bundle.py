@@ -36,8 +36,10 @@ OPAQUE = {20: "resource", 21: "variant"}
 #: Most data shards accepted (TensorFlow writes one per device; 5 digits in the name).
 MAX_SHARDS = 99_999
 #: Largest string tensor read whole (the object graph of a big model is a few MB).
-MAX_STRING_TENSOR = 256 << 20
+MAX_STRING_TENSOR = 64 << 20
 HEADER_KEY = b""
+#: Most elements a tensor may declare (256 TiB of bytes: far past any real checkpoint).
+MAX_ELEMENTS = 1 << 48
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def _elements(shape: tuple[int, ...], cap: int, where: str, key: str) -> int:
             raise MalformedArchiveError(where, f"{key}: shape {list(shape)} has an undefined dimension")
         n *= d
         if n > cap:
-            raise UnsafeArchiveError(where, f"{key}: shape {list(shape)} declares more elements than its stored bytes can hold (absurd shape)")
+            raise UnsafeArchiveError(where, f"{key}: shape {list(shape)} declares more than 2**48 elements (absurd shape)")
     return n
 
 
@@ -137,7 +139,7 @@ class Bundle:
             raise MalformedArchiveError(w, f"{key}: shape of unknown rank")
         sliced = bool(e.slices)
         if sliced:
-            _elements(e.shape, 1 << 62, w, key)
+            _elements(e.shape, MAX_ELEMENTS, w, key)
             return Entry(key, dtype, e.shape, "", e.shard_id, 0, 0, e.crc32c, True)
         if not 0 <= e.shard_id < self.header.num_shards:
             raise MalformedArchiveError(w, f"{key}: shard id {e.shard_id} outside the {self.header.num_shards} shard(s)")
@@ -149,7 +151,7 @@ class Bundle:
                 w, f"{key}: bytes {e.offset}..{e.offset + e.size} lie past the end of data shard {e.shard_id} "
                 f"({shard_size} bytes; truncated?)")
         if item:
-            n = _elements(e.shape, e.size // item, w, key)
+            n = _elements(e.shape, MAX_ELEMENTS, w, key)
             if n * item != e.size:
                 raise MalformedArchiveError(
                     w, f"{key}: {e.size} stored bytes do not match shape {list(e.shape)} x {dtype} ({n * item} bytes)")

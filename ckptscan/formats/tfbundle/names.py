@@ -111,31 +111,61 @@ def check_graph(nodes: list[proto.Node], where: str) -> None:
             if ref.slot == ref.original:
                 raise MalformedArchiveError(where, f"object graph: node {ref.slot} is a slot of itself (cycle)")
     # A graph may hold cycles (tf-keras models list themselves as their own child
-    # "root"): the breadth-first walk below visits each node once, so none can loop.
+    # "root"): the depth-first walk (_Paths) enters each node once, so none can loop.
 
 
-def _paths(nodes: list[proto.Node]) -> tuple[dict[int, list[tuple[int, str]]], dict[int, dict[int, list[str]]]]:
+#: Deepest object path followed (tf-keras models nest a few levels; a hostile chain
+#: of a million nodes must not cost a million-long path per variable).
+MAX_DEPTH = 512
+
+
+class _Paths:
     """First path of every node from the root in depth-first pre-order (children in their
-    stored order: the model's own order of layers and variables), as (node, edge) steps,
-    and every edge name from each parent to each child. Each node is entered once, so
-    cycles cannot loop; the work is bounded by nodes + edges."""
-    first: dict[int, list[tuple[int, str]]] = {0: []}
-    edges: dict[int, dict[int, list[str]]] = {}
-    for cur, node in enumerate(nodes):
-        for cid, name in node.children:
-            edges.setdefault(cid, {}).setdefault(cur, []).append(name)
-    stack = [(0, 0)]
-    while stack:
-        cur, i = stack.pop()
-        kids = nodes[cur].children
-        if i >= len(kids):
-            continue
-        stack.append((cur, i + 1))
-        cid, name = kids[i]
-        if cid not in first:
-            first[cid] = first[cur] + [(cid, name)]
-            stack.append((cid, 0))
-    return first, edges
+    stored order: the model's own order of layers and variables).
+
+    Each node is entered once (cycles cannot loop) and only down to :data:`MAX_DEPTH`;
+    a node keeps a pointer to its parent, so memory is linear in the nodes and a path
+    is rebuilt in at most ``MAX_DEPTH`` steps. ``edges`` holds every edge name from each
+    parent to each child.
+    """
+
+    def __init__(self, nodes: list[proto.Node]):
+        self.parent: dict[int, tuple[int, str]] = {}
+        self.order: list[int] = [0]
+        self.truncated = False
+        self.edges: dict[int, dict[int, list[str]]] = {}
+        for cur, node in enumerate(nodes):
+            for cid, name in node.children:
+                self.edges.setdefault(cid, {}).setdefault(cur, []).append(name)
+        seen = {0}
+        stack = [(0, 0, 0)]
+        while stack:
+            cur, i, depth = stack.pop()
+            kids = nodes[cur].children
+            if i >= len(kids):
+                continue
+            stack.append((cur, i + 1, depth))
+            cid, name = kids[i]
+            if cid in seen:
+                continue
+            if depth + 1 > MAX_DEPTH:
+                self.truncated = True
+                continue
+            seen.add(cid)
+            self.parent[cid] = (cur, name)
+            self.order.append(cid)
+            stack.append((cid, 0, depth + 1))
+
+    def __contains__(self, nid: int) -> bool:
+        return nid == 0 or nid in self.parent
+
+    def steps(self, nid: int) -> list[tuple[int, str]]:
+        out = []
+        while nid in self.parent:
+            cur, name = self.parent[nid]
+            out.append((nid, name))
+            nid = cur
+        return out[::-1]
 
 
 def _is_container(node: proto.Node) -> bool:
@@ -176,7 +206,8 @@ def object_names(
     config, ``{class_name, config}``) names the containers of a checkpoint without one.
     """
     check_graph(nodes, where)
-    first, edges = _paths(nodes)
+    paths = _Paths(nodes)
+    edges = paths.edges
     out: dict[str, Named] = {}
     slot_parent: dict[int, tuple[int, str]] = {}
     for node in nodes:
@@ -184,13 +215,13 @@ def object_names(
             slot_parent.setdefault(s.slot, (s.original, s.slot_name))
     config_at: dict[int, dict] = {}
     named_by_node: dict[int, Named] = {}
-    for nid in first:  # depth-first pre-order: the model's own order of layers and variables
+    for nid in paths.order:  # depth-first pre-order: the model's own order of layers and variables
         attr = _variable_attr(nodes[nid])
         if attr is None or not attr.checkpoint_key:
             continue
         if nid in slot_parent:
             continue  # named below, once the original variable is
-        named = _name_variable(nid, attr, nodes, first, edges, metadata, model_config, config_at)
+        named = _name_variable(nid, attr, nodes, paths.steps(nid), edges, metadata, model_config, config_at)
         named.full_name = re.sub(r":\d+$", "", attr.full_name or "")
         if named.key in out:
             raise MalformedArchiveError(where, f"object graph names checkpoint key {named.key!r} twice")
@@ -198,7 +229,9 @@ def object_names(
         named_by_node[nid] = named
     for nid, node in enumerate(nodes):
         attr = _variable_attr(node)
-        if attr is not None and attr.checkpoint_key and nid not in first and nid not in slot_parent:
+        if attr is not None and attr.checkpoint_key and nid not in paths and nid not in slot_parent:
+            if paths.truncated:
+                raise MalformedArchiveError(where, f"object graph nests deeper than {MAX_DEPTH} levels")
             raise MalformedArchiveError(where, f"object graph: variable node {nid} is not reachable from the root")
     _attribute_slots(out)
     for nid, (orig, slot_name) in slot_parent.items():
@@ -215,8 +248,7 @@ def object_names(
     return out
 
 
-def _name_variable(nid, attr, nodes, first, edges, metadata, model_config, config_at) -> Named:
-    steps = first.get(nid, [])
+def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, config_at) -> Named:
     comps = [c for c in re.sub(r":\d+$", "", attr.full_name or "").split("/") if c]
     edges_names = [name for _n, name in steps]
     if "keras_api" in edges_names:  # SavedModel: compiled metrics' state

@@ -243,17 +243,24 @@ class Node:
 
 #: Most nodes accepted in an object graph (a ResNet-152 with Adam has ~3,000).
 MAX_NODES = 1 << 20
+#: Most children + attributes + slot references over all nodes (bounds the memory a
+#: graph of tiny records can claim: each costs ~100 bytes once decoded).
+MAX_GRAPH_ITEMS = 1 << 21
 
 
 def parse_object_graph(buf) -> list[Node]:
     """Decode a ``TrackableObjectGraph`` (nodes = 1)."""
     nodes: list[Node] = []
+    items = 0
     for num, wt, v in fields(buf):
         if num != 1:
             continue
         _need(wt, LEN, "node")
         node = Node()
         for n2, w2, v2 in fields(buf, *v):
+            items += 1
+            if items > MAX_GRAPH_ITEMS:
+                raise ProtoError(f"object graph has more than {MAX_GRAPH_ITEMS} references")
             if n2 == 1:
                 _need(w2, LEN, "child")
                 nid, name = 0, ""

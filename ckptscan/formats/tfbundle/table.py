@@ -37,7 +37,9 @@ MAGIC_BYTES = MAGIC.to_bytes(8, "little")
 FOOTER_LEN = 48
 TRAILER_LEN = 5
 #: Largest ``.index`` file read (a 100,000-tensor checkpoint's index is ~10 MB).
-MAX_INDEX_BYTES = 256 << 20
+MAX_INDEX_BYTES = 64 << 20
+#: Most entries read from one table (each costs ~200 bytes in memory once decoded).
+MAX_ENTRIES = 1 << 21
 #: Largest uncompressed block accepted (TensorFlow writes 4 KiB blocks; 1 MiB+ is odd).
 MAX_BLOCK_BYTES = 64 << 20
 
@@ -94,7 +96,7 @@ class Table:
         if n < FOOTER_LEN:
             raise TableError(where, f"index file is {n} bytes, shorter than the 48-byte table footer (truncated)")
         if data[-8:] != MAGIC_BYTES:
-            raise TableError(where, "bad magic: not a TensorFlow checkpoint index (table magic missing)")
+            raise TableError(where, "bad magic: no table magic at the end of the index (truncated, or not a TensorFlow checkpoint index)")
         foot = n - FOOTER_LEN
         pos = foot
         self.metaindex, pos = self._handle(pos, foot + 40, "metaindex handle")
@@ -134,6 +136,7 @@ class Table:
         """Every ``(key, value)`` of the table, in key order (keys strictly increasing)."""
         index = self.block(self.index, "index block")
         last: bytes | None = None
+        count = 0
         seen_blocks: set[tuple[int, int]] = set()
         for _sep, hval in _entries(index, self.where, "index block"):
             h, _ = _decode_handle(hval, self.where, self._limit())
@@ -141,6 +144,9 @@ class Table:
                 raise TableError(self.where, f"index block lists the data block at offset {h[0]} twice")
             seen_blocks.add(h)
             for key, value in _entries(self.block(h, f"data block at offset {h[0]}"), self.where, "data block"):
+                count += 1
+                if count > MAX_ENTRIES:
+                    raise UnsafeArchiveError(self.where, f"index holds more than {MAX_ENTRIES} entries")
                 if last is not None and key <= last:
                     if key == last:
                         raise TableError(self.where, f"duplicate key {key.decode('utf-8', 'replace')!r}")
