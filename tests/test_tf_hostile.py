@@ -287,3 +287,68 @@ def test_graph_deeper_than_the_limit(tmp_path, capsys):
     nodes.append(B.node(attributes=[("VARIABLE_VALUE", "dense/kernel", KEY_K)]))
     B.dense_bundle(tmp_path / "ckpt", graph=B.graph(nodes))
     _expect_error(capsys, tmp_path / "ckpt", tmp_path, f"deeper than {MAX_DEPTH} levels")
+
+
+# --- mutation sweep --------------------------------------------------------------------------------
+
+
+def _read_everything(target):
+    from ckptscan.errors import CkptscanError
+
+    try:
+        with open_checkpoint(target) as ck:
+            for v in ck.variables:
+                if v.is_float:
+                    ck.read(v)
+            return "ok", len(ck.integrity_failures)
+    except CkptscanError as exc:
+        assert exc.reason and "\n" not in exc.reason
+        return "error", exc.reason
+
+
+@pytest.mark.parametrize("source", ["bidi_sw", "tf1"])
+def test_every_bit_flip_and_truncation_of_a_real_index_is_handled(tmp_path, source):
+    """Flip one bit at many positions of a real index (and cut it at many lengths): each
+    read either succeeds or raises one CkptscanError; nothing else escapes."""
+    from conftest import FIXTURES
+
+    src = FIXTURES / "tfckpt" / source
+    prefix_name = "ckpt" if source == "bidi_sw" else "model.ckpt"
+    for f in src.iterdir():
+        if f.name.startswith(prefix_name):
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    idx = tmp_path / f"{prefix_name}.index"
+    original = idx.read_bytes()
+    outcomes = set()
+    step = max(1, len(original) // 300)
+    for pos in range(0, len(original), step):
+        data = bytearray(original)
+        data[pos] ^= 1 << (pos % 8)
+        idx.write_bytes(bytes(data))
+        outcomes.add(_read_everything(tmp_path / prefix_name)[0])
+        idx.write_bytes(original[:pos])
+        assert _read_everything(tmp_path / prefix_name)[0] == "error"
+    idx.write_bytes(original)
+    assert _read_everything(tmp_path / prefix_name) == ("ok", 0)
+    assert "error" in outcomes
+
+
+def test_bit_flips_in_a_shard_are_checksum_findings(tmp_path):
+    from conftest import FIXTURES
+
+    for f in (FIXTURES / "tfckpt" / "bidi_sw").iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    shard = tmp_path / "ckpt.data-00000-of-00001"
+    original = shard.read_bytes()
+    with open_checkpoint(tmp_path / "ckpt") as ck:
+        floats = [v for v in ck.variables if v.is_float]
+    for v in floats:
+        data = bytearray(original)
+        data[v.offset] ^= 0x01
+        shard.write_bytes(bytes(data))
+        with open_checkpoint(tmp_path / "ckpt") as ck:
+            for w in ck.variables:
+                if w.is_float:
+                    ck.read(w)
+            assert [(w.path, why) for w, why in ck.integrity_failures] == [
+                (v.path, "stored bytes do not match the checksum in the index")]
