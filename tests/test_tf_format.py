@@ -205,6 +205,7 @@ def test_state_file_latest_and_stale_paths(tmp_path):
     shutil.copytree(TF / "mgr", d)
     with open_checkpoint(d) as ck:
         assert ck.prefix.endswith("ckpt-2")
+        assert any("latest of 2 checkpoints" in n for n in ck.notes)
     # absolute paths from another machine: the same base name beside the state file
     (d / "checkpoint").write_text('model_checkpoint_path: "/home/someone/run7/ckpt-2"\n'
                                   'all_model_checkpoint_paths: "/home/someone/run7/ckpt-1"\n'

@@ -178,7 +178,7 @@ def locate(path: str | os.PathLike) -> tuple[str, str | None, str]:
         if os.path.isfile(os.path.join(p, ".index")):
             return os.path.join(p, ""), None, "tf-checkpoint"
         if _state_file(p):
-            return _latest_from_state(p, p), None, "tf-checkpoint"
+            return _latest_from_state(p, p), None, "tf-checkpoint-folder"
         raise NotAnArchiveError(p, "folder that is no TensorFlow checkpoint")
     m = _SHARD_RE.match(p)
     if m and os.path.isfile(p):
@@ -197,7 +197,14 @@ def open_tf(path: str | os.PathLike, config: dict | None = None) -> "TFCheckpoin
     """Open a TensorFlow checkpoint named any way :func:`locate` accepts."""
     where = str(path)
     prefix, meta, fmt = locate(path)
-    return TFCheckpoint(where, prefix, meta, config, fmt)
+    if fmt != "tf-checkpoint-folder":
+        return TFCheckpoint(where, prefix, meta, config, fmt)
+    ck = TFCheckpoint(where, prefix, meta, config, "tf-checkpoint")
+    others = sorted(n[: -len(".index")] for n in os.listdir(where) if n.endswith(".index"))
+    if len(others) > 1:
+        ck.notes.append(f"scanned the latest of {len(others)} checkpoints in this folder ({os.path.basename(prefix)}); "
+                        "name another's .index to scan it")
+    return ck
 
 
 class TFCheckpoint(Checkpoint):

@@ -251,8 +251,10 @@ def object_names(
 def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, config_at) -> Named:
     comps = [c for c in re.sub(r":\d+$", "", attr.full_name or "").split("/") if c]
     edges_names = [name for _n, name in steps]
-    if "keras_api" in edges_names:  # SavedModel: compiled metrics' state
-        rest = [unescape(e) for e in edges_names[edges_names.index("keras_api") + 1 :]]
+    if "keras_api" in edges_names:  # SavedModel: compiled metrics' state, named by its key
+        parts = attr.checkpoint_key.split("/")
+        parts = parts[: parts.index(".ATTRIBUTES")] if ".ATTRIBUTES" in parts else parts
+        rest = [unescape(e) for e in (parts[1:] if parts[:1] == ["keras_api"] else parts)]
         return Named(attr.checkpoint_key, "/".join(rest[:-1]), rest[-1] if rest else "variable", "metric", "known", "metrics")
     if "optimizer" in edges_names or any(e.startswith("optimizer") for e in edges_names[:1]):
         # optimizer's own state (iterations, learning_rate…) or new-style optimizer slots
