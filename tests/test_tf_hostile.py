@@ -363,3 +363,27 @@ def test_partitioned_variable_is_detected_and_said(tmp_path):
         assert "emb" not in {v.h5path for v in ck.variables}
         assert any("emb: partitioned variable" in n and "not read" in n for n in ck.notes)
         assert ck.read(ck.find("dense/bias")).tolist() == [0.5, 1.5, 2.5]
+
+
+def test_every_stored_dtype_streams(tmp_path):
+    """TF1-style keys (no object graph) of each dtype: floats stream (bfloat16 decoded to
+    float32, float16/float64 as stored), integers and bools are listed, not numeric-scanned."""
+    vals = np.array([1.0, -2.5, 3072.0], dtype="<f4")
+    bf16 = (vals.view("<u4") >> 16).astype("<u2").tobytes()
+    tensors = {
+        "a/bf16": B.Tensor("bfloat16", (3,), bf16),
+        "a/f16": B.Tensor("float16", (3,), vals.astype("<f2").tobytes()),
+        "a/f64": B.Tensor("float64", (3,), vals.astype("<f8").tobytes()),
+        "a/i32": B.Tensor("int32", (3,), np.array([1, 2, 3], "<i4").tobytes()),
+        "a/flag": B.Tensor("bool", (2,), b"\x01\x00"),
+        "a/i32/Momentum": B.Tensor("int32", (3,), np.array([1, 2, 3], "<i4").tobytes()),
+    }
+    B.write_bundle(tmp_path / "ckpt", tensors)
+    with open_checkpoint(tmp_path / "ckpt") as ck:
+        assert ck.format == "tf1-checkpoint"
+        got = {v.path: v for v in ck.variables}
+        assert ck.read(got["a/bf16"]).tolist() == [1.0, -2.5, 3072.0]
+        assert ck.read(got["a/f16"]).dtype == np.float16 and ck.read(got["a/f64"]).tolist() == [1.0, -2.5, 3072.0]
+        assert not got["a/i32"].is_float and got["a/flag"].dtype == "bool"
+        assert ck.slots["optimizer/Momentum/a/i32"] == ("a/i32", "Momentum")
+        assert ck.integrity_failures == []
