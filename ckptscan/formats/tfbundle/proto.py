@@ -31,6 +31,8 @@ class ProtoError(ValueError):
 
 def read_varint(buf, pos: int, end: int) -> tuple[int, int]:
     """Decode a varint at ``pos``; at most 10 bytes, value below 2**64."""
+    if pos < end and buf[pos] < 0x80:  # one byte: field keys, small sizes (most of them)
+        return buf[pos], pos + 1
     result = 0
     shift = 0
     for i in range(10):

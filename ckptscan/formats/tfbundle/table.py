@@ -49,6 +49,8 @@ class TableError(MalformedArchiveError):
 
 
 def _varint(buf: bytes, pos: int, end: int, bits: int, where: str, what: str) -> tuple[int, int]:
+    if pos < end and buf[pos] < 0x80:  # one byte: most shared/non-shared/value lengths
+        return buf[pos], pos + 1
     result = 0
     shift = 0
     limit = (bits + 6) // 7
