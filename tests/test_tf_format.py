@@ -252,14 +252,3 @@ def test_orbax_unsupported_when_named_listed_in_a_folder(tmp_path, capsys):
     assert len(err) == 1 and "unsupported: Orbax checkpoint" in err[0]
     report = scan(tmp_path / "runs")
     assert [(r.status, r.reason) for r in report.files] == [("skipped", "unsupported: Orbax checkpoint (TensorStore arrays; not read)")]
-
-
-def test_fix_refuses_tf_checkpoints_and_writes_nothing(tmp_path):
-    d = tmp_path / "ck"
-    shutil.copytree(TF / "mgr", d)
-    before = {p.name: p.read_bytes() for p in d.iterdir()}
-    from ckptscan.patch.api import FixRequest, fix_file
-
-    res = fix_file(str(d / "ckpt-2.index"), FixRequest())
-    assert res.status == "refused" and "TensorFlow" in res.reason
-    assert {p.name: p.read_bytes() for p in d.iterdir()} == before

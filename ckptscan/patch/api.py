@@ -101,8 +101,6 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
         # is stopped here, exit 2); the writes below never do
         with file_timeout(req.timeout, path):
             ckpt = _open(path, req.config)
-            if ckpt.format.startswith(("tf-", "tf1-")):
-                raise PatchRefusedError(path, "fix does not write TensorFlow checkpoints yet (scan and inspect read them)")
             if req.ref is not None:
                 ref = _open(req.ref, None)
             targets = find_targets(ckpt, req.select, req.ignore, req.layer, req.include_optimizer)

@@ -151,9 +151,15 @@ def _member_stored(ckpt: Checkpoint) -> bool:
     return all(v.file == ckpt.path for v in ckpt.variables)
 
 
+def _is_tf(fmt: str) -> bool:
+    return fmt.startswith(("tf-", "tf1-"))
+
+
 def unit_files(ckpt: Checkpoint) -> list[str]:
     """Every physical file of the checkpoint (archive, index + shards, folder files)."""
     path = ckpt.path
+    if _is_tf(ckpt.format):  # a TensorFlow bundle: its .index and every data shard it uses
+        return [ckpt.bundle.index_path] + sorted({v.file for v in ckpt.variables})
     if ckpt.format == "keras-zip" or os.path.isfile(path) and ckpt.format != "keras3-sharded":
         return [path]
     files = sorted({v.file for v in ckpt.variables})
@@ -184,6 +190,10 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
         ckpt.format != "keras-zip" or _member_stored(ckpt))
     if not in_place and len(targets) > 1:
         raise PatchRefusedError(path, "chunked or compressed tensors in several shards cannot be rewritten atomically")
+    if _is_tf(ckpt.format):
+        if not in_place or output is not None:
+            raise PatchRefusedError(path, "TensorFlow checkpoints are fixed in place only for now (no --output, no rewrite)")
+        targets = sorted(set(targets) | {ckpt.bundle.index_path})  # the index holds each tensor's CRC32C
     if output is None:
         check_writable(path, [path] if ckpt.format == "keras-zip" else targets)
     files = unit_files(ckpt)
@@ -263,7 +273,21 @@ def _regions(ckpt: Checkpoint, prepared: list[Prepared]) -> list[safety.Region]:
             os.close(fd)
     if ckpt.format == "keras-zip":
         regions += _crc_regions(ckpt.path, regions)
+    if _is_tf(ckpt.format):
+        regions += _tf_index_regions(ckpt, prepared)
     return regions
+
+
+def _tf_index_regions(ckpt: Checkpoint, prepared: list[Prepared]) -> list[safety.Region]:
+    """The index blocks whose entries get the patched tensors' new CRC32C."""
+    from ..formats.tfbundle.rewrite import index_regions, patched_crc
+
+    crcs = {}
+    for p in prepared:
+        var = p.change.variable
+        crcs[var.h5path] = patched_crc(var.file, var.offset, var.nbytes, storage_dtype(var).itemsize, p.idx,
+                                       p.new_raw, ckpt.path)
+    return [safety.Region(*r) for r in index_regions(ckpt.bundle.index_path, crcs, ckpt.path)]
 
 
 def _crc_regions(path: str, regions: list[safety.Region]) -> list[safety.Region]:
@@ -322,6 +346,11 @@ def _verify(ckpt: Checkpoint, expected: dict, hashes: dict, verify: str) -> None
                 exp = expected[k]
                 if v.size != exp.size or element_hash(ckpt, v) != exp.digest:
                     raise PatchRefusedError(ckpt.path, f"{v.path}: re-read values differ from the patch")
+                if _is_tf(ckpt.format):  # and its new CRC32C in the index matches the bytes
+                    for _ in ckpt.iter_blocks(v):
+                        pass
+                    if ckpt.integrity_failures:
+                        raise PatchRefusedError(ckpt.path, f"{v.path}: checksum in the index does not match the patch")
                 seen.add(k)
             elif verify == "full" and k in hashes:
                 if element_hash(ckpt, v) != hashes[k]:
