@@ -118,3 +118,30 @@ def test_sigkill_during_tf_fix_leaves_original_or_patched(tmp_path):
     assert len(jobs) >= 50
     assert outcomes["original"] >= 5 and outcomes["patched"] >= 2, outcomes
     assert inside >= 10, inside
+
+
+def test_fix_from_an_hdf5_reference_across_formats(tmp_path):
+    """Repair a TF checkpoint from the last good legacy ``.h5`` of the same model: with
+    the config, both name ``resnet101v2/post_bn/moving_mean`` the same."""
+    import numpy as np
+
+    d = _copy(tmp_path)
+    ref = FIXTURES / "tf2" / "seed.h5"
+    (f,) = ckptscan.fix(str(d / "ckpt.index"), ref=str(ref), config=str(FIXTURES / "tfckpt" / "seed.config.json")).files
+    assert f.status == "fixed", f.reason
+    with open_checkpoint(ref) as good, open_checkpoint(d / "ckpt", config=str(FIXTURES / "tfckpt" / "seed.config.json")) as ck:
+        for name in ("resnet101v2/post_bn/moving_mean", "resnet101v2/post_bn/moving_variance"):
+            assert np.array_equal(ck.read(ck.find(name)), good.read(good.find(name)))
+        for v in ck.variables:
+            if v.is_float:
+                ck.read(v)
+        assert ck.integrity_failures == []
+
+
+def test_backup_copies_index_and_shard(tmp_path):
+    d = _copy(tmp_path)
+    (f,) = ckptscan.fix(str(d / "ckpt.index"), backup=True).files
+    assert f.status == "fixed", f.reason
+    for name in ("ckpt.index", "ckpt.data-00000-of-00001"):
+        assert (d / (name + ".bak")).read_bytes() == (SRC / name).read_bytes()
+        assert (d / name).read_bytes() != (SRC / name).read_bytes()
