@@ -145,3 +145,16 @@ def test_backup_copies_index_and_shard(tmp_path):
     for name in ("ckpt.index", "ckpt.data-00000-of-00001"):
         assert (d / (name + ".bak")).read_bytes() == (SRC / name).read_bytes()
         assert (d / name).read_bytes() != (SRC / name).read_bytes()
+
+
+def test_fix_savedmodel_and_checkpoint_folders_by_name(tmp_path, capsys):
+    for name in ("nested_broken_sm", "mgr"):
+        shutil.copytree(FIXTURES / "tfckpt" / name, tmp_path / name)
+    assert main(["fix", "--value", "0", str(tmp_path / "nested_broken_sm"), str(tmp_path / "mgr")]) == 0
+    out = capsys.readouterr().out
+    assert "nested_broken_sm: fixed in-place" in out and "mgr: fixed in-place" in out
+    for name in ("nested_broken_sm", "mgr"):
+        res = ckptscan.scan(tmp_path / name).files[0]
+        assert [x.rule_id for x in res.findings if x.severity.value == "error"] == [], res.findings
+    # the folder's latest checkpoint was patched, the older one is untouched
+    assert (tmp_path / "mgr" / "ckpt-1.index").read_bytes() == (FIXTURES / "tfckpt" / "mgr" / "ckpt-1.index").read_bytes()

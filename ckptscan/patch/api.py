@@ -16,7 +16,7 @@ from .strategies import Options, Strategy, Target, choose, is_bn_stat, make_chan
 from .targets import find_targets
 from .writer import apply_plan, check_writable, prepare, record
 
-CANDIDATE_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.json")
+CANDIDATE_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.json", ".index")
 
 
 @dataclass(frozen=True)
@@ -231,8 +231,11 @@ def expand(paths) -> list[str]:
 
 
 def _is_keras_dir(p: str) -> bool:
+    from ..formats.tf import is_tf_dir  # a TensorFlow checkpoint folder (state file, SavedModel) is one unit
+
     return os.path.isfile(os.path.join(p, "config.json")) and (
-        os.path.isfile(os.path.join(p, "model.weights.h5")) or os.path.isfile(os.path.join(p, "model.weights.json")))
+        os.path.isfile(os.path.join(p, "model.weights.h5")) or os.path.isfile(os.path.join(p, "model.weights.json"))
+    ) or is_tf_dir(p)
 
 
 def _shards_in(root: str, files: list[str]) -> set[str]:
