@@ -136,8 +136,14 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     fmt = detect(path)
     if fmt.startswith("tf-"):
-        from .tf import open_tf
+        from .tf import locate, open_tf
 
+        # a fix journals under the name it was given (the .index, the folder, the
+        # SavedModel): whichever name this open uses, roll an interrupted one back first
+        prefix = locate(path)[0]
+        for unit in {prefix + ".index", os.path.dirname(prefix), os.path.dirname(os.path.dirname(prefix))}:
+            if unit and unit != where:
+                _recover_interrupted_fix(unit)
         return open_tf(path, cfg)
     if fmt == "keras-zip":
         return _open_zip(where, cfg)
