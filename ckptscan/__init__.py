@@ -10,10 +10,8 @@ and ``ckptscan --version`` do not pay for numpy, h5py and the rule engine.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "CkptscanError",
@@ -36,6 +34,7 @@ _LAZY = {
     "Variable": ".formats",
     "open_checkpoint": ".formats",
     "fix": ".patch",
+    "scan": ".bulk",
     "FileResult": ".report",
     "Finding": ".report",
     "Report": ".report",
@@ -54,22 +53,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """``ckptscan.scan`` is the function, not the submodule of the same name.
-
-    Importing the submodule makes the import system bind it on the package; the
-    setter ignores that binding so the name keeps meaning the function.
-    """
-
-    @property
-    def scan(self):
-        return importlib.import_module(".scan", __name__).scan
-
-    @scan.setter
-    def scan(self, value) -> None:
-        pass
-
-
-sys.modules[__name__].__class__ = _Package

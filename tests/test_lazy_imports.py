@@ -11,7 +11,7 @@ import sys
 
 from conftest import cli_imports
 
-HEAVY = ("numpy", "h5py", "ckptscan.formats", "ckptscan.scan", "ckptscan.rules", "ckptscan.patch", "ckptscan.stats")
+HEAVY = ("numpy", "h5py", "ckptscan.formats", "ckptscan.engine", "ckptscan.rules", "ckptscan.patch", "ckptscan.stats")
 
 
 def _run(code: str, *args: str) -> subprocess.CompletedProcess:
@@ -44,8 +44,9 @@ def test_help_loads_the_cli_but_no_numeric_stack():
 def test_public_names_still_resolve_lazily():
     code = (
         "import ckptscan, sys\n"
-        "from ckptscan.scan import discover\n"  # binds the submodule on the package
-        "assert callable(ckptscan.scan) and ckptscan.scan.__module__ == 'ckptscan.scan', ckptscan.scan\n"
+        "from ckptscan.discover import discover\n"
+        "from ckptscan import engine\n"
+        "assert callable(ckptscan.scan) and ckptscan.scan.__module__ == 'ckptscan.bulk', ckptscan.scan\n"
         "from ckptscan import open_checkpoint, fix, Severity, CkptscanError, Variable\n"
         "assert 'numpy' in sys.modules\n"
         "assert set(ckptscan.__all__) <= set(dir(ckptscan))\n"

@@ -19,11 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import ckptscan
-from conftest import FIXTURES
+from conftest import FIXTURES, run_cli
 from ckptscan.cli import main
-from ckptscan.formats import open_checkpoint
+from ckptscan.errors import CkptscanError
+from ckptscan.formats import journal_unit, open_checkpoint
 from ckptscan.formats.tfbundle.bundle import Bundle
-from ckptscan.patch.safety import journal_path
+from ckptscan.journal import journal_path, needs_recovery
 
 SRC = FIXTURES / "tfckpt" / "seed_broken_sw"
 CHANGED = {"layer_with_weights-0/post_bn/moving_mean", "layer_with_weights-0/post_bn/moving_variance"}
@@ -102,24 +103,54 @@ def test_sigkill_during_tf_fix_leaves_original_or_patched(tmp_path):
     with ThreadPoolExecutor(2) as pool:
         wheres = list(pool.map(_run_server, halves))
     outcomes = {"original": 0, "patched": 0}
-    inside = 0
+    inside = pending_seen = 0
     for i, (job, where) in enumerate(list(zip(halves[0], wheres[0])) + list(zip(halves[1], wheres[1]))):
         path = job[0]
+        d = os.path.dirname(path)
         assert where and (not where.startswith("finished:") or where.startswith("finished:0:")), where
         inside += where.startswith("region") or where in ("journal-committed", "regions-synced")
-        # the recovery path: the next call on the checkpoint, by the index the fix was given
-        # or (every other trial) by its folder
-        with open_checkpoint(path if i % 2 else os.path.dirname(path)) as ck:
-            assert ck.variables
+        # one journal per checkpoint, whichever name it is given: the index, the folder, the prefix
+        assert {journal_unit(n) for n in (path, d, path[: -len(".index")])} == {path}
+        pending = needs_recovery(path)
+        pending_seen += pending
+        # readers never write: scanning (by the folder or the index) reports the pending
+        # journal as JRN001 and leaves it there; opening does not roll it back either
+        # (in the error line when the half-written index no longer opens)
+        res = ckptscan.scan(d if i % 2 else path).files[0]
+        reported = "JRN001" in {x.rule_id for x in res.findings} or "JRN001" in res.reason
+        assert reported == pending, (where, res.status, res.reason, res.findings)
+        if pending:
+            try:
+                open_checkpoint(d).close()
+            except CkptscanError:
+                pass  # a half-written index may not open; it must still not be recovered
+            assert needs_recovery(path), where
+        # the recovery path: `ckptscan recover` or `ckptscan fix`, by the folder, the index or the prefix
+        how = i % 4
+        if how == 0:
+            assert main(["recover", d]) == 0
+        elif how == 1:
+            assert main(["recover", path]) == 0
+        elif how == 2:
+            (f,) = ckptscan.fix(d, dry_run=True).files
+            assert f.status not in ("failed", "refused"), f.reason
+        elif i % 8 == 3:
+            out = run_cli("recover", path[: -len(".index")])
+            assert out.returncode == 0, out.stderr
+        else:
+            ckptscan.fix(path, dry_run=True)
+        assert not needs_recovery(path), where
         assert not os.path.exists(journal_path(path)), where
-        d = os.path.dirname(path)
         assert [n for n in os.listdir(d) if n.endswith(".tmp")] == []
         digest = _digest(tmp_path / os.path.basename(d))
         assert digest in (original, patched), where
         outcomes["original" if digest == original else "patched"] += 1
+        with open_checkpoint(d) as ck:
+            assert ck.variables
     assert len(jobs) >= 50
     assert outcomes["original"] >= 5 and outcomes["patched"] >= 2, outcomes
     assert inside >= 10, inside
+    assert pending_seen >= 5, pending_seen
 
 
 def test_fix_from_an_hdf5_reference_across_formats(tmp_path):

@@ -36,7 +36,8 @@ from .tfbundle.table import FOOTER_LEN, MAGIC_BYTES
 TF_FORMATS = ("tf-checkpoint", "tf1-checkpoint", "tf-savedmodel")
 #: A data shard named on its own (read through its index only).
 DATA_SHARD = "tf-data-shard"
-_SHARD_RE = re.compile(r"^(?P<prefix>.*)\.data-(?P<i>\d{5})-of-(?P<n>\d{5})$")
+SHARD_RE = re.compile(r"^(?P<prefix>.*)\.data-(?P<i>\d{5})-of-(?P<n>\d{5})$")
+_SHARD_RE = SHARD_RE
 #: Largest ``checkpoint`` state file / ``keras_metadata.pb`` read.
 MAX_STATE_BYTES = 1 << 20
 MAX_METADATA_BYTES = 64 << 20
@@ -188,6 +189,18 @@ def locate(path: str | os.PathLike) -> tuple[str, str | None, str]:
     if not os.path.exists(p) and os.path.isfile(p + ".index"):
         return p, None, "tf-checkpoint"
     raise NotAnArchiveError(p, "not a TensorFlow checkpoint")
+
+
+def journal_unit(path: str | os.PathLike) -> str | None:
+    """The ``.index`` file a fix of this TensorFlow checkpoint locks and journals under,
+    whichever name it was given (index, prefix, folder, SavedModel); None when ``path``
+    is no TensorFlow checkpoint (or cannot be located)."""
+    if detect_tf(path) in (None, DATA_SHARD):
+        return None
+    try:
+        return locate(path)[0] + ".index"
+    except (NotAnArchiveError, UnsupportedFormatError, OSError):
+        return None
 
 
 # --- the checkpoint ------------------------------------------------------------------------

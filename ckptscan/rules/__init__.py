@@ -17,17 +17,29 @@ BN008        bn-folded-fp16-overflow     warning   folded scale/offset overflows
 CFG001       lambda-layer                info      Lambda layer in the config
 CFG002       custom-object               info      custom (non-Keras) class in the config
 INT001       checksum-mismatch           error     stored bytes fail their checksum (TF CRC32C)
+JRN001       interrupted-fix             error     an interrupted ckptscan fix left its journal
 ===========  ==========================  ========  ==========================================
 """
 
 from __future__ import annotations
 
-from . import batchnorm, config, integrity, numeric  # noqa: F401  (registration)
+from . import batchnorm, config, file, integrity, numeric  # noqa: F401  (registration)
+from .base import (
+    REGISTRY,
+    BNContext,
+    BNLayer,
+    FileContext,
+    Hit,
+    ModelContext,
+    Rule,
+    Scope,
+    TensorContext,
+    Thresholds,
+)
 from .batchnorm import SCREENED_BN, quiet_layers
-from .base import REGISTRY, BNContext, BNLayer, Hit, ModelContext, Rule, Scope, TensorContext, Thresholds
 
 __all__ = [
-    "ALL_RULES", "NONFINITE_ONLY", "SCREENED_BN", "BNContext", "BNLayer", "Hit", "ModelContext", "Rule", "Scope",
+    "ALL_RULES", "NONFINITE_ONLY", "SCREENED_BN", "BNContext", "BNLayer", "FileContext", "Hit", "ModelContext", "Rule", "Scope",
     "TensorContext", "Thresholds", "get_rule", "quiet_layers", "select_rules",
 ]
 
