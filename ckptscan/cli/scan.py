@@ -9,6 +9,7 @@ to stderr, so ``--format json`` leaves stdout holding the JSON document only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..render import OutputFormat
-from ._app import ExitCode, app, error_line, exit_code, split_values, usage_error
+from ._app import NEEDS_OUTPUT, ExitCode, app, error_line, exit_code, split_values, usage_error
 
 
 class FailOn(str, Enum):
@@ -102,6 +103,10 @@ def scan(
     except ValueError as exc:
         return usage_error(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
+    if fmt.needs_file and not output:
+        return usage_error(NEEDS_OUTPUT)
+    if fmt.profile:  # the charts need the BN vectors the scan reads anyway
+        options = dataclasses.replace(options, profile=fmt.profile)
     return _run(lambda: discover(with_uris(paths)), options, fmt, output, level, jobs, executor, cache)
 
 
