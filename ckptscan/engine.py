@@ -201,7 +201,7 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
         ctx = BNContext(layer, th)
         for r in loud_rules if q else bn_rules:
             hits += [(r, h) for h in r.check(ctx)]
-    mctx = ModelContext(layers, ckpt.model_config, ckpt.layers, th)
+    mctx = ModelContext(layers, ckpt.model_config, ckpt.layers, th, list(getattr(ckpt, "integrity_failures", ())))
     for r in model_rules:
         hits += [(r, h) for h in r.check(mctx)]
     findings = [_finding(r, h, ckpt.path) for r, h in hits]
