@@ -93,6 +93,13 @@ def test_inspect_json_matches_its_schema(name):
     _valid(json.loads(out.stdout), "inspect.schema.json")
 
 
+@pytest.mark.parametrize("name", ["mgr", "tf1", "nested_broken_sm"])
+def test_inspect_json_of_tensorflow_checkpoints_matches_its_schema(name):
+    doc = json.loads(run_cli("inspect", "--json", "--include-optimizer", FIXTURES / "tfckpt" / name).stdout)
+    _valid(doc, "inspect.schema.json")
+    assert doc["format"].startswith("tf") and any("slot_of" in v for v in doc["variables"])
+
+
 def test_diff_json_matches_its_schema():
     for a, b in ((K3 / "seed.keras", K3 / "seed_broken.keras"), (K3 / "seed.keras", K3 / "seed_legacy.h5"),
                  (K3 / "seed.keras", K3 / "misc.keras")):

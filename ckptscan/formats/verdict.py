@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ..errors import CkptscanError, NotAnArchiveError
 from .h5util import find_hdf5_superblock
 from .integrity import ZIP_EMPTY, ZIP_LOCAL, integrity_problem
-from .layouts import SHARD_INDEX_MEMBER, detect, index_doc, safe_shard_name, shard_names
+from .layouts import SHARD_INDEX_MEMBER, detect, index_doc, safe_shard_name, shard_names, tf_layout
 from .source import LocalSource
 
 __all__ = ["KERAS_SUFFIXES", "Verdict", "claims_keras", "classify"]
@@ -83,6 +83,12 @@ def classify(path: str | os.PathLike, claimed: bool | None = None, strict: bool 
     """
     p = os.fspath(path)
     claims = claims_keras(p) if claimed is None else claimed
+    try:
+        tf = tf_layout(LocalSource(p))  # TensorFlow layouts: their reader checks their bytes
+    except CkptscanError as exc:
+        return Verdict.unreadable(exc.reason)
+    if tf is not None:
+        return Verdict.keras(tf)
     problem = integrity_problem(p)
     if problem:
         return Verdict.unreadable(problem)
