@@ -13,9 +13,7 @@ from ckptscan.history import nonfinite_health
 from ckptscan.jsonl import file_result_from_dict, file_result_to_dict, render_jsonl
 from ckptscan.report import FileResult, Finding, Severity
 
-from conftest import FIXTURES
-
-DIVERGE = FIXTURES / "diverge"
+from conftest import fixture_path
 
 
 # module-level, so worker processes can unpickle them
@@ -115,9 +113,9 @@ def test_dask_cluster_same_output_as_local(dask_cluster):
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
 
 
-@pytest.mark.skipif(not (DIVERGE / "manifest.json").exists(), reason="fixtures/diverge not generated")
 def test_dask_checkpoint_health_identical_to_local(dask_cluster):
-    files = sorted(str(p) for p in DIVERGE.glob("epoch_*.keras"))
+    manifest = json.loads(fixture_path("diverge", "manifest.json").read_text())
+    files = [str(fixture_path("diverge", e["file"])) for e in manifest["epochs"]]
     uri = "dask://" + dask_cluster.scheduler_address.split("://", 1)[1]
     local = [o.value.to_dict() for o in run_many(nonfinite_health, files, ordered=True)]
     remote = [o.value.to_dict() for o in run_many(nonfinite_health, files, executor=uri, ordered=True)]
