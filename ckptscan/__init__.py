@@ -7,11 +7,9 @@ The public names below are imported on first use (PEP 562), so ``import ckptscan
 and ``ckptscan --version`` do not pay for numpy, h5py and the rule engine.
 """
 
-from __future__ import annotations
-
-import importlib
-import sys
-import types
+import importlib as _importlib
+import sys as _sys
+import types as _types
 
 __version__ = "0.1.0"
 
@@ -47,7 +45,7 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(_importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 
@@ -56,7 +54,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-class _Package(types.ModuleType):
+class _Package(_types.ModuleType):
     """``ckptscan.scan`` is the function, not the submodule of the same name.
 
     Importing the submodule makes the import system bind it on the package; the
@@ -65,11 +63,11 @@ class _Package(types.ModuleType):
 
     @property
     def scan(self):
-        return importlib.import_module(".scan", __name__).scan
+        return _importlib.import_module(".scan", __name__).scan
 
     @scan.setter
     def scan(self, value) -> None:
         pass
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package

@@ -61,13 +61,14 @@ def seed_files() -> dict[str, Path]:
         "bf16_keras": FIXTURES / "k3" / "bf16.keras",
     }
     tf2 = FIXTURES / "tf2"
-    if tf2.is_dir():
-        for suffix, key in ((".keras", "tf2_keras"), (".h5", "tf2_h5")):
-            found = sorted(p for p in tf2.glob(f"*{suffix}") if p.is_file())
-            found.sort(key=lambda p: p.stat().st_size)
-            if found:
-                want[key] = found[0]
-    return {k: v for k, v in want.items() if v.exists()}
+    for suffix, key in ((".keras", "tf2_keras"), (".h5", "tf2_h5")):
+        found = sorted(p for p in tf2.glob(f"*{suffix}") if p.is_file())
+        found.sort(key=lambda p: p.stat().st_size)
+        assert found, f"no committed fixture fixtures/tf2/*{suffix}"
+        want[key] = found[0]
+    missing = sorted(str(v) for v in want.values() if not v.exists())
+    assert not missing, f"committed fixtures missing (renamed or deleted?): {missing}"
+    return want
 
 
 def shard_files(index: Path) -> list[Path]:
