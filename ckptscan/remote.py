@@ -32,7 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CkptscanError, MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
+from .errors import CkptscanError, MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError
 from .formats.base import Checkpoint
 from .formats.legacy import LegacyCheckpoint
 from .formats.zipmember import SeekableReader

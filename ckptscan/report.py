@@ -84,11 +84,11 @@ class FileResult:
     """Every layer path with a scanned variable, in file order (JUnit: one testcase each)."""
 
     @property
-    def worst(self) -> "Severity | None":
+    def worst(self) -> Severity | None:
         """The highest severity among the findings, or None."""
         return max((f.severity for f in self.findings), key=lambda s: s.rank, default=None)
 
-    def count(self, severity: "Severity") -> int:
+    def count(self, severity: Severity) -> int:
         """How many findings have ``severity``."""
         return sum(1 for f in self.findings if f.severity == severity)
 

@@ -31,7 +31,7 @@ import numpy as np
 from .errors import CkptscanError
 from .graph import build_graph
 from .naming import BN_CLASSES
-from .report import FileResult, Finding, Report, Severity
+from .report import FileResult, Finding, Report
 from .rules import ALL_RULES, NONFINITE_ONLY, SCREENED_BN, BNContext, BNLayer, ModelContext, Rule, Scope, TensorContext, Thresholds, quiet_layers, select_rules
 from .settings import Settings
 from .stats import array_counts, count_values

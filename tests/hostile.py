@@ -717,7 +717,7 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,7 +15,6 @@ with a per-input deadline; each input's own peak RSS must stay below ``hostile.R
 from __future__ import annotations
 
 import collections
-import random
 import shutil
 
 import pytest

@@ -64,7 +64,7 @@ def saved(tmp_path_factory):
     return model, files
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _inspect_json(*args: str) -> str:
     proc = run_cli("inspect", *args, "--json")
     assert proc.returncode == 0, proc.stderr

@@ -24,7 +24,7 @@ def _imported_by_cli(args: list[str]) -> tuple[list[str], str]:
 
 
 def test_import_ckptscan_loads_nothing_heavy():
-    out = _run("import sys, ckptscan; print(sorted(m for m in %r if m in sys.modules))" % (HEAVY + ("typer",),))
+    out = _run(f"import sys, ckptscan; print(sorted(m for m in {HEAVY + ('typer',)!r} if m in sys.modules))")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
