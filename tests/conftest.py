@@ -17,6 +17,19 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def need_module(name: str):
+    """Import ``name``, a package of the ``dev`` extra: a skip locally when it is missing,
+    a failure under ``CI=true`` (`.ci/run` installs the extra, so missing means broken)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{name} is missing on CI (.ci/run installs '.[dev]')", pytrace=False)
+        pytest.skip(f"{name} not installed", allow_module_level=True)
+
+
 def fixture_path(*parts: str | Path) -> Path:
     """The committed fixture ``fixtures/PARTS``; a missing one fails the test.
 

@@ -13,7 +13,7 @@ from ckptscan.history import nonfinite_health
 from ckptscan.jsonl import file_result_from_dict, file_result_to_dict, render_jsonl
 from ckptscan.report import FileResult, Finding, Severity
 
-from conftest import fixture_path
+from conftest import fixture_path, need_module
 
 
 # module-level, so worker processes can unpickle them
@@ -92,7 +92,7 @@ def test_unknown_executor_is_refused():
 
 @pytest.fixture(scope="module")
 def dask_cluster():
-    distributed = pytest.importorskip("distributed")
+    distributed = need_module("distributed")
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=None, silence_logs=40,
@@ -124,7 +124,7 @@ def test_dask_checkpoint_health_identical_to_local(dask_cluster):
 
 
 def test_dask_missing_scheduler_is_an_error(monkeypatch):
-    pytest.importorskip("distributed")
+    need_module("distributed")
     monkeypatch.setenv("CKPTSCAN_DASK_TIMEOUT", "2s")
     import socket
 

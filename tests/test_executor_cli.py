@@ -14,7 +14,7 @@ import pytest
 from ckptscan.bulk import BulkStats, cache_key, run_scan
 from ckptscan.scan import discover, make_options
 
-from conftest import fixture_path, run_cli
+from conftest import fixture_path, need_module, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_cli_cache_message_and_same_output(corpus, tmp_path):
 
 
 def test_dask_executor_cli_identical_to_local(corpus):
-    distributed = pytest.importorskip("distributed")
+    distributed = need_module("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, silence_logs=40) as cluster:
         uri = "dask://" + cluster.scheduler_address.split("://", 1)[1]

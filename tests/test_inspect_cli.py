@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import ckptscan
-from conftest import run_cli
+from conftest import need_module, run_cli
 
-keras = pytest.importorskip("keras")
+keras = need_module("keras")
 
 SAME_KEYS = ("path", "layer_path", "layer_name", "layer_class", "name", "shape", "dtype", "kind", "naming")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-yaml = pytest.importorskip("yaml")
+from conftest import ROOT, need_module
 
-from conftest import ROOT  # noqa: E402
+yaml = need_module("yaml")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("fsspec")
+from conftest import need_module
+
+need_module("fsspec")
 
 from ckptscan import open_checkpoint  # noqa: E402
 from ckptscan.errors import NotAnArchiveError  # noqa: E402
