@@ -67,8 +67,9 @@ def _run_hook(repo: Path, staged: list[str]) -> subprocess.CompletedProcess:
     selected = [f for f in staged if pattern.search(f)]
     argv = shlex.split(hook["entry"])
     assert argv[0] == "ckptscan"
-    return subprocess.run([sys.executable, "-m", "ckptscan", *argv[1:], *hook.get("args", []), *selected],
-                          cwd=repo, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    from conftest import run_cli  # main(argv) in this process: the hook's behaviour, not its process
+
+    return run_cli(*argv[1:], *hook.get("args", []), *selected, cwd=repo)
 
 
 def test_precommit_hook_refuses_broken_checkpoint(repo):
