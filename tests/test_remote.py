@@ -161,7 +161,7 @@ def _scan_key(fr) -> tuple:
 def test_range_reader_reads_exactly_the_bytes(reads, block):
     import fsspec
 
-    path = K3 / "seed.keras" if (K3 / "seed.keras").exists() else Path(__file__)
+    path = fixture_path("k3", "seed.keras")
     data = path.read_bytes()
     fs = fsspec.filesystem("file")
     r = RangeReader(fs, str(path), str(path), block_size=block)
