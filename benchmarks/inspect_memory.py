@@ -77,8 +77,8 @@ def main() -> int:
         files = build(tmp, args.layers, args.units)
         print(f"built in {time.perf_counter() - t:.0f} s under {tmp}")
         ckptscan = [sys.executable, "-m", "ckptscan"]
-        base = measure([sys.executable, "-c", "import ckptscan.cli"])
-        print(f"baseline (python + import ckptscan.cli): peak RSS {base['maxrss_kb'] / 1024:.1f} MB")
+        base = measure([sys.executable, "-c", "import ckptscan.cli.program"])
+        print(f"baseline (python + import ckptscan.cli.program): peak RSS {base['maxrss_kb'] / 1024:.1f} MB")
         worst = 0.0
         for kind, path in files.items():
             size = path.stat().st_size

@@ -8,10 +8,8 @@ and ``ckptscan --version`` do not pay for numpy, h5py and the rule engine.
 """
 
 import importlib as _importlib
-import sys as _sys
-import types as _types
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "CkptscanError",
@@ -34,6 +32,7 @@ _LAZY = {
     "Variable": ".formats",
     "open_checkpoint": ".formats",
     "fix": ".patch",
+    "scan": ".bulk",
     "FileResult": ".report",
     "Finding": ".report",
     "Report": ".report",
@@ -52,22 +51,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(_types.ModuleType):
-    """``ckptscan.scan`` is the function, not the submodule of the same name.
-
-    Importing the submodule makes the import system bind it on the package; the
-    setter ignores that binding so the name keeps meaning the function.
-    """
-
-    @property
-    def scan(self):
-        return _importlib.import_module(".scan", __name__).scan
-
-    @scan.setter
-    def scan(self, value) -> None:
-        pass
-
-
-_sys.modules[__name__].__class__ = _Package

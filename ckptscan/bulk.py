@@ -1,9 +1,10 @@
 """Running a scan over many files: in process, on a process pool or a dask cluster; content-hash cache.
 
+:func:`scan` is the Python API's ``ckptscan.scan``: discover, then scan in order.
 :func:`run_scan` is behind every ``ckptscan scan``: ``--jobs 1`` (the default) scans in
 this process, ``--jobs N`` / ``--executor dask://HOST:PORT`` run the per-file work
-(:func:`ckptscan.scan.scan_file`, through ``--cache DIR`` when given) with
-:func:`ckptscan.executor.run_many`; the report lists the files in discovery order
+(:func:`ckptscan.engine.scan_file`, through ``--cache DIR`` when given) with
+:func:`ckptscan.runtime.executor.run_many`; the report lists the files in discovery order
 whatever order they finished in, so ``--jobs 2`` prints what ``--jobs 1`` prints.
 With ``--format jsonl`` each file's record is written (and flushed) the moment it is
 ready. A dask cluster's workers must see the same paths (a shared filesystem) or be
@@ -23,10 +24,14 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from . import __version__
+from ._version import __version__
 from .report import FileResult, Report
+
+if TYPE_CHECKING:
+    from .rules import Thresholds
+    from .settings import Settings
 
 #: Bumped when the cache key or entry layout changes.
 CACHE_FORMAT = 1
@@ -38,7 +43,7 @@ class ScanJob:
 
     path: str
     options: object
-    """A :class:`ckptscan.scan.ScanOptions`."""
+    """A :class:`ckptscan.engine.ScanOptions`."""
     cache_dir: str | None = None
 
 
@@ -65,23 +70,16 @@ def _content_files(path: str) -> list[str]:
     if os.path.isdir(path):
         return sorted(os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
     files = [path]
-    if path.endswith(".json"):
-        try:
-            with open(path, "rb") as fh:
-                doc = json.loads(fh.read(64 << 20))
-            names = []
-            for v in (doc.get("weight_map") or {}).values():
-                names += [v] if isinstance(v, str) else [n for n in v if isinstance(n, str)] if isinstance(v, list) else []
-            base = os.path.dirname(path)
-            files += [os.path.join(base, n) for n in dict.fromkeys(names) if os.path.basename(n) == n]
-        except (OSError, ValueError, AttributeError, TypeError):
-            pass
+    if path.endswith(".json"):  # a sharded index: its shards too
+        from .discover import shards_of
+
+        files += shards_of(path)
     return files
 
 
 def _remote_fingerprint(uri: str) -> str | None:
     try:
-        from .remote import filesystem
+        from .formats.remote import filesystem
 
         fs, path = filesystem(uri)
         info = fs.info(path)
@@ -135,7 +133,7 @@ def _options_fingerprint(options: object) -> object:
 
 def cache_get(cache_dir: str, key: str, path: str) -> FileResult | None:
     """The cached result for ``key`` (with ``path`` as given now), or None."""
-    from .jsonl import file_result_from_dict
+    from .render.jsonl import file_result_from_dict
 
     entry = os.path.join(cache_dir, key[:2], key + ".json")
     try:
@@ -150,7 +148,7 @@ def cache_get(cache_dir: str, key: str, path: str) -> FileResult | None:
 
 def cache_put(cache_dir: str, key: str, result: FileResult) -> None:
     """Store ``result`` under ``key`` atomically (a crash leaves no partial entry)."""
-    from .jsonl import file_result_to_dict
+    from .render.jsonl import file_result_to_dict
 
     folder = os.path.join(cache_dir, key[:2])
     os.makedirs(folder, exist_ok=True)
@@ -172,9 +170,9 @@ def cache_put(cache_dir: str, key: str, result: FileResult) -> None:
 def scan_job(job: ScanJob, progress: Callable[..., None] | None = None) -> JobResult:
     """Scan one file, through the cache when one is given (runs in worker processes).
 
-    ``progress`` receives :func:`ckptscan.scan.scan_file`'s byte events (in process only).
+    ``progress`` receives :func:`ckptscan.engine.scan_file`'s byte events (in process only).
     """
-    from .scan import scan_file
+    from .engine import scan_file
 
     key = None
     if job.cache_dir:
@@ -206,8 +204,7 @@ def _in_process(jobs: int, executor: object) -> bool:
 
 def warm_up() -> None:
     """Pool workers: import what scanning the first file imports, while the parent still discovers."""
-    from .formats import legacy, v3  # noqa: F401 - imported by open_checkpoint on first use
-    from .patch import safety  # noqa: F401 - journal recovery check in open_checkpoint
+    from .formats import layouts  # noqa: F401 - imported by open_checkpoint on first use
 
 
 def run_scan(
@@ -215,7 +212,7 @@ def run_scan(
     cache_dir: str | None = None, on_result: Callable[[FileResult], None] | None = None,
     progress: Callable[..., None] | None = None, stats: BulkStats | None = None,
 ) -> Report:
-    """Scan candidates (from :func:`ckptscan.scan.discover`): in this process or with :func:`run_many`.
+    """Scan candidates (from :func:`ckptscan.discover.discover`): in this process or with :func:`run_many`.
 
     ``cands`` may be a function returning them: a local pool's workers then start (and
     warm up) while it runs, e.g. ``lambda: discover(paths)``. ``jobs == 1`` without an
@@ -225,7 +222,7 @@ def run_scan(
     :class:`FileResult` as soon as it exists (skipped candidates first); the returned
     report is in candidate order.
     """
-    from .executor import _call, run_many
+    from .runtime.executor import _call, run_many
 
     stats = stats if stats is not None else BulkStats()
     slots: list[FileResult | None] = []
@@ -266,3 +263,35 @@ def run_scan(
         if on_result:
             on_result(fr)
     return Report(files=tuple(slots))
+
+
+def scan(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    select: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    include_optimizer: bool | None = None,
+    config: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+    thresholds: Thresholds | None = None,
+    timeout: float | None = None,
+    progress: Callable[..., None] | None = None,
+) -> Report:
+    """Scan files, directories and globs; returns a :class:`~ckptscan.report.Report`.
+
+    ``select``/``ignore`` take rule ID prefixes (``BN``, ``BN002``) or names;
+    ``include_optimizer`` (default True) also checks optimizer state (rule OPT001);
+    ``config`` names the variables of bare ``.weights.h5`` files; ``settings`` (see
+    :mod:`ckptscan.settings`) supplies defaults, per-file and per-layer ignores and
+    thresholds; ``timeout`` limits the seconds spent per file; ``progress`` is called
+    as ``progress("file", index=i, total=n, path=p)`` and ``progress("bytes", done=,
+    total=)``. Unreadable files become results with ``status="error"``.
+    """
+    from .discover import discover
+    from .engine import make_options, scan_candidates
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    options = make_options(select=select, ignore=ignore, include_optimizer=include_optimizer, config=config,
+                           settings=settings, thresholds=thresholds, timeout=timeout)
+    return scan_candidates(discover(paths), options, progress)

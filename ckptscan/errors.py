@@ -13,7 +13,7 @@ line the CLI prints after ``ckptscan: error:``::
     │   └── FileTimeoutError      ``--timeout`` seconds elapsed on one file
     └── PatchRefusedError         ``fix`` will not write (and wrote nothing)
 
-Readers raise these at the format boundary (:func:`ckptscan.formats.h5util.translate_errors`
+Readers raise these at the format boundary (:func:`ckptscan.formats._errors.translate_errors`
 maps h5py, zip, JSON, recursion and memory errors); nothing else escapes a reader.
 """
 

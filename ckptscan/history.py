@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -317,19 +318,10 @@ def diff_checkpoints(
 
 def diff(a: str | os.PathLike, b: str | os.PathLike, **kwargs) -> DiffResult:
     """Open two checkpoints (paths or remote URIs) and :func:`diff_checkpoints` them."""
-    with open_any(a) as ca, open_any(b) as cb:
-        return diff_checkpoints(ca, cb, **kwargs)
-
-
-def open_any(path: str | os.PathLike, config=None) -> Checkpoint:
-    """:func:`ckptscan.open_checkpoint` for local paths, :mod:`ckptscan.remote` for URIs."""
-    if "://" in str(path):
-        from . import remote
-
-        return remote.open_any(str(path), config=config)
     from .formats import open_checkpoint
 
-    return open_checkpoint(path, config=config)
+    with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
+        return diff_checkpoints(ca, cb, **kwargs)
 
 
 def _fmt(x: float) -> str:
@@ -401,7 +393,7 @@ class Health:
     bad_variables: tuple[str, ...] = ()
     """Paths of the variables with problems (non-finite values or error findings)."""
     findings: int = 0
-    """Error-level findings (when ``ckptscan.scan`` judged the file)."""
+    """Error-level findings (when the full rule set judged the file)."""
     method: str = "nonfinite"
     """``scan`` (the full rule set) or ``nonfinite`` (NaN/Inf check only)."""
     details: dict = field(default_factory=dict, hash=False, compare=False)
@@ -421,8 +413,10 @@ class Health:
 
 def nonfinite_health(path: str, include_optimizer: bool = False) -> Health:
     """Health from a NaN/Inf count over every (weight) variable; never raises for bad input."""
+    from .formats import open_checkpoint
+
     try:
-        with open_any(path) as ckpt:
+        with open_checkpoint(path) as ckpt:
             total = 0
             bad: list[str] = []
             for v in ckpt.weights(include_optimizer):
@@ -438,18 +432,8 @@ def nonfinite_health(path: str, include_optimizer: bool = False) -> Health:
     return Health(path, "good", method="nonfinite")
 
 
-def _scan_module():
-    import importlib
-
-    try:  # the module, not the ``ckptscan.scan`` function the package exports
-        mod = importlib.import_module("ckptscan.scan")
-    except ImportError:
-        return None
-    return mod if hasattr(mod, "scan_file") else None
-
-
 def scan_health(path: str, include_optimizer: bool = False) -> Health:
-    """Health from the full rule set (:func:`ckptscan.scan.scan_file`) plus the NaN/Inf count.
+    """Health from the full rule set (:func:`ckptscan.engine.scan_file`) plus the NaN/Inf count.
 
     Bad: NaN/Inf weights or error-level findings (optimizer findings only with
     ``include_optimizer``). Module level, so worker processes can run it.
@@ -457,12 +441,14 @@ def scan_health(path: str, include_optimizer: bool = False) -> Health:
     base = nonfinite_health(path, include_optimizer)
     if base.status == "error":
         return base
-    result = _scan_module().scan_file(path)
-    if getattr(result, "status", "scanned") == "error":
-        return Health(path, "error", reason=getattr(result, "reason", ""), method="scan")
-    errors = [f for f in getattr(result, "findings", ()) if getattr(f.severity, "value", f.severity) == "error"]
+    from .engine import scan_file
+
+    result = scan_file(path)
+    if result.status == "error":
+        return Health(path, "error", reason=result.reason, method="scan")
+    errors = [f for f in result.findings if f.severity.value == "error"]
     if not include_optimizer:
-        errors = [f for f in errors if getattr(f, "category", "weight") != "optimizer"]
+        errors = [f for f in errors if f.category != "optimizer"]
     bad = list(base.bad_variables)
     for f in errors:
         if f.path not in bad:
@@ -478,11 +464,6 @@ def scan_health(path: str, include_optimizer: bool = False) -> Health:
                       nonfinite_values=base.nonfinite_values, bad_variables=tuple(bad),
                       findings=len(errors), method="scan")
     return Health(path, "good", method="scan")
-
-
-def _scan_health_fn() -> Callable[[str, bool], Health] | None:
-    """:func:`scan_health` when ``ckptscan.scan`` is available."""
-    return scan_health if _scan_module() is not None else None
 
 
 @dataclass(frozen=True)
@@ -510,7 +491,7 @@ class Timeline:
         fb, lg = self.first_bad, self.last_good
         if fb is None or lg is None:
             return None
-        return f"ckptscan fix --from {_shell_quote(lg.path)} {_shell_quote(fb.path)}"
+        return f"ckptscan fix --from {shlex.quote(lg.path)} {shlex.quote(fb.path)}"
 
     def to_dict(self) -> dict:
         """The ``timeline --json`` document."""
@@ -524,12 +505,6 @@ class Timeline:
         }
 
 
-def _shell_quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
-
-
 def timeline(
     paths: Iterable[str | os.PathLike], include_optimizer: bool = False, sort: bool = True,
     method: str = "auto", health_fn: Callable[[str, bool], Health] | None = None,
@@ -537,25 +512,18 @@ def timeline(
 ) -> Timeline:
     """The health of each checkpoint, in natural order unless ``sort`` is False.
 
-    ``method``: ``scan`` (the full rule set of :mod:`ckptscan.scan`), ``nonfinite``
-    (NaN/Inf only) or ``auto`` (scan when available). ``jobs``/``executor`` judge the
-    checkpoints in parallel (:func:`ckptscan.executor.run_many`; same result).
+    ``method``: ``scan`` or ``auto`` (the full rule set of :mod:`ckptscan.engine`) or
+    ``nonfinite`` (NaN/Inf only). ``jobs``/``executor`` judge the checkpoints in
+    parallel (:func:`ckptscan.runtime.executor.run_many`; same result).
     """
     items = natural_sort(paths) if sort else [str(p) for p in paths]
     if health_fn is None:
-        if method == "nonfinite":
-            health_fn = nonfinite_health
-        else:
-            health_fn = _scan_health_fn()
-            if health_fn is None:
-                if method == "scan":
-                    raise RuntimeError("ckptscan.scan is not available in this build")
-                health_fn = nonfinite_health
+        health_fn = nonfinite_health if method == "nonfinite" else scan_health
     if jobs == 1 and executor is None:
         return Timeline(tuple(health_fn(p, include_optimizer) for p in items))
     import functools
 
-    from .executor import run_many
+    from .runtime.executor import run_many
 
     entries = []
     for out in run_many(functools.partial(health_fn, include_optimizer=include_optimizer), items,

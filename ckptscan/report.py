@@ -7,10 +7,51 @@ Results are frozen dataclasses; an unreadable file is a :class:`FileResult` with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 
 #: Version of the JSON report layout (``ckptscan scan --format json``).
 SCHEMA_VERSION = 1
+
+
+class ExitCode(IntEnum):
+    """The exit status of every ``ckptscan`` command (also the JSON report's ``exit_code``)."""
+
+    OK = 0
+    """Clean, success, identical."""
+    FINDINGS = 1
+    """Findings at or above ``--fail-on``; something left unfixed; different; a bad checkpoint."""
+    READ_ERROR = 2
+    """A file could not be read (``ckptscan: error: <file>: <reason>`` on stderr)."""
+    NOTHING = 3
+    """Nothing scannable found."""
+    USAGE = 4
+    """Usage error (bad option, bad settings, unusable executor)."""
+    INTERRUPTED = 130
+    """Ctrl-C."""
+
+
+def exit_code(*, usage: bool = False, unreadable: bool = False, nothing: bool = False, findings: bool = False,
+              findings_first: bool = False) -> ExitCode:
+    """The one place that decides an exit status, from what a command found.
+
+    Precedence: usage error, then an unreadable file, then nothing found, then findings.
+    ``findings_first`` puts findings before an unreadable file: ``timeline``'s answer is
+    the first bad checkpoint, which an unreadable later one does not change. It lives
+    here, not in :mod:`ckptscan.cli`, because the JSON report carries the code and the
+    renderers sit below the CLI; :mod:`ckptscan.cli` re-exports it and every command ends
+    through it.
+    """
+    if usage:
+        return ExitCode.USAGE
+    if findings_first and findings:
+        return ExitCode.FINDINGS
+    if unreadable:
+        return ExitCode.READ_ERROR
+    if nothing:
+        return ExitCode.NOTHING
+    if findings:
+        return ExitCode.FINDINGS
+    return ExitCode.OK
 
 
 class Severity(str, Enum):
@@ -112,19 +153,20 @@ class Report:
         """The file results with ``status`` (``scanned``, ``skipped``, ``error``)."""
         return [r for r in self.files if r.status == status]
 
+    def fails(self, fail_on: str = "error") -> bool:
+        """True when a finding is at or above ``fail_on`` (``error``, ``warning``, ``info``;
+        ``never``: never)."""
+        if fail_on == "never":
+            return False
+        bar = Severity(fail_on).rank
+        return any(f.severity.rank >= bar for f in self.findings)
+
     def exit_code(self, fail_on: str = "error") -> int:
-        """The CLI exit code: 2 if a file could not be read, else 3 if nothing was
-        scanned, else 1 if a finding is at or above ``fail_on`` (``error``, ``warning``,
-        ``info``, ``never``), else 0."""
-        if self.files_with("error"):
-            return 2
-        if not self.files_with("scanned"):
-            return 3
-        if fail_on != "never":
-            bar = Severity(fail_on).rank
-            if any(f.severity.rank >= bar for f in self.findings):
-                return 1
-        return 0
+        """The CLI exit code (:func:`exit_code`): 2 if a file could not be read, else 3 if
+        nothing was scanned, else 1 if a finding is at or above ``fail_on`` (``error``,
+        ``warning``, ``info``, ``never``), else 0."""
+        return int(exit_code(unreadable=bool(self.files_with("error")), nothing=not self.files_with("scanned"),
+                             findings=self.fails(fail_on)))
 
     def verdict(self) -> str:
         """The one-line summary printed on stderr."""

@@ -19,16 +19,15 @@ before ``pyproject.toml`` in the same folder); command-line options override it:
     [tool.ckptscan.per-layer-ignores]
     "stem_bn" = ["BN003"]           # glob on the layer path
 
-TOML is read with :mod:`tomllib` (Python 3.11+), else ``tomli`` when installed, else a
-small built-in reader for the subset above (tables, strings, numbers, booleans,
-arrays); no runtime dependency is added.
+TOML is read with :mod:`tomllib` (Python 3.11+), or ``tomli`` on Python 3.10 (a
+dependency there).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,135 +171,12 @@ def from_table(table: dict, where: str = "settings") -> Settings:
 
 
 def parse_toml(text: str, where: str = "settings") -> dict:
-    """Parse TOML with tomllib/tomli, or the built-in subset reader."""
-    try:
-        import tomllib as toml  # Python 3.11+
-    except ImportError:  # pragma: no cover - exercised on Python 3.10
-        try:
-            import tomli as toml  # type: ignore[no-redef]
-        except ImportError:
-            return parse_toml_subset(text, where)
+    """Parse TOML with :mod:`tomllib` (Python 3.11+) or ``tomli`` (a dependency on 3.10)."""
+    if sys.version_info >= (3, 11):
+        import tomllib as toml
+    else:  # pragma: no cover - Python 3.10
+        import tomli as toml
     try:
         return toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise SettingsError(where, f"invalid TOML: {exc}") from exc
-
-
-_KEY = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
-
-
-def _unquote_key(k: str) -> str:
-    k = k.strip()
-    if k.startswith('"'):
-        return _string(k, "key")
-    if k.startswith("'"):
-        return k[1:-1]
-    return k
-
-
-def _split_keys(s: str) -> list[str]:
-    return [_unquote_key(m) for m in re.findall(_KEY, s)]
-
-
-def _string(tok: str, where: str) -> str:
-    import json
-
-    try:
-        return json.loads(tok)
-    except ValueError as exc:
-        raise SettingsError(where, f"invalid TOML string {tok}") from exc
-
-
-def _value(s: str, where: str):
-    s = s.strip()
-    if s.startswith("["):
-        inner = s[1:-1] if s.endswith("]") else None
-        if inner is None:
-            raise SettingsError(where, f"unterminated array: {s[:40]}")
-        items, cur, quote = [], "", None
-        for ch in inner:
-            if quote:
-                cur += ch
-                if ch == quote and not cur.endswith("\\" + quote):
-                    quote = None
-            elif ch in "\"'":
-                quote = ch
-                cur += ch
-            elif ch == ",":
-                items.append(cur)
-                cur = ""
-            else:
-                cur += ch
-        items.append(cur)
-        return [_value(it, where) for it in items if it.strip()]
-    if s.startswith('"'):
-        return _string(s, where)
-    if s.startswith("'") and s.endswith("'"):
-        return s[1:-1]
-    if s in ("true", "false"):
-        return s == "true"
-    try:
-        return int(s.replace("_", ""))
-    except ValueError:
-        pass
-    try:
-        return float(s.replace("_", ""))
-    except ValueError:
-        raise SettingsError(where, f"unsupported TOML value {s[:40]!r} (install tomli for full TOML)") from None
-
-
-def _strip_comment(line: str) -> str:
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote and line[i - 1] != "\\":
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
-            return line[:i]
-    return line
-
-
-def parse_toml_subset(text: str, where: str = "settings") -> dict:
-    """The TOML subset settings use: ``[a.b]`` tables, ``key = value`` with strings,
-    numbers, booleans and (multi-line) arrays. Other constructs raise SettingsError."""
-    root: dict = {}
-    cur = root
-    pending = ""
-    for raw in text.splitlines():
-        line = _strip_comment(raw).strip()
-        if pending:
-            pending += " " + line
-            if pending.count("[") > pending.count("]"):
-                continue
-            line, pending = pending, ""
-        if not line:
-            continue
-        if line.startswith("[["):
-            cur = {}  # arrays of tables are not used by settings: read and drop
-            continue
-        if line.startswith("["):
-            if not line.endswith("]"):
-                raise SettingsError(where, f"bad table header {line[:40]!r}")
-            cur = root
-            for k in _split_keys(line[1:-1]):
-                cur = cur.setdefault(k, {})
-                if not isinstance(cur, dict):
-                    raise SettingsError(where, f"{k} is both a value and a table")
-            continue
-        m = re.match(rf"^({_KEY}(?:\s*\.\s*{_KEY})*)\s*=\s*(.*)$", line)
-        if not m:
-            raise SettingsError(where, f"cannot parse line {line[:40]!r}")
-        val = m.group(2)
-        if val.startswith("[") and val.count("[") > val.count("]"):
-            pending = line
-            continue
-        keys = _split_keys(m.group(1))
-        tgt = cur
-        for k in keys[:-1]:
-            tgt = tgt.setdefault(k, {})
-        tgt[keys[-1]] = _value(val, where)
-    if pending:
-        raise SettingsError(where, "unterminated array")
-    return root

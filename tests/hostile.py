@@ -3,7 +3,7 @@
 * :func:`seed_files` — the real fixtures every mutation starts from.
 * :func:`truncations`, :func:`bit_flips`, :func:`wrong_magic` — deterministic mutations.
 * :class:`Worker` — one long-lived ``ckptscan`` process under the CLI's own memory cap
-  (:func:`ckptscan.limits.apply_memory_cap`, :data:`WORKER_MEMORY`) that runs CLI commands
+  (:func:`ckptscan.runtime.memory.apply_memory_cap`, :data:`WORKER_MEMORY`) that runs CLI commands
   in-process (``ckptscan.cli.main``) and reports, per input: exit code, stdout, stderr
   (Python-level *and* file-descriptor level, so an HDF5 diagnostic printed by C code would
   show), wall time, the peak RSS of that input alone (``peak_rss``; Linux resets the
@@ -44,7 +44,7 @@ BOMB_REASON = "memory limit of 768 MiB exceeded while reading (--max-memory)"
 #: Committed fuzzer finds on which libhdf5 allocates without end (see tests/data/README.md).
 ALLOC_BOMBS = (ROOT / "tests" / "data" / "hdf5_alloc_bomb.weights.h5", ROOT / "tests" / "data" / "hdf5_btree_loop.keras")
 #: Wall-clock limit per input (the CLI's own ``--timeout`` is set below it).
-INPUT_DEADLINE = 30.0  # > CLI_TIMEOUT + limits.HARD_GRACE: a hard stop is seen as such
+INPUT_DEADLINE = 30.0  # > CLI_TIMEOUT + watchdog.HARD_GRACE: a hard stop is seen as such
 CLI_TIMEOUT = 15
 
 LINE = re.compile(r"^ckptscan: error: (?P<file>.+?): (?P<reason>.+)$")
@@ -729,7 +729,7 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
     import io
     import resource
 
-    from ckptscan import limits
+    from ckptscan.runtime import memory as limits
 
     limit = int(os.environ.get("HOSTILE_MEMORY", WORKER_MEMORY))
     assert limits.apply_memory_cap(limit) == limit, "the memory cap could not be applied"

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ckptscan import executor
+from ckptscan.runtime import executor
 from ckptscan.bulk import run_scan
-from ckptscan.executor import run_many
+from ckptscan.runtime.executor import run_many
 from ckptscan.report import FileResult
-from ckptscan.scan import discover, make_options
+from ckptscan.discover import discover
+from ckptscan.engine import make_options
 
 from conftest import FIXTURES, run_cli
 
@@ -24,7 +25,7 @@ FILES = [K3 / "seed.keras", K3 / "faults.keras", K3 / "misc_legacy.h5", K3 / "se
 
 
 def test_jobs1_scans_in_this_process_in_order_with_byte_progress(monkeypatch):
-    scan_mod = importlib.import_module("ckptscan.scan")
+    scan_mod = importlib.import_module("ckptscan.engine")
     real = scan_mod.scan_file
     calls = []
 
@@ -47,7 +48,7 @@ def test_jobs1_scans_in_this_process_in_order_with_byte_progress(monkeypatch):
 
 
 def test_jobs1_internal_error_is_that_files_error_like_a_pool(monkeypatch):
-    scan_mod = importlib.import_module("ckptscan.scan")
+    scan_mod = importlib.import_module("ckptscan.engine")
     real = scan_mod.scan_file
     victim = str(K3 / "faults.keras")
 

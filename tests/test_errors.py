@@ -23,8 +23,9 @@ from ckptscan.errors import (
     UnsafeArchiveError,
     UnsupportedFormatError,
 )
-from ckptscan.formats.h5util import Refused, parse_json, translate_errors
-from ckptscan.limits import MAX_JSON_DEPTH, file_timeout
+from ckptscan.formats._errors import Refused, parse_json, translate_errors
+from ckptscan.runtime.bounds import MAX_JSON_DEPTH
+from ckptscan.runtime.timeout import file_timeout
 
 
 def test_tree():

@@ -1,4 +1,4 @@
-"""``ckptscan.executor.run_many``: in process, local process pool, real dask.distributed cluster."""
+"""``ckptscan.runtime.executor.run_many``: in process, local process pool, real dask.distributed cluster."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from ckptscan.executor import ExecutorError, run_many
+from ckptscan.runtime.executor import ExecutorError, run_many
 from ckptscan.history import nonfinite_health
-from ckptscan.jsonl import file_result_from_dict, file_result_to_dict, render_jsonl
+from ckptscan.render.jsonl import file_result_from_dict, file_result_to_dict, render_jsonl
 from ckptscan.report import FileResult, Finding, Severity
 
 from conftest import fixture_path, need_module
@@ -180,7 +180,7 @@ def test_render_jsonl_error_result():
 
 
 def test_long_runs_batch_items_without_losing_or_repeating_any():
-    from ckptscan import executor
+    from ckptscan.runtime import executor
 
     n = executor.POOL_RAMP + 5 * executor.POOL_BATCH + 3  # past the ramp, with a ragged last batch
     outs = list(run_many(square_or_fail, range(n), jobs=2, ordered=True))

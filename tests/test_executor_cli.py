@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ckptscan.bulk import BulkStats, cache_key, run_scan
-from ckptscan.scan import discover, make_options
+from ckptscan.discover import discover
+from ckptscan.engine import make_options
 
 from conftest import fixture_path, need_module, run_cli
 
@@ -106,7 +107,7 @@ def test_cache_skips_unchanged_files(corpus, tmp_path, monkeypatch):
     # a second run must not scan anything it has seen: make scanning impossible
     import importlib
 
-    scan_mod = importlib.import_module("ckptscan.scan")  # the module (ckptscan.scan is also a function)
+    scan_mod = importlib.import_module("ckptscan.engine")  # the module (ckptscan.scan is also a function)
 
     def boom(*a, **k):
         raise AssertionError("scan_file called for an unchanged file")

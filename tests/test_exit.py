@@ -87,7 +87,7 @@ def test_running_thread_is_waited_for(tmp_path):
     setup = f"""
         import threading, time
         def late():
-            time.sleep(0.5)
+            time.sleep(3.0)  # still running when the scan ends, even on a loaded machine
             open({str(marker)!r}, "w").write("done")
         threading.Thread(target=late).start()
     """

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ckptscan
 from ckptscan.formats import open_checkpoint
-from ckptscan.patch.safety import journal_path
+from ckptscan import journal
+from ckptscan.journal import journal_path
 from conftest import run_cli
 from test_patch_models import fixmodels, fresh, sha256  # noqa: F401
 
@@ -32,7 +33,7 @@ TRIALS = {"legacy": 17, "keras": 17, "sharded": 17, "deflated": 6}
 #: Forking keeps ~60 trials fast; each child is a separate process killed by the kernel.
 SERVER = r"""
 import os, signal, sys, time
-import ckptscan.cli, ckptscan.cli_fix, ckptscan.patch, ckptscan.scan  # noqa: imported before forking
+import ckptscan.cli.program, ckptscan.engine, ckptscan.patch  # noqa: imported before forking
 from ckptscan.cli import main
 pause = float(sys.argv[1])
 for line in sys.stdin:
@@ -124,14 +125,15 @@ def test_sigkill_at_random_moments_leaves_original_or_patched(fixmodels, tmp_pat
         if where.startswith("region") or where in ("journal-committed", "regions-synced", "rewrite-written",
                                                    "rewrite-zipped", "rewrite-copied", "rewrite-extracted"):
             killed_mid_write += 1
-        # the recovery path: the next ckptscan invocation on the file
+        # the recovery path: `ckptscan recover` (or fix); readers never write
         assert where and not where.startswith("finished:") or where.startswith("finished:0:"), where
         if i % 30 == 0:
-            out = run_cli("inspect", path)
+            out = run_cli("recover", path)
             assert out.returncode == 0, out.stderr
         else:
-            with open_checkpoint(path) as ck:
-                assert ck.variables
+            journal.recover(path)
+        with open_checkpoint(path) as ck:
+            assert ck.variables
         assert not os.path.exists(journal_path(path)), (layout, where)
         leftovers = [n for n in os.listdir(os.path.dirname(path) if not os.path.isdir(path) else path)
                      if n.endswith(".tmp")]

@@ -16,7 +16,7 @@ import pytest
 from ckptscan.formats import open_checkpoint
 from ckptscan.patch.rawio import read_raw
 from ckptscan.report import Severity
-from ckptscan.scan import scan
+from ckptscan import scan
 from conftest import fixture_path, run_cli
 
 

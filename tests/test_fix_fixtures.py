@@ -22,7 +22,7 @@ import ckptscan
 from ckptscan.formats import open_checkpoint
 from ckptscan.patch.rawio import read_raw
 from ckptscan.report import Severity
-from ckptscan.scan import scan
+from ckptscan import scan
 from conftest import FIXTURES, fixture_path
 from test_patch_models import dataset_digests, sha256
 

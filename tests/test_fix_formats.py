@@ -16,7 +16,7 @@ import ckptscan
 from ckptscan.formats import open_checkpoint
 from ckptscan.patch.rawio import read_raw
 from ckptscan.report import Severity
-from ckptscan.scan import scan
+from ckptscan import scan
 from test_patch_models import (  # noqa: F401  (fixmodels is a fixture)
     BROKEN, BROKEN_CLAMP, BROKEN_KERNEL, LAYOUTS, X, dataset_digests, fixmodels, fresh, load_keras, sha256,
 )

@@ -17,7 +17,7 @@ import ckptscan
 from ckptscan.errors import PatchRefusedError
 from ckptscan.formats import open_checkpoint
 from ckptscan.patch import writer
-from ckptscan.patch.safety import acquire_lock, journal_path, lock_path
+from ckptscan.journal import acquire_lock, journal_path, lock_path
 from conftest import run_cli
 from test_patch_models import BROKEN, dataset_digests, fixmodels, fresh, sha256  # noqa: F401
 
@@ -183,8 +183,12 @@ def test_interrupted_run_is_rolled_back_by_next_open(fixmodels, tmp_path):
     assert sha256(p) != before  # torn: some regions written, CRC not yet
     with zipfile.ZipFile(p) as zf:
         assert zf.testzip() == "model.weights.h5"
-    out = run_cli("inspect", p)  # any ckptscan command recovers first
+    torn = sha256(p)
+    out = run_cli("inspect", p)  # a reader never writes: the torn file and its journal stay
+    assert sha256(p) == torn and os.path.exists(journal_path(str(p)))
+    out = run_cli("recover", p)  # the writer that rolls it back
     assert out.returncode == 0, out.stderr
+    assert "recovered an interrupted ckptscan fix" in out.stdout
     assert sha256(p) == before and not os.path.exists(journal_path(str(p)))
 
 

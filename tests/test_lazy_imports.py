@@ -11,7 +11,7 @@ import sys
 
 from conftest import cli_imports
 
-HEAVY = ("numpy", "h5py", "ckptscan.formats", "ckptscan.scan", "ckptscan.rules", "ckptscan.patch", "ckptscan.stats")
+HEAVY = ("numpy", "h5py", "ckptscan.formats", "ckptscan.engine", "ckptscan.rules", "ckptscan.patch", "ckptscan.stats")
 
 
 def _run(code: str, *args: str) -> subprocess.CompletedProcess:
@@ -49,8 +49,9 @@ def test_public_names_still_resolve_lazily():
         "names = [n for n in ckptscan.__all__ if n != '__version__']\n"
         "print('BOUND', sorted(n for n in names if n in vars(ckptscan)))\n"
         "print('NUMPY', 'numpy' in sys.modules)\n"
-        "from ckptscan.scan import discover\n"  # binds the submodule on the package
-        "assert callable(ckptscan.scan) and ckptscan.scan.__module__ == 'ckptscan.scan', ckptscan.scan\n"
+        "from ckptscan.discover import discover\n"
+        "from ckptscan import engine\n"
+        "assert callable(ckptscan.scan) and ckptscan.scan.__module__ == 'ckptscan.bulk', ckptscan.scan\n"
         "for n in names:\n"
         "    v = getattr(ckptscan, n)\n"
         "    assert not isinstance(v, types.ModuleType) and v.__name__ == n, (n, v)\n"

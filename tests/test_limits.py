@@ -25,7 +25,7 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 
-from ckptscan import limits
+from ckptscan.runtime import timeout as rt_timeout, watchdog
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not sys.platform.startswith("linux"),
                                 reason="the hard stop needs fork (and /proc to observe it)")
@@ -34,7 +34,7 @@ HANG = ROOT / "tests" / "data" / "hdf5_hang_legacy.h5"
 GOOD = FIXTURES / "k3" / "seed.keras"
 TIMEOUT = 3
 #: --timeout + HARD_GRACE + start-up, with room for a loaded CI machine.
-LIMIT = TIMEOUT + limits.HARD_GRACE + 12
+LIMIT = TIMEOUT + watchdog.HARD_GRACE + 12
 
 
 def _stopped(path) -> str:
@@ -80,11 +80,11 @@ def _py(code: str, env=None, timeout=60) -> subprocess.CompletedProcess:
 def test_one_long_lived_watchdog_per_process_reaped_at_exit():
     out = _py("""
         import os, time
-        from ckptscan import limits
+        from ckptscan.runtime import timeout as rt_timeout, watchdog
         pids = set()
         for i in range(50):
-            with limits.file_timeout(30, f"f{i}.keras"):
-                pids.add(limits._CH.watchdog)
+            with rt_timeout.file_timeout(30, f"f{i}.keras"):
+                pids.add(watchdog._CH.watchdog)
         (wd,) = pids
         me = str(os.getpid())
         kids = []
@@ -112,13 +112,13 @@ def test_watchdog_stops_a_process_stuck_in_c_code():
     t0 = time.monotonic()
     out = _py("""
         import signal, time
-        from ckptscan import limits
-        limits.HARD_GRACE = 0.5
-        with limits.file_timeout(5, "warm.keras"):
+        from ckptscan.runtime import timeout as rt_timeout, watchdog
+        watchdog.HARD_GRACE = 0.5
+        with rt_timeout.file_timeout(5, "warm.keras"):
             pass  # the watchdog now exists and is disarmed: nothing may fire later
         time.sleep(6)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-        with limits.file_timeout(0.5, "stuck.keras"):
+        with rt_timeout.file_timeout(0.5, "stuck.keras"):
             time.sleep(30)
     """)
     elapsed = time.monotonic() - t0
@@ -131,34 +131,34 @@ def test_nested_limits_rearm_the_outer_hard_deadline():
     from ckptscan.errors import FileTimeoutError
 
     with pytest.raises(FileTimeoutError):
-        with limits.file_timeout(0.3, "outer"):
-            outer = limits._CH.armed
+        with rt_timeout.file_timeout(0.3, "outer"):
+            outer = watchdog._CH.armed
             assert outer[2] == "outer" and outer[1] == 0.3
-            with limits.file_timeout(0.1, "inner"):
-                assert limits._CH.armed[2] == "inner"
-            assert limits._CH.armed == outer
+            with rt_timeout.file_timeout(0.1, "inner"):
+                assert watchdog._CH.armed[2] == "inner"
+            assert watchdog._CH.armed == outer
             time.sleep(1)
-    assert limits._CH.armed is None
+    assert watchdog._CH.armed is None
 
 
 def test_hard_false_arms_nothing():
-    with limits.file_timeout(5, "a", hard=False):
-        assert limits._CH.armed is None
+    with rt_timeout.file_timeout(5, "a", hard=False):
+        assert watchdog._CH.armed is None
 
 
 def test_a_file_that_hung_a_worker_fails_at_once(tmp_path, monkeypatch):
     from ckptscan.errors import FileTimeoutError
 
     stuck = tmp_path / "stuck"
-    stuck.write_text(json.dumps(["x.keras", limits.hard_reason(3)]) + "\n")
-    monkeypatch.setenv(limits.STUCK_ENV, str(stuck))
+    stuck.write_text(json.dumps(["x.keras", watchdog.hard_reason(3)]) + "\n")
+    monkeypatch.setenv(watchdog.STUCK_ENV, str(stuck))
     with pytest.raises(FileTimeoutError) as info:
-        with limits.file_timeout(3, "x.keras"):
+        with rt_timeout.file_timeout(3, "x.keras"):
             pytest.fail("the body must not run")
     assert str(info.value) == "x.keras: timed out after 3 s (--timeout); stuck in the HDF5 library, stopped"
-    with limits.file_timeout(3, "y.keras"):
+    with rt_timeout.file_timeout(3, "y.keras"):
         pass
-    with limits.file_timeout(0, "x.keras"):  # no limit asked: nothing to report
+    with rt_timeout.file_timeout(0, "x.keras"):  # no limit asked: nothing to report
         pass
 
 
@@ -167,7 +167,7 @@ def test_a_file_that_hung_a_worker_fails_at_once(tmp_path, monkeypatch):
 def test_fixture_really_hangs_without_the_hard_stop():
     """Control: with the hard stop off, SIGALRM alone does not end the run."""
     code = f"""
-        from ckptscan.limits import file_timeout
+        from ckptscan.runtime.timeout import file_timeout
         from ckptscan.formats import open_checkpoint
         with file_timeout(1, "x", hard=False), open_checkpoint({str(HANG)!r}) as c:
             c.variables
@@ -190,7 +190,7 @@ def test_cli_stuck_in_hdf5_exits_2_with_one_line(command):
     else:
         assert out.stderr == _stopped(HANG)
     assert "Traceback" not in out.stderr and out.stdout == ""
-    assert TIMEOUT + limits.HARD_GRACE - 0.5 < elapsed < LIMIT
+    assert TIMEOUT + watchdog.HARD_GRACE - 0.5 < elapsed < LIMIT
     assert _processes_with(mark) == []
 
 
@@ -207,7 +207,7 @@ def test_cli_jobs_reports_the_stuck_file_and_scans_the_others(tmp_path):
     assert errors == [_stopped(folder / "a_hang.h5")]
     doc = json.loads(out.stdout)
     status = {Path(f["path"]).name: (f["status"], f["reason"]) for f in doc["files"]}
-    assert status == {"a_hang.h5": ("error", limits.hard_reason(TIMEOUT)),
+    assert status == {"a_hang.h5": ("error", watchdog.hard_reason(TIMEOUT)),
                       **{f"good_{i}.keras": ("scanned", "") for i in range(3)}}
     assert elapsed < LIMIT + 30  # the retry of the stuck file does not hang a second time
     assert _processes_with(mark) == []
@@ -227,7 +227,7 @@ def test_cli_fix_stuck_in_hdf5_exits_2_and_writes_nothing(tmp_path, dry_run):
     assert out.stdout == ""
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hang.h5"]
-    assert TIMEOUT + limits.HARD_GRACE - 0.5 < elapsed < LIMIT
+    assert TIMEOUT + watchdog.HARD_GRACE - 0.5 < elapsed < LIMIT
     assert _processes_with(mark) == []
 
 
@@ -244,7 +244,7 @@ def test_cli_fix_jobs_reports_the_stuck_file_and_fixes_the_others(tmp_path):
     assert out.returncode == 2, out.stderr
     doc = json.loads(out.stdout)
     status = {Path(f["path"]).name: (f["status"], f["reason"]) for f in doc["files"]}
-    assert status["a_hang.h5"] == ("failed", limits.hard_reason(TIMEOUT))
+    assert status["a_hang.h5"] == ("failed", watchdog.hard_reason(TIMEOUT))
     assert {k: v[0] for k, v in status.items() if k != "a_hang.h5"} == {"b_0.keras": "fixed", "b_1.keras": "fixed"}
     assert (folder / "a_hang.h5").read_bytes() == hang_bytes
     assert sorted(p.name for p in folder.iterdir()) == ["a_hang.h5", "b_0.keras", "b_1.keras"]
@@ -294,7 +294,7 @@ def test_ctrl_c_while_stuck_in_hdf5_exits_130():
     rc, err, after, mark = _signalled(["inspect", "--timeout", "60", HANG], signal.SIGINT, "group", 4)
     assert rc == 130
     assert err == "ckptscan: interrupted\n"
-    assert after < limits.INTERRUPT_GRACE + 3
+    assert after < watchdog.INTERRUPT_GRACE + 3
     assert _processes_with(mark) == []
 
 
@@ -304,7 +304,7 @@ def test_ctrl_c_in_python_code_is_the_childs_own_130(tmp_path):
     rc, err, after, mark = _signalled(["inspect", "--timeout", "60", fifo], signal.SIGINT, "group", 3)
     assert rc == 130
     assert "Traceback" not in err and "interrupted" not in err  # no second report by the supervisor
-    assert after < limits.INTERRUPT_GRACE
+    assert after < watchdog.INTERRUPT_GRACE
     assert _processes_with(mark) == []
 
 

@@ -5,8 +5,8 @@
 (~450 MB/s, tens of GB until the kernel's OOM killer without a cap). Every CLI run here is
 a real ``python -m ckptscan`` process (supervisor + worker + any pool workers) whose peak
 RSS is taken from ``os.wait4`` (the largest of the process and every descendant it
-waited for), in a small launcher so that the size of this test process is not counted
-(``_LAUNCHER``). A safety net (``RLIMIT_DATA`` hard limit of 3 GiB set before exec) keeps a
+waited for), in a small spawner so that the size of this test process is not counted
+(``_SPAWNER``). A safety net (``RLIMIT_DATA`` hard limit of 3 GiB set before exec) keeps a
 regression from taking the machine down; the caps under test are all below it.
 """
 
@@ -27,7 +27,7 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 
-from ckptscan import limits
+from ckptscan.runtime import memory as limits
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA bounds mmap on Linux")
 
@@ -49,39 +49,34 @@ def _net() -> None:  # pragma: no cover - runs in the child before exec
     resource.setrlimit(resource.RLIMIT_DATA, (SAFETY_NET, SAFETY_NET))
 
 
-#: Forks ``python -m ckptscan ARGV`` under the safety net and writes its exit code and
-#: ``wait4`` peak RSS to a file. A launcher, because Linux carries a process's RSS high-water
-#: mark across exec: ckptscan started straight from this test process would be charged with
-#: this process's size (1 GiB and more late in the suite), whatever ckptscan itself used.
-#: Forked from the small launcher, it starts from the launcher's ~10 MB instead.
-_LAUNCHER = """
-import json, os, resource, sys
-result, net, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-pid = os.fork()
-if pid == 0:
-    try:
-        resource.setrlimit(resource.RLIMIT_DATA, (net, net))
-        os.execv(sys.executable, [sys.executable, "-m", "ckptscan", *argv])
-    finally:
-        os._exit(127)
-_, status, usage = os.wait4(pid, 0)
-with open(result, "w") as fh:
-    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss": usage.ru_maxrss * 1024}, fh)
+#: Runs the command from a small process, so that its peak RSS is the command's own: a child
+#: forked straight from pytest counts pytest's whole image (hundreds of MiB once Keras and JAX
+#: are loaded) in ``ru_maxrss`` even after ``exec``. argv: safety net, result file, command...
+_SPAWNER = """
+import json, os, resource, subprocess, sys
+resource.setrlimit(resource.RLIMIT_DATA, (int(sys.argv[1]), int(sys.argv[1])))
+p = subprocess.Popen(sys.argv[3:])
+_, status, usage = os.wait4(p.pid, 0)
+p.returncode = 0  # reaped by wait4: keep Popen from waiting again
+with open(sys.argv[2], "w") as fh:
+    json.dump([os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024], fh)
 """
 
 
 def _cli(*args, env: dict | None = None, timeout: float = 120) -> tuple[int, str, str, int]:
-    """Run ``python -m ckptscan ARGS``; returns (exit code, stdout, stderr, peak RSS bytes)."""
+    """Run ``python -m ckptscan ARGS`` (under the :data:`SAFETY_NET`); returns (exit code,
+    stdout, stderr, peak RSS bytes of the command and the processes it started)."""
     environ = {k: v for k, v in os.environ.items() if k != limits.MEMORY_ENV}
     environ.update(env or {})
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r", suffix=".json") as result:
-        subprocess.run([sys.executable, "-c", _LAUNCHER, result.name, str(SAFETY_NET), *map(str, args)],
-                       stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=environ, check=True)
+        subprocess.run([sys.executable, "-c", _SPAWNER, str(SAFETY_NET), result.name, sys.executable, "-m",
+                        "ckptscan", *map(str, args)], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                       env=environ, timeout=timeout * 2, check=True)
+        code, rss = json.load(result)
         out.seek(0)
         err.seek(0)
-        res = json.load(result)
-        return res["code"], out.read().decode(), err.read().decode(), res["maxrss"]
+        return code, out.read().decode(), err.read().decode(), rss
 
 
 def _sha(path: Path) -> str:
@@ -106,7 +101,7 @@ def test_bomb_fixture_is_small_and_allocates_past_any_cap():
     assert BOMB.stat().st_size < 16 << 10
     code = f"""
 import sys
-from ckptscan import limits
+from ckptscan.runtime import memory as limits
 from ckptscan.errors import LimitExceededError
 from ckptscan.formats import open_checkpoint
 assert limits.apply_memory_cap(512 << 20) == 512 << 20
@@ -285,7 +280,7 @@ def test_every_fixture_scans_the_same_under_the_minimum_cap():
 def test_apply_memory_cap_sets_soft_and_hard_and_children_inherit():
     code = """
 import os, resource, sys
-from ckptscan import limits
+from ckptscan.runtime import memory as limits
 R = resource.RLIMIT_DATA
 cap = limits.apply_memory_cap(1 << 30)
 print(cap, *resource.getrlimit(R), os.environ[limits.MEMORY_ENV])
@@ -313,7 +308,7 @@ print("again", limits.apply_memory_cap(2 << 30), *resource.getrlimit(R))  # neve
 
 
 def test_zero_means_no_cap():
-    code = ("import resource\nfrom ckptscan import limits\nbefore = resource.getrlimit(resource.RLIMIT_DATA)\n"
+    code = ("import resource\nfrom ckptscan.runtime import memory as limits\nbefore = resource.getrlimit(resource.RLIMIT_DATA)\n"
             "print(limits.apply_memory_cap(0), limits.memory_cap(), resource.getrlimit(resource.RLIMIT_DATA) == before)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["None", "None", "True"], out.stderr
@@ -339,7 +334,7 @@ def test_parse_and_format_sizes():
 
 
 def test_command_name_skips_the_max_memory_value():
-    from ckptscan.cli import _command_name
+    from ckptscan.cli.program import _command_name
 
     assert _command_name(["--max-memory", "1G", "scan", "x"]) == "scan"
     assert _command_name(["--max-memory=1G", "inspect", "x"]) == "inspect"
@@ -353,9 +348,9 @@ def test_heap_returns_to_the_cap_after_each_bomb():
     Now each recovery gives the heap back and re-arms at the cap itself."""
     code = f"""
 import importlib, resource, sys
-from ckptscan import limits
+from ckptscan.runtime import memory as limits
 limits.apply_memory_cap(768 << 20)
-scan = importlib.import_module("ckptscan.scan")
+scan = importlib.import_module("ckptscan.engine")
 for _ in range(3):
     r = scan.scan_file({str(BOMB)!r})
     assert r.status == "error" and "memory limit" in r.reason, r.reason

@@ -21,7 +21,8 @@ from ckptscan.errors import MalformedArchiveError, PatchRefusedError
 from ckptscan.formats import open_checkpoint
 from ckptscan.formats.base import Variable
 from ckptscan.patch import Change, PatchPlan, apply
-from ckptscan.patch import safety, zipcrc
+from ckptscan import journal as safety
+from ckptscan.patch import zipcrc
 from ckptscan.patch.rawio import encode, runs
 from ckptscan.patch.strategies import initializer_value
 from test_patch_models import fixmodels, fresh  # noqa: F401
@@ -153,6 +154,8 @@ def test_stale_temporaries_trigger_recovery(fixmodels, tmp_path):
     stale = safety.temp_path(str(p))
     shutil.copyfile(p, stale)
     assert safety.needs_recovery(str(p))
-    with open_checkpoint(p):
+    with open_checkpoint(p):  # a reader never writes: the temporary stays
         pass
+    assert os.path.exists(stale)
+    assert safety.recover(str(p)) == "removed 1 temporary file(s) of an interrupted ckptscan fix"
     assert not os.path.exists(stale)

@@ -31,7 +31,8 @@ need_module("fsspec")
 from ckptscan import open_checkpoint  # noqa: E402
 from ckptscan.errors import NotAnArchiveError  # noqa: E402
 from ckptscan.inventory import inventory  # noqa: E402
-from ckptscan.remote import RangeReader, RemoteError, open_any, open_remote  # noqa: E402
+from ckptscan.formats import open_checkpoint as open_any, open_remote  # noqa: E402
+from ckptscan.formats.remote import RangeReader, RemoteError  # noqa: E402
 
 from conftest import FIXTURES, ROOT, fixture_path, run_cli  # noqa: E402
 from servers import Nginx, dense_bn_keras, need, nginx_binary  # noqa: E402
@@ -68,7 +69,7 @@ def representative() -> list[str]:
 
 
 def local_scan(rel: str):
-    from ckptscan.scan import scan_file
+    from ckptscan.engine import scan_file
 
     if rel not in _LOCAL_SCANS:
         _LOCAL_SCANS[rel] = _scan_key(scan_file(str(FIXTURES / rel)))
@@ -143,7 +144,7 @@ def _inventory_rows(doc: dict) -> list[dict]:
 
 
 def _scan_key(fr) -> tuple:
-    from ckptscan.jsonl import file_result_to_dict
+    from ckptscan.render.jsonl import file_result_to_dict
 
     d = file_result_to_dict(fr)
     for k in ("path", "seconds"):
@@ -186,7 +187,7 @@ def test_http_inspect_equal_local_for_every_fixture(http_server):
 
 
 def test_http_scan_equal_local_for_every_format(http_server):
-    from ckptscan.scan import scan_file
+    from ckptscan.engine import scan_file
 
     reps = representative()
     for rel in reps:
@@ -230,8 +231,8 @@ def test_http_cli_inspect_and_scan_equal_local(http_server):
         assert _inventory_rows(json.loads(r.stdout)) == _inventory_rows(json.loads(json.dumps(inventory(local))))
     rs = run_cli("scan", "--format", "jsonl", uri)
     assert rs.returncode == 1, rs.stderr
-    from ckptscan.jsonl import render_jsonl
-    from ckptscan.scan import scan_file
+    from ckptscan.render.jsonl import render_jsonl
+    from ckptscan.engine import scan_file
 
     got = json.loads(rs.stdout)
     want = json.loads(render_jsonl(scan_file(str(FIXTURES / rel))))
@@ -290,7 +291,7 @@ def test_unknown_protocol_is_an_error():
 
 # --- S3 (moto server) -------------------------------------------------------------------------
 def test_s3_scan_and_inspect_equal_local_for_every_format(s3_server):
-    from ckptscan.scan import scan_file
+    from ckptscan.engine import scan_file
 
     for rel in representative():
         uri = f"s3://ckpts/fixtures/{rel}"
@@ -349,8 +350,8 @@ def test_s3_fix_writes_a_new_object_never_the_source(s3_server, tmp_path):
     fixture_path("diverge", "epoch_05.keras")
     import s3fs
 
-    from ckptscan.remote import fix_remote
-    from ckptscan.scan import scan_file
+    from ckptscan.patch.remote import fix_remote
+    from ckptscan.engine import scan_file
 
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     src = "s3://ckpts/fixtures/diverge/epoch_05.keras"
@@ -384,7 +385,7 @@ def test_s3_unzipped_keras_folder(s3_server, tmp_path):
         assert (remote.format, local.format) == ("keras-dir", "keras-dir")
         assert _inventory_rows(inventory(remote)) == _inventory_rows(inventory(local))
         assert remote.remote_stats.bytes_fetched > 0
-    from ckptscan.scan import scan_file
+    from ckptscan.engine import scan_file
 
     assert _scan_key(scan_file("s3://ckpts/dirs/seed_broken_dir")) == _scan_key(scan_file(str(folder)))
 
@@ -405,7 +406,7 @@ def test_cli_fix_remote_needs_output_and_writes_a_copy(http_server, tmp_path):
 
 
 def test_s3_globs_and_folders_expand(s3_server):
-    from ckptscan.remote import expand_uris
+    from ckptscan.discover import expand_uris
 
     fixture_path("k3", "seed_sharded.weights.json")
     manifest = json.loads(fixture_path("diverge", "manifest.json").read_text())

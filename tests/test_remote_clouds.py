@@ -28,8 +28,8 @@ need_module("fsspec")
 
 from ckptscan import open_checkpoint  # noqa: E402
 from ckptscan.inventory import inventory  # noqa: E402
-from ckptscan.remote import open_remote  # noqa: E402
-from ckptscan.scan import ScanOptions, scan_file  # noqa: E402
+from ckptscan.formats import open_remote  # noqa: E402
+from ckptscan.engine import ScanOptions, scan_file  # noqa: E402
 
 from conftest import FIXTURES  # noqa: E402
 from servers import AZURITE_KEY, Azurite, GcsEmulator, HfHub, azurite_binary, dense_bn_keras, need  # noqa: E402
@@ -90,7 +90,7 @@ def _rows(doc: dict) -> list[dict]:
 
 
 def _scan_doc(fr) -> dict:
-    from ckptscan.jsonl import file_result_to_dict
+    from ckptscan.render.jsonl import file_result_to_dict
 
     d = file_result_to_dict(fr)
     for k in ("path", "seconds"):
@@ -319,7 +319,7 @@ def test_generic_cat_file_backend_whose_open_takes_no_cache_type(tmp_path):
 
     from fsspec.spec import AbstractFileSystem
 
-    from ckptscan.remote import RangeReader
+    from ckptscan.formats.remote import RangeReader
 
     data = (K3 / "seed_broken.keras").read_bytes()
 

@@ -11,7 +11,7 @@ import pytest
 
 from ckptscan.render import OutputFormat, render
 from ckptscan.report import FileResult, Finding, Report, Severity
-from ckptscan.settings import parse_toml, parse_toml_subset
+from ckptscan.settings import SettingsError, parse_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "ckptscan" / "schema" / "report.schema.json").read_text())
@@ -100,5 +100,14 @@ bn-min-channels = 6
 '''
 
 
-def test_builtin_toml_subset_matches_tomllib():
-    assert parse_toml_subset(TOML) == parse_toml(TOML)
+def test_toml_is_read_by_tomllib():
+    assert parse_toml(TOML) == {
+        "project": {"name": "x"},
+        "tool": {"ckptscan": {
+            "select": ["BN", "NUM001"], "fail-on": "warning", "include-optimizer": False,
+            "thresholds": {"bn-outlier-decades": 4.5, "bn-min-channels": 6},
+            "per-file-ignores": {"runs/*.keras": ["BN003"]},
+        }},
+    }
+    with pytest.raises(SettingsError, match="invalid TOML"):
+        parse_toml("a = [", "x.toml")

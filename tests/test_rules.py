@@ -315,3 +315,23 @@ def test_where_collapses_consecutive_runs_and_says_when_truncated():
     assert where(range(64), 256, True) == "channels [0–63, …] (first 64 of 256)"
     assert where([0, 2, 4, 6, 8, 10, 12, 14, 16, 18], 10, False) == (
         "flat indices [0, 2, 4, 6, 8, 10, 12, 14, …] (first 8 of 10)")
+
+
+def test_JRN001_pending_journal_or_temporaries(tmp_path):
+    from ckptscan import journal
+    from ckptscan.rules import FileContext
+
+    f = tmp_path / "m.keras"
+    f.write_bytes(b"abcdefgh")
+    r = get_rule("JRN001")
+    assert list(r.check(FileContext(str(f)))) == []
+    with journal.acquire_lock(str(f)):
+        jp = journal.write_journal(str(f), [journal.Region(str(f), 2, b"cd", b"XY")])
+    (hit,) = r.check(FileContext(str(f)))
+    assert r.format(hit) == (f"{f}: a ckptscan fix was interrupted while writing this checkpoint and left its "
+                             f"journal {jp}; it may hold half-written values until it is recovered")
+    journal.recover(str(f))
+    assert list(r.check(FileContext(str(f)))) == []
+    open(journal.temp_path(str(f)), "wb").close()  # a fixed-name temporary of a dead run
+    (hit,) = r.check(FileContext(str(f)))
+    assert "left temporary files next to it" in r.format(hit)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FIXTURES, fixture_path
 from ckptscan.report import Severity
-from ckptscan.scan import scan_file, make_options
+from ckptscan.engine import make_options, scan_file
 
 K3 = FIXTURES / "k3"
 DIVERGE = FIXTURES / "diverge"

@@ -8,6 +8,7 @@ more than one block of one tensor in memory.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import weakref
@@ -64,10 +65,7 @@ class Variable:
     @property
     def size(self) -> int:
         """Number of elements."""
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def is_float(self) -> bool:

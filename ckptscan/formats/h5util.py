@@ -7,42 +7,25 @@ declared size cannot be backed by the bytes they store.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import re
-import zipfile
 from typing import Any, Iterator
 
 import h5py
 import numpy as np
 
-from ..errors import CkptscanError, LimitExceededError, MalformedArchiveError, UnsafeArchiveError
-from ..limits import (
-    expired,
+from ..errors import MalformedArchiveError, UnsafeArchiveError
+from ..runtime.bounds import (
     MAX_ATTR_BYTES,
     MAX_ATTR_ELEMS,
     MAX_DATASET_EXPANSION,
     MAX_GROUP_DEPTH,
-    MAX_JSON_DEPTH,
     MAX_UNBACKED_BYTES,
-    memory_exhausted,
-    memory_reason,
 )
+from ._errors import Refused, translate_errors
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: Largest chunk (bytes) of a chunked dataset; HDF5 materialises whole chunks.
 MAX_CHUNK_BYTES = 256 << 20
-
-
-class Refused(Exception):
-    """Raised by helpers that do not know the file name; :func:`translate_errors`
-    turns it into an :class:`~ckptscan.errors.UnsafeArchiveError` for the file."""
-
-    def __init__(self, reason: str, unsafe: bool = True):
-        super().__init__(reason)
-        self.reason = reason
-        self.unsafe = unsafe
 
 
 def find_hdf5_superblock(head: bytes) -> int | None:
@@ -53,121 +36,6 @@ def find_hdf5_superblock(head: bytes) -> int | None:
             return off
         off = 512 if off == 0 else off * 2
     return None
-
-
-#: HDF5 library messages (lower-cased substrings) that mean "the bytes end too early".
-_TRUNCATION_HINTS = ("truncated file", "file read failed", "addr overflow", "address overflow",
-                     "eof", "end of file", "is beyond the end", "beyond eoa")
-#: HDF5 library messages that mean "this is not an HDF5 file at all".
-_SIGNATURE_HINTS = ("file signature not found",)
-
-
-def h5_reason(exc: BaseException) -> str:
-    """A short, stable reason for an error raised by h5py/HDF5 while reading."""
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    low = text.lower()
-    if any(h in low for h in _SIGNATURE_HINTS):
-        return "corrupt HDF5 file (superblock signature not found)"
-    if any(h in low for h in _TRUNCATION_HINTS):
-        return "truncated HDF5 file (data ends before the structures it declares)"
-    first = text.splitlines()[0].strip() if text.strip() else type(exc).__name__
-    # "Unable to synchronously open object (bad object header version number)"
-    detail = re.search(r"\(([^()]*)\)\s*$", first)
-    if detail and detail.group(1).strip():
-        first = detail.group(1).strip()
-    first = re.sub(r"^unable to (synchronously )?", "", first, flags=re.I)
-    if len(first) > 160:
-        first = first[:157] + "..."
-    return f"corrupt HDF5 metadata ({first})"
-
-
-@contextlib.contextmanager
-def translate_errors(path: str) -> Iterator[None]:
-    """Turn every error raised while reading ``path`` into a :class:`CkptscanError`.
-
-    =============================  ==================================================
-    raised below                   raised to the caller
-    =============================  ==================================================
-    :class:`CkptscanError`         unchanged
-    :class:`Refused`               :class:`UnsafeArchiveError` (or Malformed)
-    ``zipfile.BadZipFile``,        ``MalformedArchiveError: corrupt zip archive (…)``
-    ``zlib``/``EOFError``
-    ``json.JSONDecodeError``       ``MalformedArchiveError: invalid JSON (…)``
-    ``RecursionError``             ``MalformedArchiveError: structure nested too deeply``
-    ``MemoryError``                ``LimitExceededError: out of memory …``
-    h5py ``OSError``/``KeyError``  ``MalformedArchiveError: truncated HDF5 file`` or
-    /``ValueError``/``TypeError``  ``corrupt HDF5 metadata (<HDF5 detail>)``
-    …
-    =============================  ==================================================
-    """
-    try:
-        yield
-    except CkptscanError:
-        raise
-    except Exception as exc:
-        late = expired()  # a read failed because the deadline passed: say so
-        if late is not None:
-            raise late from exc
-        mapped = _map_error(exc, path)
-        if mapped is None:
-            raise
-        raise mapped from (None if isinstance(exc, Refused) else exc)
-
-
-def _map_error(exc: Exception, path: str) -> CkptscanError | None:
-    """The ckptscan error for a lower-level exception (see :func:`translate_errors`)."""
-    import zlib
-
-    if isinstance(exc, Refused):
-        return (UnsafeArchiveError if exc.unsafe else MalformedArchiveError)(path, exc.reason)
-    if isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)):
-        return MalformedArchiveError(path, f"corrupt zip archive ({str(exc) or type(exc).__name__})")
-    if isinstance(exc, json.JSONDecodeError):
-        msg = exc.msg.removesuffix(" at")
-        return MalformedArchiveError(path, f"invalid JSON ({msg}, line {exc.lineno} column {exc.colno})")
-    if isinstance(exc, UnicodeDecodeError):
-        return MalformedArchiveError(path, f"text that is not UTF-8 ({exc.reason})")
-    if isinstance(exc, RecursionError):
-        return MalformedArchiveError(path, "structure nested too deeply")
-    if isinstance(exc, MemoryError):
-        memory_exhausted()  # the --max-memory cap: room to close the file and report it
-        return LimitExceededError(path, memory_reason())
-    if isinstance(exc, (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError,
-                        AttributeError, AssertionError, SystemError)):
-        try:
-            text = str(exc)
-            if "memory allocation failed" in text:  # libhdf5 sized a buffer from corrupt metadata
-                memory_exhausted()
-                return LimitExceededError(path, memory_reason(exc))
-            return MalformedArchiveError(path, h5_reason(exc))
-        except MemoryError:
-            memory_exhausted()
-            return LimitExceededError(path, memory_reason(exc))
-    return None
-
-
-def parse_json(raw: bytes | str, what: str = "JSON") -> Any:
-    """Parse a JSON document, refusing nesting deeper than :data:`MAX_JSON_DEPTH`.
-
-    Never evaluates anything: plain :func:`json.loads`. Errors are left to
-    :func:`translate_errors`; excessive depth raises :class:`Refused`.
-    """
-    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
-    doc = json.loads(text)  # RecursionError past ~1000 levels: see translate_errors
-    level = [doc] if type(doc) is dict or type(doc) is list else []
-    depth = 1
-    while level:  # iterative, one nesting level at a time: later code that recurses stays safe
-        if depth > MAX_JSON_DEPTH:
-            raise Refused(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep", unsafe=False)
-        below: list = []
-        add = below.append
-        for node in level:
-            for v in node.values() if type(node) is dict else node:
-                if type(v) is dict or type(v) is list:  # json.loads builds no subclasses
-                    add(v)
-        level = below
-        depth += 1
-    return doc
 
 
 class _WindowedFile(h5py.File):
@@ -189,7 +57,7 @@ def open_h5(source: Any, path: str) -> h5py.File:
 
     A path is read through a :class:`~ckptscan.formats.zipmember.FileWindow` over the
     whole file, so every read the HDF5 library makes passes through Python and
-    honours the ``--timeout`` deadline (:func:`ckptscan.limits.check_deadline`).
+    honours the ``--timeout`` deadline (:func:`ckptscan.runtime.timeout.check_deadline`).
     """
     from .zipmember import FileWindow
 
@@ -302,7 +170,7 @@ def _link_kind(link: object) -> str:
     return "a user-defined link"
 
 
-def _d(name: bytes) -> str | bytes:
+def decode_name(name: bytes) -> str | bytes:
     """A name from the HDF5 library as h5py shows it (UTF-8, else the raw bytes)."""
     try:
         return name.decode("utf8")
@@ -310,14 +178,14 @@ def _d(name: bytes) -> str | bytes:
         return name
 
 
-def _e(name: str | bytes) -> bytes:
+def encode_name(name: str | bytes) -> bytes:
     """A name for the HDF5 library, encoded as h5py encodes it."""
     return name if isinstance(name, bytes) else name.encode("utf8")
 
 
 def h5name(oid: Any) -> str:
     """The path an open low-level object was reached by (``h5py`` ``obj.name``)."""
-    return _d(h5py.h5i.get_name(oid))
+    return decode_name(h5py.h5i.get_name(oid))
 
 
 class Attrs:
@@ -367,7 +235,7 @@ def safe_open(gid: Any, name: str, where: str) -> Any:
             kind = h5py.h5i.get_type(oid)
         if kind != _GROUP and not isinstance(oid, h5py.h5f.FileID):
             raise AttributeError(_NO_GET.get(kind, "object has no attribute 'get'"))
-        b = _e(part)
+        b = encode_name(part)
         try:
             ltype = oid.links.get_info(b).type
         except Exception:
@@ -377,12 +245,12 @@ def safe_open(gid: Any, name: str, where: str) -> Any:
             raise
         if ltype != _HARD:
             if ltype == _SOFT:
-                link = h5py.SoftLink(_d(oid.links.get_val(b)))
+                link = h5py.SoftLink(decode_name(oid.links.get_val(b)))
             elif ltype == _EXTERNAL:
                 from h5py._hl.compat import filename_decode
 
                 fb, lb = oid.links.get_val(b)
-                link = h5py.ExternalLink(filename_decode(fb), _d(lb))
+                link = h5py.ExternalLink(filename_decode(fb), decode_name(lb))
             else:
                 raise TypeError("Unknown link type")
             raise UnsafeArchiveError(
@@ -418,7 +286,7 @@ def open_path(gid: Any, name: str, where: str, hard_only: bool) -> Any:
         parts = [p for p in name.split("/") if p]
         if parts and "." not in parts and ".." not in parts:
             try:
-                oid = h5py.h5o.open(gid, _e("/".join(parts)))
+                oid = h5py.h5o.open(gid, encode_name("/".join(parts)))
             except Exception:
                 return safe_open(gid, name, where)
             if h5py.h5i.get_type(oid) in (_GROUP, _DATASET, _DATATYPE):
@@ -454,7 +322,7 @@ def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None
     """Yield ``(relative name, object)`` for every group and dataset, hard links only.
 
     Deterministic order (sorted names). Refuses links, groups nested more than
-    :data:`~ckptscan.limits.MAX_GROUP_DEPTH` deep, and a group reachable twice (a hard
+    :data:`~ckptscan.runtime.bounds.MAX_GROUP_DEPTH` deep, and a group reachable twice (a hard
     link cycle or diamond, which Keras never writes and which would make the walk
     explode).
 
@@ -499,7 +367,7 @@ def hard_link_tree(fid: Any) -> list[tuple[str, ...]]:
     :class:`Declined` unless the tree is exactly what :func:`walk` accepts without a
     word: hard links only, every object reached by one link (no cycle, no diamond,
     nothing linking back to the root), UTF-8 names without ``.``/``..`` components,
-    nesting within :data:`~ckptscan.limits.MAX_GROUP_DEPTH`. The order is
+    nesting within :data:`~ckptscan.runtime.bounds.MAX_GROUP_DEPTH`. The order is
     :func:`walk`'s: depth first, siblings sorted by name.
     """
     names: list[bytes] = []

@@ -16,21 +16,21 @@ import h5py
 
 from .. import naming
 from ..errors import MalformedArchiveError
+from ._errors import translate_errors
 from .base import Checkpoint, LayerInfo, Variable
 from .h5util import (
     Attrs,
-    _e,
     attr_str,
     check_dataset_id,
     chunked_attr,
     dtype_name,
+    encode_name,
     h5name,
     is_dataset,
     is_group,
     only_hard_links,
     open_path,
     safe_child,
-    translate_errors,
     wrap,
 )
 
@@ -42,9 +42,11 @@ MAX_CONFIG_CHARS = 64 << 20
 class LegacyCheckpoint(Checkpoint):
     """A legacy Keras HDF5 file (full model or weights only)."""
 
-    def __init__(self, path: str, h5: h5py.File):
+    def __init__(self, path: str, h5: h5py.File, owner: object | None = None):
         super().__init__(path)
         self.h5 = h5
+        self._owner = owner
+        """A file object h5py reads through (a remote reader), closed with the checkpoint."""
         self._handles: dict[str, h5py.Dataset | None] = {}
         self._filesize = 0
         with translate_errors(path):
@@ -55,12 +57,14 @@ class LegacyCheckpoint(Checkpoint):
             self.h5.close()
         except Exception:  # pragma: no cover
             pass
+        if self._owner is not None:
+            self._owner.close()
 
     def _dataset(self, var: Variable) -> h5py.Dataset:
         """The h5py dataset of ``var``, opened on first use (chunked or compact data)."""
         ds = self._handles[var.h5path]
         if ds is None:
-            ds = self._handles[var.h5path] = wrap(h5py.h5o.open(self.h5.id, _e(var.h5path)))
+            ds = self._handles[var.h5path] = wrap(h5py.h5o.open(self.h5.id, encode_name(var.h5path)))
         return ds
 
     def _index(self) -> None:

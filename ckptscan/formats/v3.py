@@ -18,7 +18,9 @@ import h5py
 
 from .. import naming
 from ..errors import FileTimeoutError, MalformedArchiveError
-from ..limits import expired, is_memory_failure
+from ..runtime.memory import is_memory_failure
+from ..runtime.timeout import expired
+from ._errors import translate_errors
 from .base import Checkpoint, LayerInfo, Variable, itemsize
 from .h5util import (
     Attrs,
@@ -33,7 +35,6 @@ from .h5util import (
     is_group,
     needs_hint,
     safe_child,
-    translate_errors,
     walk,
     wrap,
 )

@@ -14,9 +14,9 @@ import tempfile
 import zipfile
 
 from ..errors import MalformedArchiveError, UnsafeArchiveError
-from ..limits import check_deadline
-from ..limits import MAX_INFLATED, MAX_JSON_BYTES, MAX_SMALL_MEMBER
-from ..limits import MAX_ZIP_EXPANSION as MAX_EXPANSION
+from ..runtime.bounds import MAX_INFLATED, MAX_JSON_BYTES, MAX_SMALL_MEMBER
+from ..runtime.bounds import MAX_ZIP_EXPANSION as MAX_EXPANSION
+from ..runtime.timeout import check_deadline
 
 #: Prefix of the temporary files holding inflated members (always deleted on close).
 TEMP_PREFIX = "ckptscan-"

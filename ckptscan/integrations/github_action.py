@@ -68,9 +68,10 @@ def summary_markdown(report, fail_on: str, sarif_file: str) -> str:
 
 def main() -> int:
     """Scan ``INPUT_PATHS``; write SARIF, the job summary and the step outputs."""
+    from ..discover import discover
+    from ..engine import make_options, scan_candidates
     from ..errors import CkptscanError
     from ..render import render
-    from ..scan import discover, make_options, scan_candidates
 
     paths = shlex.split(_env("INPUT_PATHS", ".")) or ["."]
     fail_on = _env("INPUT_FAIL_ON", "error") or "error"

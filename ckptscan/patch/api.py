@@ -1,22 +1,28 @@
-"""``ckptscan.fix``: find targets, choose strategies, patch, verify — one file or many."""
+"""One file: find targets, choose strategies, patch, verify (:func:`fix_file`, :func:`apply`);
+the request every path of a ``fix`` shares (:class:`FixRequest`, :func:`build_request`)."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .. import journal
 from ..errors import CkptscanError, PatchRefusedError
-from . import safety
-from .model import FileFix, FixManifest, PatchPlan
+from .model import FileFix, PatchPlan
 from .rawio import decode, read_raw
-from .strategies import Options, Strategy, Target, choose, is_bn_stat, make_change
+from .strategies import (
+    Options,
+    Strategy,
+    Target,
+    Verify,
+    choose,
+    is_bn_stat,
+    make_change,
+)
 from .targets import find_targets
 from .writer import apply_plan, check_writable, prepare, record
-
-CANDIDATE_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.json")
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class FixRequest:
     """None: no backup; ``""``: ``<file>.bak``; else that path."""
     verify: str = "full"
     config: str | None = None
-    lock_timeout: float = safety.LOCK_TIMEOUT
+    lock_timeout: float = journal.LOCK_TIMEOUT
     timeout: float | None = None
     """Seconds allowed for reading and planning one file (``--timeout``); None: no limit.
     The limit never covers a write: it ends before the first byte is written."""
@@ -51,11 +57,11 @@ def _locked_open(path: str, req: FixRequest, want_lock: bool):
     """Take the lock (when writing, or recovering), recover, open. Returns (lock, ckpt, note)."""
     lock = None
     note = None
-    if want_lock or safety.needs_recovery(path):
-        lock = safety.acquire_lock(path, req.lock_timeout)
+    if want_lock or journal.needs_recovery(path):
+        lock = journal.acquire_lock(path, req.lock_timeout)
     try:
         if lock is not None:
-            note = safety.recover_locked(path)
+            note = journal.recover_locked(path)
         ckpt = _open(path, req.config)
     except BaseException:
         if lock is not None:
@@ -66,7 +72,7 @@ def _locked_open(path: str, req: FixRequest, want_lock: bool):
 
 def fix_file(path: str, req: FixRequest = FixRequest()) -> FileFix:
     """Repair one checkpoint; never raises for a problem with the file (see ``status``)."""
-    path = safety.unit_path(path)
+    path = journal.unit_path(path)
     try:
         return _fix_file(path, req)
     except PatchRefusedError as exc:
@@ -76,14 +82,14 @@ def fix_file(path: str, req: FixRequest = FixRequest()) -> FileFix:
     except OSError as exc:
         return FileFix(path, "failed", reason=f"{exc.strerror or exc}")
     except MemoryError:  # past --max-memory outside a reader (the readers map their own)
-        from ..limits import memory_exhausted, memory_reason
+        from ..runtime.memory import memory_exhausted, memory_reason
 
         memory_exhausted()
         return FileFix(path, "failed", reason=memory_reason())
 
 
 def _fix_file(path: str, req: FixRequest) -> FileFix:
-    from ..limits import file_timeout
+    from ..runtime.timeout import file_scope
 
     if not os.path.exists(path):
         return FileFix(path, "failed", reason="no such file or directory")
@@ -91,15 +97,15 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
     if writing and req.output is None and os.path.isfile(path) and not path.endswith(".json"):
         check_writable(path, [path])  # refuse before creating anything
     lock = None
-    if writing or safety.needs_recovery(path):
-        lock = safety.acquire_lock(path, req.lock_timeout)
+    if writing or journal.needs_recovery(path):
+        lock = journal.acquire_lock(path, req.lock_timeout)
     ckpt = ref = None
     try:
-        note = safety.recover_locked(path) if lock is not None else None  # a write: not under the timeout
+        note = journal.recover_locked(path) if lock is not None else None  # a write: not under the timeout
         notes = [note] if note else []
         # reading and planning run under --timeout (a file that sends libhdf5 into a loop
         # is stopped here, exit 2); the writes below never do
-        with file_timeout(req.timeout, path):
+        with file_scope(req.timeout, path):
             ckpt = _open(path, req.config)
             if req.ref is not None:
                 ref = _open(req.ref, None)
@@ -132,7 +138,7 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
                 raise PatchRefusedError(path, "not a local file; cannot patch in place")
         result = apply_plan(ckpt, plan, reopen=lambda p: _open(p, req.config), output=req.output,
                             backup=req.backup, verify=req.verify)
-        if req.verify == "full" and result.status == "fixed":
+        if Verify(req.verify).rehashes_all and result.status == "fixed":
             left = _still_bad(result.output or path, req, [t for t in targets])
             unfixed += left
         status = result.status if not unfixed else "unfixed"
@@ -174,14 +180,14 @@ def _still_bad(path: str, req: FixRequest, targets: list[Target]) -> list[str]:
 
 
 def apply(plan: PatchPlan, *, output: str | None = None, backup: str | None = None, verify: str = "full",
-          config: str | None = None, lock_timeout: float = safety.LOCK_TIMEOUT,
+          config: str | None = None, lock_timeout: float = journal.LOCK_TIMEOUT,
           force_rewrite: bool = False) -> FileFix:
     """Apply an explicit plan (changes name variables by :attr:`Variable.path`).
 
     Takes the lock, recovers an interrupted run, re-resolves each variable in the
     current file, writes, verifies. Raises :class:`CkptscanError` on refusal.
     """
-    path = safety.unit_path(plan.file)
+    path = journal.unit_path(plan.file)
     if output is None and os.path.isfile(path) and not path.endswith(".json"):
         check_writable(path, [path])
     req = FixRequest(config=config, lock_timeout=lock_timeout)
@@ -203,133 +209,21 @@ def apply(plan: PatchPlan, *, output: str | None = None, backup: str | None = No
 
 # --- many files -----------------------------------------------------------------------
 
-def expand(paths) -> list[str]:
-    """Files and folders → checkpoints (folders searched; shards of an index skipped)."""
-    out: list[str] = []
-    for p in paths:
-        p = os.fspath(p)
-        if not os.path.isdir(p) or _is_keras_dir(p):
-            out.append(p)
-            continue
-        for root, dirs, files in os.walk(p):
-            dirs.sort()
-            keep = []
-            for d in dirs:
-                if d.startswith("."):
-                    continue
-                if _is_keras_dir(os.path.join(root, d)):
-                    out.append(os.path.join(root, d))
-                else:
-                    keep.append(d)
-            dirs[:] = keep
-            shards = _shards_in(root, files)
-            for f in sorted(files):
-                if f.startswith(".") or f in shards or not f.endswith(CANDIDATE_SUFFIXES):
-                    continue
-                out.append(os.path.join(root, f))
-    return out
-
-
-def _is_keras_dir(p: str) -> bool:
-    return os.path.isfile(os.path.join(p, "config.json")) and (
-        os.path.isfile(os.path.join(p, "model.weights.h5")) or os.path.isfile(os.path.join(p, "model.weights.json")))
-
-
-def _shards_in(root: str, files: list[str]) -> set[str]:
-    names: set[str] = set()
-    for f in files:
-        if not f.endswith(".json"):
-            continue
-        try:
-            with open(os.path.join(root, f)) as fh:
-                doc = json.load(fh)
-        except (OSError, ValueError):
-            continue
-        wm = doc.get("weight_map") if isinstance(doc, dict) else None
-        if isinstance(wm, dict):
-            for v in wm.values():
-                for n in [v] if isinstance(v, str) else v if isinstance(v, list) else []:
-                    if isinstance(n, str):
-                        names.add(n)
-    return names
-
-
-def _fix_item(item: tuple[str, FixRequest]) -> FileFix:
-    """:func:`fix_file` on one ``(path, request)`` pair (module level: picklable)."""
-    return fix_file(*item)
-
-
-def _died(error: str | None) -> str:
-    """The reason of a file whose worker never returned (``WorkerDied: …`` → ``…``)."""
-    return (error or "worker process died").split(": ", 1)[-1]
-
-
-def _parse_strategy(s) -> Strategy:
-    return s if isinstance(s, Strategy) else Strategy(str(s))
-
-
-def fix(paths, *, strategy: str | Strategy = "auto", rule_strategies: dict | None = None, ref: str | None = None,
-        value: float | None = None, clamp_min: float = 0.0, clamp_max: float | None = None,
-        whole_tensor: bool = False, select=(), ignore=(), layer: str | None = None,
-        include_optimizer: bool = False, dry_run: bool = False, output: str | None = None,
-        backup: bool | str = False, verify: str = "full", config: str | None = None, jobs: int = 1,
-        lock_timeout: float = safety.LOCK_TIMEOUT, manifest: str | None = None,
-        timeout: float | None = None) -> FixManifest:
-    """Repair checkpoints; returns the :class:`FixManifest` (one :class:`FileFix` per file).
-
-    ``paths``: a path or a list of files/folders. ``strategy``: ``auto``, ``reset``,
-    ``median``, ``clamp``, ``from`` (needs ``ref``) or ``value`` (needs ``value``);
-    ``rule_strategies`` maps rule IDs to strategies. Only bad elements change unless
-    ``whole_tensor``. ``output`` writes a patched copy (one input only). ``backup``:
-    True for ``<file>.bak`` or a path. ``verify``: ``full`` (every tensor re-hashed,
-    zip CRCs checked) or ``targets`` (only the changed tensors re-read). ``timeout``:
-    seconds allowed for reading and planning each file (never applied to a write).
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    if any("://" in os.fspath(p) for p in paths):  # URIs: ckptscan.remote writes a patched copy, never in place
-        from ..remote import fix_paths
-
-        return fix_paths(paths, output=output, ref=ref, manifest=manifest, strategy=strategy,
-                         rule_strategies=rule_strategies, value=value, clamp_min=clamp_min, clamp_max=clamp_max,
-                         whole_tensor=whole_tensor, select=select, ignore=ignore, layer=layer,
-                         include_optimizer=include_optimizer, dry_run=dry_run, verify=verify, config=config)
-    strat = _parse_strategy(strategy)
+def build_request(*, strategy: str | Strategy = "auto", rule_strategies: dict | None = None, ref: str | None = None,
+                  value: float | None = None, clamp_min: float = 0.0, clamp_max: float | None = None,
+                  whole_tensor: bool = False, select=(), ignore=(), layer: str | None = None,
+                  include_optimizer: bool = False, dry_run: bool = False, output: str | None = None,
+                  backup: bool | str = False, verify: str = "full", config: str | None = None,
+                  lock_timeout: float = journal.LOCK_TIMEOUT, timeout: float | None = None) -> FixRequest:
+    """The :class:`FixRequest` of :func:`fix`'s keyword arguments (validated: ValueError)."""
+    strat = Strategy.of(strategy)
     if ref is not None and strat is Strategy.AUTO:
         strat = Strategy.FROM
-    opts = Options(strategy=strat, per_rule={k: _parse_strategy(v) for k, v in (rule_strategies or {}).items()},
+    opts = Options(strategy=strat, per_rule={k: Strategy.of(v) for k, v in (rule_strategies or {}).items()},
                    value=value, clamp_min=clamp_min, clamp_max=clamp_max, whole_tensor=whole_tensor)
-    if verify not in ("full", "targets"):
-        raise ValueError("verify must be 'full' or 'targets'")
-    files = expand(paths)
-    if output is not None and len(files) != 1:
-        raise ValueError("output needs exactly one input checkpoint")
+    verify = Verify.of(verify).value
     bk = None if backup is False or backup is None else ("" if backup is True else os.fspath(backup))
-    req = FixRequest(options=opts, ref=None if ref is None else os.fspath(ref), select=tuple(select),
-                     ignore=tuple(ignore), layer=layer, include_optimizer=include_optimizer, dry_run=dry_run,
-                     output=None if output is None else os.fspath(output), backup=bk, verify=verify,
-                     config=config, lock_timeout=lock_timeout, timeout=timeout)
-    if jobs > 1 and len(files) > 1:
-        # the scan's pool: a worker that dies (a file stuck in libhdf5 past --timeout, a
-        # crash) fails only its own file, and the others are still patched
-        from ..executor import run_many
-
-        results = [o.value if o.ok else FileFix(o.item[0], "failed", reason=_died(o.error))
-                   for o in run_many(_fix_item, [(f, req) for f in files], jobs=jobs, ordered=True)]
-    else:
-        results = [fix_file(f, req) for f in files]
-    doc = FixManifest(tuple(results), dry_run=dry_run)
-    if manifest is not None:
-        write_manifest(doc, manifest)
-    return doc
-
-
-def write_manifest(doc: FixManifest, path: str) -> None:
-    """Write the manifest JSON atomically."""
-    tmp = safety.temp_path(path, unique=True)
-    with open(tmp, "w") as fh:
-        json.dump(doc.to_dict(), fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return FixRequest(options=opts, ref=None if ref is None else os.fspath(ref), select=tuple(select),
+                      ignore=tuple(ignore), layer=layer, include_optimizer=include_optimizer, dry_run=dry_run,
+                      output=None if output is None else os.fspath(output), backup=bk, verify=verify,
+                      config=config, lock_timeout=lock_timeout, timeout=timeout)

@@ -23,6 +23,7 @@ from enum import Enum
 
 import numpy as np
 
+from .._compat import assert_never
 from ..errors import PatchRefusedError
 from ..formats.base import Checkpoint, Variable
 from .model import Change
@@ -38,7 +39,20 @@ STOP_GAP = ("stop-gap: moving statistics reset to the initializer values; the la
 ESTIMATE = "estimate: bad channels take the median of the healthy channels of the same layer"
 
 
-class Strategy(str, Enum):
+class _Choice(str, Enum):
+    """A command-line choice: :meth:`of` names the choices when a value is not one."""
+
+    @classmethod
+    def of(cls, value: str) -> _Choice:
+        """The member named ``value`` (ValueError listing the choices otherwise)."""
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise ValueError(f"unknown --{cls.__name__.lower()} {value!r} (choose from {choices})") from None
+
+
+class Strategy(_Choice):
     """The repair strategies (``--strategy``)."""
 
     AUTO = "auto"
@@ -47,6 +61,34 @@ class Strategy(str, Enum):
     CLAMP = "clamp"
     FROM = "from"
     VALUE = "value"
+
+    def needs(self) -> str | None:
+        """The option this strategy cannot run without (``--from REF``, ``--value V``), or None."""
+        if self is Strategy.FROM:
+            return "--from REF"
+        if self is Strategy.VALUE:
+            return "--value V"
+        if self is Strategy.AUTO or self is Strategy.RESET or self is Strategy.MEDIAN or self is Strategy.CLAMP:
+            return None
+        assert_never(self)
+
+
+class Verify(_Choice):
+    """How a repair is verified after the write (``--verify``)."""
+
+    FULL = "full"
+    """Every tensor re-hashed (the untouched ones must be unchanged) and zip CRCs checked."""
+    TARGETS = "targets"
+    """Only the changed tensors re-read."""
+
+    @property
+    def rehashes_all(self) -> bool:
+        """True when every tensor of the file is re-hashed, not only the changed ones."""
+        if self is Verify.FULL:
+            return True
+        if self is Verify.TARGETS:
+            return False
+        assert_never(self)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """What to repair: the scan's patchable findings.
 
-The targets are the findings of :mod:`ckptscan.scan` with ``patchable=True`` at
+The targets are the findings of :mod:`ckptscan.engine` with ``patchable=True`` at
 ``error`` severity, plus warnings of rules named in ``--select`` (``--ignore`` rule IDs,
 ``--layer`` glob). A finding's ``indices`` may be truncated, so the bad elements are
 recomputed from the tensor (non-finite values; negative values of a BN variance) and
@@ -15,6 +15,7 @@ import numpy as np
 
 from ..formats.base import Checkpoint, Variable
 from .strategies import Target, is_bn_stat
+
 
 def bad_elements(ckpt: Checkpoint, var: Variable) -> np.ndarray:
     """Flat indices of non-finite values (and negative BN variances) of ``var``."""
@@ -51,10 +52,10 @@ def _rule_ok(rid: str, select: tuple[str, ...], ignore: tuple[str, ...]) -> bool
 
 def scan_findings(ckpt: Checkpoint, select=(), ignore=(), include_optimizer=False):
     """The scan engine's findings for an open checkpoint."""
-    from ..scan import make_options, scan_checkpoint
+    from ..engine import make_options, scan_checkpoint
 
     options = make_options(select=list(select) or None, ignore=list(ignore), include_optimizer=include_optimizer)
-    findings, _impact, _counters = scan_checkpoint(ckpt, options)
+    findings = scan_checkpoint(ckpt, options).findings
     return findings
 
 

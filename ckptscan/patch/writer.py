@@ -22,15 +22,26 @@ import shutil
 import struct
 import zipfile
 from dataclasses import dataclass
+from typing import Callable
 
 import h5py
 import numpy as np
 
+from .. import journal
 from ..errors import CkptscanError, PatchRefusedError
 from ..formats.base import Checkpoint, Variable
-from . import safety, zipcrc
+from . import zipcrc
 from .model import Change, ChangeRecord, FileFix, PatchPlan, json_number
-from .rawio import decode, element_hash, encode, file_sha256, patched_hash, read_at, runs, storage_dtype
+from .rawio import (
+    decode,
+    element_hash,
+    encode,
+    file_sha256,
+    patched_hash,
+    read_at,
+    runs,
+    storage_dtype,
+)
 
 WEIGHTS_MEMBER = "model.weights.h5"
 MULTI_FILE = ("keras3-sharded", "keras-dir")
@@ -198,8 +209,10 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
     regions = _regions(ckpt, prepared) if in_place else []
     ckpt.close()
 
+    w = _Write(fmt=fmt, prepared=prepared, regions=regions, physical=physical, expected=expected, hashes=hashes,
+               verify=verify, reopen=reopen)
     if output is not None:
-        out = _patch_copy(path, fmt, files, regions, prepared, physical, output, reopen, expected, hashes, verify)
+        out = _write_copy(path, files, output, w)
         after = {f: file_sha256(f) for f in unit_files_of(out, fmt, files, path)} if verify == "full" else {}
         return FileFix(path, "fixed", format=fmt, mode="copy", output=out, sha256_before=before,
                        sha256_after=after, changes=records, verified=verify)
@@ -207,26 +220,26 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
     if backup is not None:
         bak = _backup(path, fmt, targets, backup)
     if in_place:
-        safety.write_journal(path, regions)
+        journal.write_journal(path, regions)
         try:
             _write_regions(regions)
             try:
                 _verify(reopen(path), expected, hashes, verify)
             except CkptscanError as exc:
-                safety.roll_back(path, regions)
+                journal.roll_back(path, regions)
                 raise PatchRefusedError(path, f"verification failed, original restored: {exc.reason}") from exc
         except BaseException:
             # a Python-level failure: restore now (a crash is handled by recovery)
             try:
-                safety.roll_back(path, regions)
-                safety.end_journal(path)
+                journal.roll_back(path, regions)
+                journal.end_journal(path)
             except Exception:  # pragma: no cover - leave the journal for recovery
                 pass
             raise
-        safety.end_journal(path)
+        journal.end_journal(path)
         mode = "in-place"
     else:
-        _rewrite(path, fmt, physical, prepared, physical, reopen, expected, hashes, verify)
+        _rewrite(physical, w)
         mode = "rewrite"
     after = {f: file_sha256(f) for f in files} if verify == "full" else {}
     return FileFix(path, "fixed", format=fmt, mode=mode, output=path, backup=bak, sha256_before=before,
@@ -243,8 +256,8 @@ def unit_files_of(out: str, fmt: str, files: list[str], src: str) -> list[str]:
     return [os.path.join(out, os.path.basename(f)) for f in files]
 
 
-def _regions(ckpt: Checkpoint, prepared: list[Prepared]) -> list[safety.Region]:
-    regions: list[safety.Region] = []
+def _regions(ckpt: Checkpoint, prepared: list[Prepared]) -> list[journal.Region]:
+    regions: list[journal.Region] = []
     fds: dict[str, int] = {}
     try:
         for p in prepared:
@@ -252,7 +265,7 @@ def _regions(ckpt: Checkpoint, prepared: list[Prepared]) -> list[safety.Region]:
             isz = storage_dtype(var).itemsize
             for start, n in runs(p.changed):
                 k = int(np.searchsorted(p.idx, start))  # a run's elements are consecutive in idx too
-                regions.append(safety.Region(var.file, var.offset + start * isz,
+                regions.append(journal.Region(var.file, var.offset + start * isz,
                                              p.old_raw[k:k + n].tobytes(), p.new_raw[k:k + n].tobytes()))
             fds.setdefault(var.file, os.open(var.file, os.O_RDONLY))
         for r in regions:  # the journal holds what is on disk, not what we decoded
@@ -266,7 +279,7 @@ def _regions(ckpt: Checkpoint, prepared: list[Prepared]) -> list[safety.Region]:
     return regions
 
 
-def _crc_regions(path: str, regions: list[safety.Region]) -> list[safety.Region]:
+def _crc_regions(path: str, regions: list[journal.Region]) -> list[journal.Region]:
     loc = zipcrc.locate(path, WEIGHTS_MEMBER)
     delta = 0
     for r in regions:
@@ -284,13 +297,13 @@ def _crc_regions(path: str, regions: list[safety.Region]) -> list[safety.Region]
             fh.seek(at)
             if fh.read(4) != old:
                 raise PatchRefusedError(path, f"{WEIGHTS_MEMBER}: CRC field at {at} does not hold the member's CRC")
-            out.append(safety.Region(path, at, old, new))
+            out.append(journal.Region(path, at, old, new))
     return out
 
 
-def _write_regions(regions: list[safety.Region]) -> None:
+def _write_regions(regions: list[journal.Region]) -> None:
     fds: dict[str, int] = {}
-    split = safety.faults_enabled()
+    split = journal.faults_enabled()
     try:
         for i, r in enumerate(regions):
             if r.file not in fds:
@@ -299,14 +312,14 @@ def _write_regions(regions: list[safety.Region]) -> None:
             if split and len(r.new) > 1:  # crash tests: let kills land inside a region
                 h = len(r.new) // 2
                 os.pwrite(fd, r.new[:h], r.offset)
-                safety.fault_point(f"region-{i}-half")
+                journal.fault_point(f"region-{i}-half")
                 os.pwrite(fd, r.new[h:], r.offset + h)
             else:
                 os.pwrite(fd, r.new, r.offset)
-            safety.fault_point(f"region-{i}")
+            journal.fault_point(f"region-{i}")
         for fd in fds.values():
             os.fsync(fd)
-        safety.fault_point("regions-synced")
+        journal.fault_point("regions-synced")
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -351,48 +364,70 @@ def _backup(path: str, fmt: str, targets: list[str], backup: str) -> str:
     if backup == "":
         if len(targets) == 1 and targets[0] == path or fmt == "keras-zip":
             dst = path + ".bak"
-            safety.atomic_copy(path, dst)
+            journal.atomic_copy(path, dst)
             return dst
         for t in targets:
-            safety.atomic_copy(t, t + ".bak")
+            journal.atomic_copy(t, t + ".bak")
         return ", ".join(t + ".bak" for t in targets)
     if fmt in MULTI_FILE and len(targets) > 1:
         raise PatchRefusedError(path, "--backup-to needs one file; this patch touches several shards (use --backup)")
     src = path if fmt == "keras-zip" or targets == [path] else targets[0]
-    safety.atomic_copy(src, backup)
+    journal.atomic_copy(src, backup)
     return backup
 
 
-def _patch_copy(path, fmt, files, regions, prepared, physical, output, reopen, expected, hashes, verify) -> str:
-    out = safety.unit_path(output)
-    src = safety.unit_path(path)
+@dataclass(frozen=True)
+class _Write:
+    """What a write puts into a checkpoint and how the result is checked."""
+
+    fmt: str
+    prepared: list
+    """The :class:`Prepared` changes (bits at indices)."""
+    regions: list
+    """Byte regions patched in place; empty when :attr:`physical` is rewritten whole."""
+    physical: str | None
+    """The file rewritten whole (the archive or one HDF5 file), None for in place."""
+    expected: dict
+    """Changed tensor key -> the digest its written values must give."""
+    hashes: dict
+    """Untouched tensor key -> its digest before the write (``verify="full"``)."""
+    verify: str
+    reopen: Callable
+    """Opens a checkpoint the way the patched one was opened (same ``--config``)."""
+
+
+def _write_copy(path: str, files: list[str], output: str, w: _Write) -> str:
+    """Write the patched checkpoint to ``output`` (staged, verified, then moved into place)."""
+    fmt, regions, physical = w.fmt, w.regions, w.physical
+    out = journal.unit_path(output)
+    src = journal.unit_path(path)
     if out == src:
         raise PatchRefusedError(path, "--output is the input itself; drop --output to patch in place")
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         raise PatchRefusedError(path, f"output folder {parent} does not exist")
-    stage = safety.temp_path(out, unique=True)
+    stage = journal.temp_path(out, unique=True)
     os.mkdir(stage)
     try:
         if fmt == "keras3-sharded":
             names = [os.path.basename(out)] + [os.path.basename(f) for f in files[1:]]
             for f, n in zip(files, names):
-                if os.path.dirname(f) == parent and n != os.path.basename(out) and safety.unit_path(f) == os.path.join(parent, n):
+                if os.path.dirname(f) == parent and n != os.path.basename(out) and journal.unit_path(f) == os.path.join(parent, n):
                     raise PatchRefusedError(path, f"--output would overwrite shard {n} of the input; choose another folder")
-                safety.copy_durable(f, os.path.join(stage, n))
+                journal.copy_durable(f, os.path.join(stage, n))
             staged = os.path.join(stage, names[0])
         elif os.path.isdir(src):
             staged = os.path.join(stage, "unit")
             shutil.copytree(src, staged)
         else:
             staged = os.path.join(stage, os.path.basename(out))
-            safety.copy_durable(src, staged)
+            journal.copy_durable(src, staged)
         remap = {f: _mirror(f, src, staged, fmt) for f in {r.file for r in regions} | ({physical} if physical else set())}
         if regions:
-            _write_regions([safety.Region(remap[r.file], r.offset, r.old, r.new) for r in regions])
+            _write_regions([journal.Region(remap[r.file], r.offset, r.old, r.new) for r in regions])
         else:
-            _rewrite(staged, fmt, remap[physical], prepared, physical, reopen, expected, hashes, verify)
-        _verify(reopen(staged), expected, hashes, verify)
+            _rewrite(remap[physical], w)
+        _verify(w.reopen(staged), w.expected, w.hashes, w.verify)
         if fmt == "keras3-sharded":
             for n in os.listdir(stage):
                 if n != os.path.basename(out):
@@ -404,7 +439,7 @@ def _patch_copy(path, fmt, files, regions, prepared, physical, output, reopen, e
             os.rename(staged, out)
         else:
             os.replace(staged, out)
-        safety.fsync_dir(parent)
+        journal.fsync_dir(parent)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out
@@ -418,24 +453,25 @@ def _mirror(f: str, src: str, staged: str, fmt: str) -> str:
     return os.path.join(staged, os.path.relpath(f, src))
 
 
-def _rewrite(path, fmt, target, prepared, orig_physical, reopen, expected, hashes, verify) -> None:
+def _rewrite(target: str, w: _Write) -> None:
     """Atomically rewrite ``target`` (the archive or one HDF5 file) with the new bits."""
-    if fmt == "keras-zip":
+    prepared, expected, hashes, verify = w.prepared, w.expected, w.hashes, w.verify
+    if w.fmt == "keras-zip":
         _rewrite_zip(target, prepared, expected, hashes, verify)
         return
-    tmp = safety.temp_path(target)
+    tmp = journal.temp_path(target)
     try:
-        safety.copy_durable(target, tmp)
-        safety.fault_point("rewrite-copied")
+        journal.copy_durable(target, tmp)
+        journal.fault_point("rewrite-copied")
         _h5_write(tmp, prepared)
-        safety.fault_point("rewrite-written")
+        journal.fault_point("rewrite-written")
         _verify_part(tmp, target, prepared, expected, hashes, verify)
         os.replace(tmp, target)
     except BaseException:
-        safety._unlink_quiet(tmp)
+        journal._unlink_quiet(tmp)
         raise
-    safety.fsync_dir(os.path.dirname(os.path.abspath(target)))
-    safety.fault_point("rewrite-replaced")
+    journal.fsync_dir(os.path.dirname(os.path.abspath(target)))
+    journal.fault_point("rewrite-replaced")
 
 
 def _stored_bits(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -480,15 +516,15 @@ def _verify_part(tmp: str, target: str, prepared, expected, hashes, verify) -> N
 
 
 def _rewrite_zip(archive: str, prepared, expected, hashes, verify) -> None:
-    tmp_h5 = safety.temp_path(archive + ".member")
-    tmp_zip = safety.temp_path(archive)
+    tmp_h5 = journal.temp_path(archive + ".member")
+    tmp_zip = journal.temp_path(archive)
     try:
         with zipfile.ZipFile(archive) as zin:
             with zin.open(WEIGHTS_MEMBER) as src, open(tmp_h5, "wb") as dst:
                 shutil.copyfileobj(src, dst, 8 << 20)
-            safety.fault_point("rewrite-extracted")
+            journal.fault_point("rewrite-extracted")
             _h5_write(tmp_h5, prepared)
-            safety.fault_point("rewrite-written")
+            journal.fault_point("rewrite-written")
             with zipfile.ZipFile(tmp_zip, "w", allowZip64=True) as zout:
                 zout.comment = zin.comment
                 for info in zin.infolist():
@@ -507,15 +543,15 @@ def _rewrite_zip(archive: str, prepared, expected, hashes, verify) -> None:
         with open(tmp_zip, "rb+") as fh:
             os.fsync(fh.fileno())
         shutil.copymode(archive, tmp_zip)
-        safety.fault_point("rewrite-zipped")
+        journal.fault_point("rewrite-zipped")
         _verify_part(tmp_h5, archive, prepared, expected, hashes, verify)
         if verify == "full":
             _check_zip(tmp_zip)
         os.replace(tmp_zip, archive)
     except BaseException:
-        safety._unlink_quiet(tmp_zip)
+        journal._unlink_quiet(tmp_zip)
         raise
     finally:
-        safety._unlink_quiet(tmp_h5)
-    safety.fsync_dir(os.path.dirname(os.path.abspath(archive)))
-    safety.fault_point("rewrite-replaced")
+        journal._unlink_quiet(tmp_h5)
+    journal.fsync_dir(os.path.dirname(os.path.abspath(archive)))
+    journal.fault_point("rewrite-replaced")

@@ -8,7 +8,7 @@ import math
 from enum import Enum
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..report import SCHEMA_VERSION, FileResult, Finding, Report, Severity
 
 

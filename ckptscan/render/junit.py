@@ -12,7 +12,6 @@ import xml.etree.ElementTree as ET
 
 from ..report import FileResult, Finding, Report, Severity
 
-
 _BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 

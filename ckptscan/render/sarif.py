@@ -12,7 +12,7 @@ import json
 import os
 from urllib.parse import quote
 
-from .. import __version__
+from .._version import __version__
 from ..report import Finding, Report, Severity
 from ..rules import ALL_RULES, Rule
 from .json import _clean

@@ -16,17 +16,29 @@ BN007        bn-stats-never-updated      warning   statistics still 0/1 in a tra
 BN008        bn-folded-fp16-overflow     warning   folded scale/offset overflows fp16/bf16
 CFG001       lambda-layer                info      Lambda layer in the config
 CFG002       custom-object               info      custom (non-Keras) class in the config
+JRN001       interrupted-fix             error     an interrupted ckptscan fix left its journal
 ===========  ==========================  ========  ==========================================
 """
 
 from __future__ import annotations
 
-from . import batchnorm, config, numeric  # noqa: F401  (registration)
+from . import batchnorm, config, file, numeric  # noqa: F401  (registration)
+from .base import (
+    REGISTRY,
+    BNContext,
+    BNLayer,
+    FileContext,
+    Hit,
+    ModelContext,
+    Rule,
+    Scope,
+    TensorContext,
+    Thresholds,
+)
 from .batchnorm import SCREENED_BN, quiet_layers
-from .base import REGISTRY, BNContext, BNLayer, Hit, ModelContext, Rule, Scope, TensorContext, Thresholds
 
 __all__ = [
-    "ALL_RULES", "NONFINITE_ONLY", "SCREENED_BN", "BNContext", "BNLayer", "Hit", "ModelContext", "Rule", "Scope",
+    "ALL_RULES", "NONFINITE_ONLY", "SCREENED_BN", "BNContext", "BNLayer", "FileContext", "Hit", "ModelContext", "Rule", "Scope",
     "TensorContext", "Thresholds", "get_rule", "quiet_layers", "select_rules",
 ]
 

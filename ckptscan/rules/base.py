@@ -3,7 +3,7 @@ the registry, the contexts a check receives and the :class:`Hit` it yields.
 
 A check is a generator function decorated with :func:`rule`; its docstring is the
 rule's documentation page (What it does / Why is this bad? / Example / Fix / Known
-problems) and the engine in :mod:`ckptscan.scan` turns each :class:`Hit` into a
+problems) and the engine in :mod:`ckptscan.engine` turns each :class:`Hit` into a
 :class:`~ckptscan.report.Finding`.
 """
 
@@ -33,6 +33,8 @@ class Scope(str, Enum):
     """The vectors of one BatchNormalization layer together."""
     MODEL = "model"
     """The whole file: every BN layer, the config."""
+    FILE = "file"
+    """The file on disk, looked at before it is read (a pending journal)."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,14 @@ class BNContext:
     thresholds: Thresholds
 
 
-@dataclass
+@dataclass(frozen=True)
+class FileContext:
+    """What a :data:`Scope.FILE` check receives: the checkpoint's path, before it is opened."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class ModelContext:
     """The whole file: every BN layer and the model config."""
 

@@ -16,7 +16,18 @@ import numpy as np
 
 from ..formats.base import bf16_to_f32, f32_to_bf16_bits
 from ..report import Severity
-from .base import FLOAT16_MAX, BNContext, Hit, ModelContext, Scope, breakdown, fmt, plural, rule, where
+from .base import (
+    FLOAT16_MAX,
+    BNContext,
+    Hit,
+    ModelContext,
+    Scope,
+    breakdown,
+    fmt,
+    plural,
+    rule,
+    where,
+)
 
 STAT_NAMES = ("moving_mean", "moving_variance")
 PARAM_NAMES = ("gamma", "beta", "moving_mean")

@@ -15,6 +15,17 @@ def _indices_args(ctx: TensorContext) -> tuple[tuple[int, ...], str]:
     return s.nonfinite_indices, where(s.nonfinite_indices, s.n_nonfinite, one_d)
 
 
+def _nonfinite_hit(ctx: TensorContext) -> Hit:
+    """The hit of a tensor holding NaN/±Inf (NUM001, OPT001): counts, breakdown, where."""
+    s = ctx.stats
+    idx, loc = _indices_args(ctx)
+    return Hit(
+        ctx.var.layer_path, ctx.var.name,
+        {"path": ctx.var.path, "count": s.n_nonfinite, "size": s.size, "breakdown": breakdown(s), "where": loc},
+        idx, s.n_nonfinite, {"nan": s.n_nan, "posinf": s.n_posinf, "neginf": s.n_neginf},
+    )
+
+
 @rule(
     "NUM001",
     "non-finite-weight",
@@ -55,12 +66,7 @@ def non_finite_weight(ctx: TensorContext) -> Iterator[Hit]:
     s = ctx.stats
     if ctx.in_bn_group or ctx.var.kind != "weight" or s.n_nonfinite == 0:
         return
-    idx, loc = _indices_args(ctx)
-    yield Hit(
-        ctx.var.layer_path, ctx.var.name,
-        {"path": ctx.var.path, "count": s.n_nonfinite, "size": s.size, "breakdown": breakdown(s), "where": loc},
-        idx, s.n_nonfinite, {"nan": s.n_nan, "posinf": s.n_posinf, "neginf": s.n_neginf},
-    )
+    yield _nonfinite_hit(ctx)
 
 
 @rule(
@@ -148,12 +154,7 @@ def optimizer_state_non_finite(ctx: TensorContext) -> Iterator[Hit]:
     s = ctx.stats
     if ctx.var.kind != "optimizer" or s.n_nonfinite == 0:
         return
-    idx, loc = _indices_args(ctx)
-    yield Hit(
-        ctx.var.layer_path, ctx.var.name,
-        {"path": ctx.var.path, "count": s.n_nonfinite, "size": s.size, "breakdown": breakdown(s), "where": loc},
-        idx, s.n_nonfinite, {"nan": s.n_nan, "posinf": s.n_posinf, "neginf": s.n_neginf},
-    )
+    yield _nonfinite_hit(ctx)
 
 
 __all__ = ["non_finite_weight", "float16_overflow_at_save", "optimizer_state_non_finite"]

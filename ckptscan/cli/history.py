@@ -1,4 +1,4 @@
-"""CLI commands ``diff`` and ``timeline`` (registered on :data:`ckptscan.cli.app`).
+"""CLI commands ``diff`` and ``timeline`` (registered on :data:`ckptscan.cli._app.app`).
 
 Exit codes: ``diff`` 0 identical, 1 different, 2 unreadable; ``timeline`` 0 all
 healthy, 1 a bad checkpoint found, 2 a checkpoint could not be read (and none bad),
@@ -13,8 +13,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .cli import EXIT_FINDINGS, EXIT_OK, EXIT_READ_ERROR, app, error_line
-from .errors import CkptscanError
+from ..errors import CkptscanError
+from ._app import app, error_line, exit_code
 
 
 @app.command()
@@ -26,21 +26,21 @@ def diff(
     layer: Annotated[Optional[str], typer.Option("--layer", help="Only layers whose path matches this glob.")] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="Absolute difference below which finite values count as unchanged.")] = 0.0,
     show_same: Annotated[bool, typer.Option("--all", help="Also list identical variables.")] = False,
-) -> None:
+) -> int:
     """Compare two checkpoints variable by variable (layer-aware, NaN-aware, across formats)."""
-    from .cli import finish
-    from .history import diff as run_diff, render_diff
+    from ..history import diff as run_diff
+    from ..history import render_diff
 
     try:
         result = run_diff(a, b, include_optimizer=include_optimizer, tolerance=tolerance, layer_glob=layer)
     except CkptscanError as exc:
         error_line(exc)
-        finish(EXIT_READ_ERROR)
+        return exit_code(unreadable=True)
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
         typer.echo(render_diff(result, show_same))
-    finish(EXIT_OK if result.identical else EXIT_FINDINGS)
+    return exit_code(findings=not result.identical)
 
 
 @app.command()
@@ -52,21 +52,19 @@ def timeline(
     nonfinite_only: Annotated[bool, typer.Option("--nonfinite-only", help="Judge health by NaN/Inf only, not the full rule set.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Judge checkpoints in this many processes (0: one per CPU).")] = 1,
     executor: Annotated[Optional[str], typer.Option("--executor", help="Judge them on dask://HOST:PORT.")] = None,
-) -> None:
+) -> int:
     """Health of a series of checkpoints: the first bad one, the last good one, and how to restore."""
-    from .cli import finish
-    from .history import render_timeline, timeline as run_timeline
+    from ..discover import with_uris
+    from ..history import render_timeline
+    from ..history import timeline as run_timeline
 
-    if any("://" in c for c in checkpoints):  # s3://bucket/run/epoch_*.keras
-        from .remote import expand_uris
-
-        checkpoints = expand_uris(checkpoints)
+    checkpoints = with_uris(checkpoints)  # s3://bucket/run/epoch_*.keras
     try:
         tl = run_timeline(checkpoints, include_optimizer=include_optimizer, sort=not keep_order,
                           method="nonfinite" if nonfinite_only else "auto", jobs=jobs, executor=executor)
     except CkptscanError as exc:  # an unusable executor
         error_line(exc)
-        finish(4)
+        return exit_code(usage=True)
     for h in tl.entries:
         if h.status == "error":
             error_line(f"{h.path}: {h.reason}")
@@ -74,8 +72,6 @@ def timeline(
         sys.stdout.write(json.dumps(tl.to_dict(), indent=2) + "\n")
     else:
         typer.echo(render_timeline(tl))
-    if tl.first_bad is not None:
-        finish(EXIT_FINDINGS)
-    if any(h.status == "error" for h in tl.entries):
-        finish(EXIT_READ_ERROR)
-    finish(EXIT_OK)
+    # the first bad checkpoint is the answer asked for: an unreadable one does not change it
+    return exit_code(findings=tl.first_bad is not None, unreadable=any(h.status == "error" for h in tl.entries),
+                     findings_first=True)

@@ -1,4 +1,4 @@
-"""CLI commands ``scan``, ``rules`` and ``explain`` (registered on :data:`ckptscan.cli.app`).
+"""CLI commands ``scan``, ``rules`` and ``explain`` (registered on :data:`ckptscan.cli._app.app`).
 
 Thin: parse, call :func:`ckptscan.bulk.run_scan` (in process for ``--jobs 1``, else a
 pool or dask), render, exit with :meth:`ckptscan.report.Report.exit_code`. The report
@@ -17,9 +17,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .cli import app
-
-EXIT_USAGE = 4
+from ..render import OutputFormat
+from ._app import ExitCode, app, error_line, exit_code, split_values, usage_error
 
 
 class FailOn(str, Enum):
@@ -29,35 +28,6 @@ class FailOn(str, Enum):
     WARNING = "warning"
     INFO = "info"
     NEVER = "never"
-
-
-class Format(str, Enum):
-    """``--format`` choices (see :class:`ckptscan.render.OutputFormat`)."""
-
-    TABLE = "table"
-    JSON = "json"
-    SARIF = "sarif"
-    JUNIT = "junit"
-    JSONL = "jsonl"
-    """One JSON record per file, written as each file finishes (ckptscan.bulk)."""
-
-
-def _codes(values: Optional[List[str]]) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out += [c.strip() for c in v.split(",") if c.strip()]
-    return out
-
-
-def _finish(code: int) -> None:
-    from .cli import finish
-
-    finish(code)
-
-
-def _usage(msg: str) -> None:
-    sys.stderr.write(f"ckptscan: error: {msg}\n")
-    _finish(EXIT_USAGE)
 
 
 class ProgressBar:
@@ -99,19 +69,10 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _uris(paths: List[str]) -> List[str]:
-    """Remote globs and folders (s3://bucket/run/*.keras) expanded by ckptscan.remote."""
-    if not any("://" in p for p in paths):
-        return paths
-    from .remote import expand_uris
-
-    return expand_uris(paths)
-
-
 @app.command()
 def scan(
     paths: Annotated[List[str], typer.Argument(help="Files, directories (recursive, recognised by content) or globs.")],
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.TABLE,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
     fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help="Exit 1 when a finding is at or above this severity [default: error].")] = None,
     select: Annotated[Optional[List[str]], typer.Option("--select", help="Only these rule IDs or prefixes (repeat or comma-separate), e.g. BN,NUM001.")] = None,
@@ -124,23 +85,24 @@ def scan(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).")] = 1,
     executor: Annotated[Optional[str], typer.Option("--executor", help="Run the per-file work on dask://HOST:PORT (pip install 'ckptscan[dask]').")] = None,
     cache: Annotated[Optional[str], typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
-) -> None:
+) -> int:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
-    from .errors import CkptscanError
-    from .scan import discover, make_options
-    from .settings import load_settings
+    from ..discover import discover, with_uris
+    from ..engine import make_options
+    from ..errors import CkptscanError
+    from ..settings import load_settings
 
     try:
         settings = load_settings(settings_file)
     except CkptscanError as exc:
-        _usage(str(exc))
+        return usage_error(str(exc))
     try:
-        options = make_options(select=_codes(select) or None, ignore=_codes(ignore), include_optimizer=include_optimizer,
+        options = make_options(select=list(split_values(select)) or None, ignore=list(split_values(ignore)), include_optimizer=include_optimizer,
                                config=config, settings=settings, timeout=timeout)
     except ValueError as exc:
-        _usage(str(exc))
+        return usage_error(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
-    _finish(_run(lambda: discover(_uris(paths)), options, fmt.value, output, level, jobs, executor, cache))
+    return _run(lambda: discover(with_uris(paths)), options, fmt, output, level, jobs, executor, cache)
 
 
 def _open_report(output: str | None):
@@ -150,11 +112,11 @@ def _open_report(output: str | None):
     try:
         return open(output, "w", encoding="utf-8")
     except OSError as exc:
-        sys.stderr.write(f"ckptscan: error: {output}: cannot write report ({exc.strerror or exc})\n")
+        error_line(f"{output}: cannot write report ({exc.strerror or exc})")
         return None
 
 
-def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
+def _run(cands, options, fmt: OutputFormat, output: str | None, fail_on: str, jobs: int,
          executor: str | None, cache_dir: str | None) -> int:
     """Scan (:func:`ckptscan.bulk.run_scan`), render, print the verdict; the exit code.
 
@@ -164,22 +126,22 @@ def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
     formats render the whole report at the end. One-line errors go to stderr as the
     files finish.
     """
-    from .bulk import BulkStats, run_scan
-    from .executor import ExecutorError
+    from ..bulk import BulkStats, run_scan
+    from ..runtime.executor import ExecutorError
 
     out = None
-    if fmt == "jsonl":
-        from .jsonl import render_jsonl
+    if fmt.streams:
+        from ..render.jsonl import render_jsonl
 
         out = _open_report(output)
         if out is None:
-            return EXIT_USAGE
+            return exit_code(usage=True)
     bar = ProgressBar()
 
     def emit(fr) -> None:
         if fr.status == "error":
             bar.close()
-            sys.stderr.write(f"ckptscan: error: {fr.path}: {fr.reason}\n")
+            error_line(f"{fr.path}: {fr.reason}")
         if out is not None:
             out.write(render_jsonl(fr))
             out.flush()
@@ -189,26 +151,23 @@ def _run(cands, options, fmt: str, output: str | None, fail_on: str, jobs: int,
         report = run_scan(cands, options, jobs=jobs, executor=executor, cache_dir=cache_dir,
                           on_result=emit, progress=bar, stats=stats)
     except ExecutorError as exc:  # the executor itself is unusable
-        sys.stderr.write(f"ckptscan: error: {exc}\n")
-        return EXIT_USAGE
+        return usage_error(str(exc))
     finally:
         if out is not None and out is not sys.stdout:
             out.close()
         bar.close()
-    if fmt != "jsonl":
-        from .render import OutputFormat
-
-        text = OutputFormat(fmt).renderer()(report, fail_on=fail_on)
+    if not fmt.streams:
+        text = fmt.renderer()(report, fail_on=fail_on)
         fh = _open_report(output)
         if fh is None:
-            return EXIT_USAGE
+            return exit_code(usage=True)
         fh.write(text)
         fh.flush()
         if fh is not sys.stdout:
             fh.close()
     code = report.exit_code(fail_on)
     verdict = report.verdict()
-    if code == 3:
+    if code == ExitCode.NOTHING:
         verdict += " (nothing scannable found)"
     if cache_dir:
         sys.stderr.write(f"ckptscan: cache: {stats.cache_hits} of {stats.files} files unchanged (not read again)\n")
@@ -221,7 +180,7 @@ def rules(
     json_out: Annotated[bool, typer.Option("--json", help="Print the rules as one JSON document.")] = False,
 ) -> None:
     """List every rule: ID, name, default severity, category, summary."""
-    from .rules import ALL_RULES
+    from ..rules import ALL_RULES
 
     if json_out:
         doc = [{"id": r.id, "name": r.name, "severity": r.severity.value, "category": r.category, "scope": r.scope.value,
@@ -241,13 +200,14 @@ def rules(
 @app.command()
 def explain(
     rule_id: Annotated[str, typer.Argument(help="Rule ID (BN002) or name (bn-variance-outlier).")],
-) -> None:
+) -> int:
     """Print one rule's documentation."""
-    from .rules import get_rule
-    from .rules.docs import rule_text
+    from ..rules import get_rule
+    from ..rules.docs import rule_text
 
     try:
         r = get_rule(rule_id)
     except KeyError:
-        _usage(f"unknown rule {rule_id!r} (see `ckptscan rules`)")
+        return usage_error(f"unknown rule {rule_id!r} (see `ckptscan rules`)")
     typer.echo(rule_text(r))
+    return ExitCode.OK

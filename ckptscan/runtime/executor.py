@@ -24,7 +24,7 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from .errors import CkptscanError
+from ..errors import CkptscanError
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor

@@ -1,8 +1,8 @@
-"""The scan engine: find the files, read every tensor once, run the rules, say what breaks.
+"""The scan engine: read every tensor of a checkpoint once, run the rules, say what breaks.
 
->>> from ckptscan import scan
->>> report = scan(["model.keras"])                            # doctest: +SKIP
->>> [f.message for f in report.findings]                      # doctest: +SKIP
+>>> from ckptscan.engine import scan_file
+>>> result = scan_file("model.keras")                         # doctest: +SKIP
+>>> [f.message for f in result.findings]                      # doctest: +SKIP
 
 Per file: every float tensor is streamed once through :func:`ckptscan.stats.count_values`
 (NaN/±Inf counts and where they are: all the tensor rules read; the small 1-D vectors of
@@ -13,18 +13,16 @@ NaN/Inf, where none of them can report), BN rules see each layer's vectors toget
 layers the per-layer calls), model rules see every BN layer and the config. The
 impact analysis (:func:`impact`) places the broken layers in the config's graph.
 
-Discovery (:func:`discover`): files as given; directories recursively, keeping what
-the content says is a Keras archive (a ``.keras`` folder counts as one archive, shards
-listed by a ``*.weights.json`` index are scanned through it); glob patterns.
+Finding the files is :mod:`ckptscan.discover`'s job; :func:`ckptscan.scan` (in
+:mod:`ckptscan.bulk`) puts the two together.
 """
 
 from __future__ import annotations
 
-import glob as globmod
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -32,7 +30,21 @@ from .errors import CkptscanError
 from .graph import build_graph
 from .naming import BN_CLASSES
 from .report import FileResult, Finding, Report
-from .rules import ALL_RULES, NONFINITE_ONLY, SCREENED_BN, BNContext, BNLayer, ModelContext, Rule, Scope, TensorContext, Thresholds, quiet_layers, select_rules
+from .rules import (
+    ALL_RULES,
+    NONFINITE_ONLY,
+    SCREENED_BN,
+    BNContext,
+    BNLayer,
+    FileContext,
+    ModelContext,
+    Rule,
+    Scope,
+    TensorContext,
+    Thresholds,
+    quiet_layers,
+    select_rules,
+)
 from .settings import Settings
 from .stats import array_counts, count_values
 
@@ -63,130 +75,6 @@ class ScanOptions:
         """The selected rules."""
         ids = set(self.rule_ids)
         return tuple(r for r in ALL_RULES if r.id in ids)
-
-
-# --- discovery -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A path found by :func:`discover`: to scan, or skipped with a reason."""
-
-    path: str
-    skip_reason: str | None = None
-    explicit: bool = False
-    """Named on the command line (an unreadable one is an error, not a skip)."""
-
-
-def _is_glob(s: str) -> bool:
-    return any(ch in s for ch in "*?[")
-
-
-def discover(paths: Iterable[str | os.PathLike]) -> list[Candidate]:
-    """Expand files, directories (recursive, by content) and globs into candidates."""
-    from .formats import detect
-
-    out: list[Candidate] = []
-    seen: set[str] = set()
-
-    def add(c: Candidate) -> None:
-        key = os.path.normpath(c.path)
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-
-    for raw in paths:
-        p = str(raw)
-        if not os.path.exists(p) and _is_glob(p) and "://" not in p:  # URIs (signed ?query=) are not globs
-            matches = sorted(globmod.glob(p, recursive=True))
-            for m in matches:
-                if os.path.isdir(m) and not _is_keras_dir(m):
-                    for c in _walk_dir(m, detect):
-                        add(c)
-                else:
-                    add(Candidate(m, explicit=True))
-            continue
-        if os.path.isdir(p) and not _is_keras_dir(p):
-            for c in _walk_dir(p, detect):
-                add(c)
-        else:
-            add(Candidate(p, explicit=True))
-    return out
-
-
-def _is_keras_dir(p: str) -> bool:
-    return os.path.isfile(os.path.join(p, "config.json")) and (
-        os.path.isfile(os.path.join(p, "model.weights.h5")) or os.path.isfile(os.path.join(p, "model.weights.json"))
-    )
-
-
-def _walk_dir(root: str, detect) -> Iterator[Candidate]:
-    found: list[tuple[str, str | None]] = []
-    shards: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        keep = []
-        for d in dirnames:
-            full = os.path.join(dirpath, d)
-            if d.startswith("."):
-                continue
-            if _is_keras_dir(full):
-                found.append((full, None))
-            else:
-                keep.append(d)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
-            if name.startswith(".") or os.path.islink(full) and not os.path.exists(full):
-                continue
-            try:
-                fmt = detect(full)
-            except CkptscanError as exc:
-                found.append((full, f"not a Keras weight archive ({exc.reason})"))
-                continue
-            except Exception as exc:  # pragma: no cover - defensive: one bad file never stops the walk
-                found.append((full, f"not recognised ({type(exc).__name__})"))
-                continue
-            if fmt == "keras-zip" and not _zip_is_keras(full):
-                found.append((full, "zip archive that is not a .keras model (no config.json or model.weights.h5)"))
-                continue
-            found.append((full, None))
-            if fmt == "keras3-sharded":
-                for shard in _shards_of(full):
-                    shards[os.path.normpath(shard)] = full
-    for path, reason in found:
-        owner = shards.get(os.path.normpath(path))
-        if owner and reason is None:
-            reason = f"shard of {owner} (scanned through its index)"
-        yield Candidate(path, reason)
-
-
-def _zip_is_keras(path: str) -> bool:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return True  # let the reader report what is wrong with it
-    return bool(names & {"config.json", "model.weights.h5", "model.weights.npz"})
-
-
-def _shards_of(index: str) -> list[str]:
-    import json
-
-    try:
-        with open(index, "rb") as fh:
-            doc = json.loads(fh.read(64 << 20).decode("utf-8", "replace"))
-    except (OSError, ValueError):
-        return []
-    names: list[str] = []
-    wm = doc.get("weight_map") if isinstance(doc, dict) else None
-    for v in (wm or {}).values() if isinstance(wm, dict) else ():
-        for n in [v] if isinstance(v, str) else v if isinstance(v, list) else []:
-            if isinstance(n, str) and os.path.basename(n) == n:
-                names.append(os.path.join(os.path.dirname(index), n))
-    return names
 
 
 # --- one file --------------------------------------------------------------------------
@@ -227,7 +115,25 @@ def _bn_groups(variables) -> dict[str, dict[str, object]]:
     return out
 
 
-def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = None) -> tuple[list[Finding], dict, dict]:
+@dataclass(frozen=True)
+class CheckpointScan:
+    """What :func:`scan_checkpoint` found in one open checkpoint."""
+
+    findings: tuple[Finding, ...]
+    """In report order: severity, then file order of the layers."""
+    impact: dict
+    """Where the damage starts and which outputs it reaches (:func:`impact`)."""
+    variables: int
+    """Variables value-checked."""
+    bytes: int
+    """Bytes of the variables value-checked."""
+    skipped: int
+    """Variables not value-checked (integer dtypes, optimizer state when excluded)."""
+    layers: tuple[str, ...]
+    """Every layer path with a scanned variable, in file order."""
+
+
+def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = None) -> CheckpointScan:
     """Findings, impact and counters of an open :class:`~ckptscan.formats.Checkpoint`."""
     rules = options.rules
     th = options.thresholds
@@ -296,7 +202,8 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
     findings = [_finding(r, h, ckpt.path) for r, h in hits]
     findings = [f for f in findings if not _ignored(f, options.settings)]
     findings.sort(key=_order_key(ckpt.variables))
-    return findings, impact(findings, ckpt.model_config), counters
+    return CheckpointScan(tuple(findings), impact(findings, ckpt.model_config), counters["variables"],
+                          counters["bytes"], counters["skipped"], tuple(dict.fromkeys(layer_paths)))
 
 
 def _finding(r: Rule, h, file: str) -> Finding:
@@ -385,45 +292,39 @@ def scan_file(path: str, options: ScanOptions | None = None, progress: ProgressF
     """Scan one file (or ``.keras`` folder / sharded index); never raises for bad input."""
     options = options or ScanOptions()
     start = time.monotonic()
-    try:
-        from .limits import file_timeout
-    except ImportError:  # pragma: no cover - limits ships with ckptscan
-        file_timeout = None
     from .formats import open_checkpoint
+    from .runtime.timeout import file_scope
 
     ignored = options.settings.file_ignores(path)
     if ignored:
         keep = {r.id for r in select_rules(None, list(ignored))}
         options = _replace_rules(options, tuple(i for i in options.rule_ids if i in keep))
+    # file rules look at the file on disk before it is read (a pending journal: JRN001)
+    before = [_finding(r, h, path) for r in options.rules if r.scope == Scope.FILE for h in r.check(FileContext(path))]
+    before = [f for f in before if not _ignored(f, options.settings)]
     try:
-        ctxmgr = file_timeout(options.timeout, path) if file_timeout else _null()
-        with ctxmgr, open_checkpoint(path, config=options.config) as ckpt:
-            findings, imp, counters = scan_checkpoint(ckpt, options, progress)
+        with file_scope(options.timeout, path), open_checkpoint(path, config=options.config) as ckpt:
+            found = scan_checkpoint(ckpt, options, progress)
             fmt, version = ckpt.format, ckpt.keras_version
             notes = list(ckpt.notes)
             if ckpt.model_config is None:
                 notes.append("no model config: names may be inferred and the impact has no graph (pass --config)")
     except CkptscanError as exc:
-        return FileResult(path=path, status="error", reason=exc.reason, seconds=time.monotonic() - start)
+        reason = exc.reason
+        if before:  # what made it unreadable may be the interrupted write
+            reason += f" ({before[0].rule_id}: {before[0].message}; {before[0].fix_hint})"
+        return FileResult(path=path, status="error", reason=reason, seconds=time.monotonic() - start)
     except MemoryError:  # past --max-memory outside a reader (the readers map their own)
-        from .limits import memory_exhausted, memory_reason
+        from .runtime.memory import memory_exhausted, memory_reason
 
         memory_exhausted()
         return FileResult(path=path, status="error", reason=memory_reason(), seconds=time.monotonic() - start)
     return FileResult(
-        path=path, status="scanned", format=fmt, keras_version=version, findings=tuple(findings), impact=imp,
-        variables_scanned=counters["variables"], bytes_scanned=counters["bytes"],
-        variables_skipped=counters["skipped"], seconds=time.monotonic() - start, notes=tuple(notes),
-        layers=tuple(dict.fromkeys(counters["layers"])),
+        path=path, status="scanned", format=fmt, keras_version=version, findings=tuple(before) + found.findings,
+        impact=found.impact,
+        variables_scanned=found.variables, bytes_scanned=found.bytes, variables_skipped=found.skipped,
+        seconds=time.monotonic() - start, notes=tuple(notes), layers=found.layers,
     )
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _replace_rules(options: ScanOptions, ids: tuple[str, ...]) -> ScanOptions:
@@ -457,37 +358,15 @@ def make_options(
     )
 
 
-def scan(
-    paths: str | os.PathLike | Iterable[str | os.PathLike],
-    *,
-    select: Sequence[str] | None = None,
-    ignore: Sequence[str] | None = None,
-    include_optimizer: bool | None = None,
-    config: str | os.PathLike | None = None,
-    settings: Settings | None = None,
-    thresholds: Thresholds | None = None,
-    timeout: float | None = None,
-    progress: ProgressFn | None = None,
-) -> Report:
-    """Scan files, directories and globs; returns a :class:`~ckptscan.report.Report`.
+class Candidate(Protocol):
+    """What :func:`scan_candidates` needs of a candidate (:class:`ckptscan.discover.Candidate`)."""
 
-    ``select``/``ignore`` take rule ID prefixes (``BN``, ``BN002``) or names;
-    ``include_optimizer`` (default True) also checks optimizer state (rule OPT001);
-    ``config`` names the variables of bare ``.weights.h5`` files; ``settings`` (see
-    :mod:`ckptscan.settings`) supplies defaults, per-file and per-layer ignores and
-    thresholds; ``timeout`` limits the seconds spent per file; ``progress`` is called
-    as ``progress("file", index=i, total=n, path=p)`` and ``progress("bytes", done=,
-    total=)``. Unreadable files become results with ``status="error"``.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    options = make_options(select=select, ignore=ignore, include_optimizer=include_optimizer, config=config,
-                           settings=settings, thresholds=thresholds, timeout=timeout)
-    return scan_candidates(discover(paths), options, progress)
+    path: str
+    skip_reason: str | None
 
 
 def scan_candidates(cands: Sequence[Candidate], options: ScanOptions, progress: ProgressFn | None = None) -> Report:
-    """Scan discovered candidates in order."""
+    """Scan candidates (from :func:`ckptscan.discover.discover`) in order."""
     results = []
     todo = [c for c in cands if c.skip_reason is None]
     i = 0
@@ -502,5 +381,5 @@ def scan_candidates(cands: Sequence[Candidate], options: ScanOptions, progress: 
     return Report(files=tuple(results))
 
 
-__all__ = ["Candidate", "ScanOptions", "discover", "impact", "make_options", "scan", "scan_checkpoint",
-           "scan_file", "scan_candidates"]
+__all__ = ["CheckpointScan", "ScanOptions", "impact", "make_options", "scan_candidates", "scan_checkpoint",
+           "scan_file"]

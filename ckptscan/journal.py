@@ -13,7 +13,9 @@ index):
 5. re-read and verify; on a mismatch roll back from the journal;
 6. unlink the journal, ``fsync`` the folder, drop the lock.
 
-Recovery (any later ckptscan run that opens ``P``) rolls every journaled region back
+Recovery is a write, so only writers run it: ``ckptscan fix`` (before it patches) and
+``ckptscan recover P``; readers (``scan``, ``inspect``, ``diff``) never write, and
+``scan`` reports a pending journal as finding JRN001. It rolls every journaled region back
 to its original bytes, refusing if a byte is neither the original nor the new value
 (someone else changed the file), so a crash at any moment leaves ``P`` either exactly
 original or — when the crash came after step 6 — exactly fully patched. Full
@@ -35,7 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ..errors import MalformedArchiveError, PatchRefusedError
+from .errors import MalformedArchiveError, PatchRefusedError
 
 try:
     import fcntl
@@ -275,7 +277,7 @@ def _regions_doc(regions: list[Region]) -> list[dict]:
 def write_journal(path: str, regions: list[Region]) -> str:
     """Durably write the journal of ``regions`` for checkpoint ``path``; return its path."""
     jp = journal_path(path)
-    import hashlib  # here, not at the top: every checkpoint open imports this module
+    import hashlib
 
     body = _regions_doc(regions)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

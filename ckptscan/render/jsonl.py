@@ -16,7 +16,8 @@ import math
 from enum import Enum
 from typing import Any
 
-from .report import FileResult, Finding, Severity
+from ..report import FileResult, Finding, Report, Severity
+from .json import file_doc
 
 #: Version of the JSON Lines record layout.
 JSONL_SCHEMA_VERSION = 1
@@ -71,7 +72,10 @@ def render_jsonl(file_result: FileResult) -> str:
     object of the JSON report (``ckptscan/schema/report.schema.json#/$defs/file``),
     so a line reads like one element of ``files`` in ``scan --format json``.
     """
-    from .render.json import file_doc
-
     doc = {"schema_version": JSONL_SCHEMA_VERSION, **file_doc(file_result)}
     return json.dumps(doc, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def render(report: Report, fail_on: str = "error") -> str:
+    """Every file's record, in report order (what ``scan --format jsonl`` writes as files finish)."""
+    return "".join(render_jsonl(fr) for fr in report.files)

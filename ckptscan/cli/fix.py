@@ -1,4 +1,4 @@
-"""CLI command ``fix`` (registered on :data:`ckptscan.cli.app`).
+"""CLI command ``fix`` (registered on :data:`ckptscan.cli._app.app`).
 
 Thin: parse options, call :func:`ckptscan.patch.fix`, render, exit with
 0 (all fixed or clean), 1 (something left unfixed or refused), 2 (a file unreadable),
@@ -13,31 +13,25 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import cli as _cli
-from .cli import EXIT_FINDINGS, EXIT_OK, EXIT_READ_ERROR, app, error_line
-
-STRATEGIES = ("auto", "reset", "median", "clamp", "from", "value")
+from ._app import app, error_line, exit_code, split_values
 
 
-def _split(values: Optional[List[str]]) -> tuple[str, ...]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(p.strip() for p in v.split(",") if p.strip())
-    return tuple(out)
+def _parse_strategies(values: Optional[List[str]]):
+    """``--strategy`` values: the default :class:`~ckptscan.patch.strategies.Strategy` and
+    the per-rule ones (``RULE=STRATEGY``)."""
+    from ..patch.strategies import Strategy
 
-
-def _parse_strategies(values: Optional[List[str]]) -> tuple[str, dict]:
-    default, per_rule = "auto", {}
-    for v in values or []:
-        for item in [p.strip() for p in v.split(",") if p.strip()]:
-            rule, _, name = item.rpartition("=")
-            if name not in STRATEGIES:
-                raise typer.BadParameter(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})",
-                                         param_hint="--strategy")
-            if rule:
-                per_rule[rule] = name
-            else:
-                default = name
+    default, per_rule = Strategy.AUTO, {}
+    for item in split_values(values):
+        rule, _, name = item.rpartition("=")
+        try:
+            strategy = Strategy.of(name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--strategy") from None
+        if rule:
+            per_rule[rule] = strategy
+        else:
+            default = strategy
     return default, per_rule
 
 
@@ -45,20 +39,32 @@ def _num(x) -> str:
     return x if isinstance(x, str) else f"{x:.7g}"
 
 
-def _runs(items: list[str], sep: str, same) -> list[str]:
-    """Collapse runs of three or more: ``0, 1, 2, 3`` → ``0–3``; ``x; x; x`` → ``x (×3)``."""
-    out: list[str] = []
+def _runs(items: list, same) -> list[tuple[int, int]]:
+    """``(first, last)`` index of each run of consecutive items where ``same(a, b)`` holds."""
+    out: list[tuple[int, int]] = []
     i = 0
     while i < len(items):
         j = i
         while j + 1 < len(items) and same(items[j], items[j + 1]):
             j += 1
-        n = j - i + 1
-        if n >= 3:
-            out.append(f"{items[i]}–{items[j]}" if sep == "range" else f"{items[i]} (×{n})")
-        else:
-            out.extend(items[i : j + 1])
+        out.append((i, j))
         i = j + 1
+    return out
+
+
+def _collapse_ranges(indices: list[int]) -> list[str]:
+    """Runs of three or more consecutive indices as a range: ``0, 1, 2, 3`` → ``0–3``."""
+    out: list[str] = []
+    for i, j in _runs(indices, lambda a, b: b == a + 1):
+        out += [f"{indices[i]}–{indices[j]}"] if j - i >= 2 else [str(x) for x in indices[i : j + 1]]
+    return out
+
+
+def _collapse_repeats(items: list[str]) -> list[str]:
+    """Runs of three or more equal items counted: ``x; x; x`` → ``x (×3)``."""
+    out: list[str] = []
+    for i, j in _runs(items, lambda a, b: a == b):
+        out += [f"{items[i]} (×{j - i + 1})"] if j - i >= 2 else items[i : j + 1]
     return out
 
 
@@ -68,10 +74,10 @@ def _render_change(c, limit: int = 16) -> str:
         what = f"whole tensor {c.shape}"
     else:
         idx = list(c.indices)
-        shown_idx = _runs([str(i) for i in idx[: limit * 4]], "range", lambda a, b: int(b) == int(a) + 1)
+        shown_idx = _collapse_ranges([int(i) for i in idx[: limit * 4]])
         what = ("channels " if len(c.shape) == 1 else "elements ") + ", ".join(shown_idx[:limit])
         what += f" … ({len(idx)})" if len(shown_idx) > limit or len(idx) > limit * 4 else ""
-    pairs = _runs([f"{_num(o)} → {_num(n)}" for o, n in zip(c.old, c.new)], "count", lambda a, b: a == b)
+    pairs = _collapse_repeats([f"{_num(o)} → {_num(n)}" for o, n in zip(c.old, c.new)])
     total = len(c.old)
     shown = "; ".join(pairs[:limit]) + (f"; … ({total} values)" if len(pairs) > limit else "")
     if not pairs and c.indices is None:
@@ -131,33 +137,37 @@ def fix(
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0, help="Give up on a file after this many seconds of reading and planning (0: no limit; "
         "never interrupts a write).")] = 300.0,
-) -> None:
+) -> int:
     """Repair NaN/Inf tensors and broken BatchNormalization statistics, in place, safely."""
-    from .patch import fix as do_fix
-    from .patch.api import expand
+    from ..discover import expand
+    from ..engine import make_options
+    from ..patch.api import build_request
+    from ..patch.run import fix_request
+    from ..patch.strategies import Strategy, Verify
 
     default, per_rule = _parse_strategies(strategy)
-    if default == "from" and ref is None or "from" in per_rule.values() and ref is None:
-        raise typer.BadParameter("the from strategy needs --from REF", param_hint="--strategy")
-    if default == "value" and value is None:
-        raise typer.BadParameter("the value strategy needs --value V", param_hint="--strategy")
-    if verify not in ("full", "targets"):
-        raise typer.BadParameter("choose full or targets", param_hint="--verify")
+    try:
+        verify = Verify.of(verify)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--verify") from None
+    if ref is None and Strategy.FROM in (default, *per_rule.values()):
+        raise typer.BadParameter(f"the from strategy needs {Strategy.FROM.needs()}", param_hint="--strategy")
+    if value is None and default is Strategy.VALUE:
+        raise typer.BadParameter(f"the value strategy needs {Strategy.VALUE.needs()}", param_hint="--strategy")
     if backup and backup_to:
         raise typer.BadParameter("use --backup or --backup-to, not both", param_hint="--backup")
     try:
-        from .scan import make_options
-
-        make_options(select=list(_split(select)) or None, ignore=list(_split(ignore)))
+        make_options(select=list(split_values(select)) or None, ignore=list(split_values(ignore)))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--select/--ignore") from None
     if output is not None and len(expand(paths)) != 1:
         raise typer.BadParameter("--output needs exactly one input checkpoint", param_hint="--output")
-    result = do_fix(paths, strategy=default, rule_strategies=per_rule, ref=ref, value=value, clamp_min=clamp_min,
-                    clamp_max=clamp_max, whole_tensor=whole_tensor, select=_split(select), ignore=_split(ignore),
-                    layer=layer, include_optimizer=include_optimizer, dry_run=dry_run, output=output,
-                    backup=backup_to if backup_to else backup, verify=verify, config=config, jobs=jobs,
-                    lock_timeout=lock_timeout, manifest=manifest, timeout=timeout)
+    req = build_request(strategy=default, rule_strategies=per_rule, ref=ref, value=value, clamp_min=clamp_min,
+                        clamp_max=clamp_max, whole_tensor=whole_tensor, select=split_values(select),
+                        ignore=split_values(ignore), layer=layer, include_optimizer=include_optimizer,
+                        dry_run=dry_run, output=output, backup=backup_to if backup_to else backup, verify=verify,
+                        config=config, lock_timeout=lock_timeout, timeout=timeout)
+    result = fix_request(paths, req, jobs=jobs, manifest=manifest)
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
@@ -172,8 +182,4 @@ def fix(
     verb = "planned" if dry_run else "fixed"
     sys.stderr.write(f"ckptscan fix: {len(result.files)} file(s): {fixed} {verb}, {result.count('unchanged')} unchanged, "
                      f"{left} refused or left unfixed, {failed} failed\n")
-    if failed:
-        _cli.finish(EXIT_READ_ERROR)
-    if left or any(f.unfixed for f in result.files):
-        _cli.finish(EXIT_FINDINGS)
-    _cli.finish(EXIT_OK)
+    return exit_code(unreadable=bool(failed), findings=bool(left or any(f.unfixed for f in result.files)))

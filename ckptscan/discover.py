@@ -1,0 +1,228 @@
+"""The one place that turns what the user named into work items.
+
+Paths, folders (walked recursively), globs, URIs (remote globs and folders listed
+through fsspec) and sharded sets become checkpoints:
+
+- :func:`discover` (``scan``): files as given; folders walked, keeping what the
+  *content* says is a Keras archive (a ``.keras`` folder counts as one archive; the
+  shards an index lists are scanned through it and reported as skipped); local globs.
+- :func:`expand` (``fix``): files as given; folders walked, keeping files *named*
+  like checkpoints (``.keras``, ``.h5``, ``.hdf5``, ``.weights.json``) except shards.
+- :func:`expand_uris`: URI globs and URI folders into checkpoint URIs.
+
+There is one directory walker (:func:`walk`) and one way to find the shards of an index
+(:func:`shards_of`, through :func:`ckptscan.formats.layouts.shard_names`).
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import os
+import posixpath
+import zipfile
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from .errors import CkptscanError
+from .formats.layouts import index_doc, safe_shard_name, shard_names
+from .formats.layouts import is_keras_dir as _is_keras_source
+from .formats.source import LocalSource
+
+#: File names kept when walking a folder by name (``fix``) or listing a remote folder.
+CANDIDATE_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.json")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A path found by :func:`discover`: to scan, or skipped with a reason."""
+
+    path: str
+    skip_reason: str | None = None
+    explicit: bool = False
+    """Named on the command line (an unreadable one is an error, not a skip)."""
+
+
+def is_glob(s: str) -> bool:
+    """True when ``s`` holds glob characters."""
+    return any(ch in s for ch in "*?[")
+
+
+def is_keras_dir(path: str) -> bool:
+    """True for an unzipped ``.keras`` folder (``config.json`` plus the weights)."""
+    return _is_keras_source(LocalSource(path))
+
+
+def shards_of(index: str) -> list[str]:
+    """The shard files a local sharded index lists (empty when it is not a readable index)."""
+    src = LocalSource(index)
+    try:
+        names = shard_names(src, index_doc(src))
+    except CkptscanError:
+        return []
+    return [os.path.join(os.path.dirname(index), n) for n in names if safe_shard_name(n)]
+
+
+def walk(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``(folder, keras_dirs, files)`` for every folder under ``root``, sorted, hidden
+    entries skipped; an unzipped ``.keras`` folder is listed, never entered."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        keep, found = [], []
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            full = os.path.join(dirpath, d)
+            (found if is_keras_dir(full) else keep).append(full)
+        dirnames[:] = [os.path.basename(k) for k in keep]
+        yield dirpath, found, [f for f in sorted(filenames) if not f.startswith(".")]
+
+
+# --- scan: by content ------------------------------------------------------------------
+
+
+def discover(paths: Iterable[str | os.PathLike]) -> list[Candidate]:
+    """Expand files, directories (recursive, by content) and globs into candidates."""
+    out: list[Candidate] = []
+    seen: set[str] = set()
+
+    def add(c: Candidate) -> None:
+        key = os.path.normpath(c.path)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+
+    for raw in paths:
+        p = str(raw)
+        if not os.path.exists(p) and is_glob(p) and "://" not in p:  # URIs (signed ?query=) are not globs
+            for m in sorted(globmod.glob(p, recursive=True)):
+                if os.path.isdir(m) and not is_keras_dir(m):
+                    for c in _by_content(m):
+                        add(c)
+                else:
+                    add(Candidate(m, explicit=True))
+            continue
+        if os.path.isdir(p) and not is_keras_dir(p):
+            for c in _by_content(p):
+                add(c)
+        else:
+            add(Candidate(p, explicit=True))
+    return out
+
+
+def _by_content(root: str) -> Iterator[Candidate]:
+    from .formats import detect
+
+    found: list[tuple[str, str | None]] = []
+    shards: dict[str, str] = {}
+    for dirpath, keras_dirs, filenames in walk(root):
+        found += [(d, None) for d in keras_dirs]
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full) and not os.path.exists(full):
+                continue
+            try:
+                fmt = detect(full)
+            except CkptscanError as exc:
+                found.append((full, f"not a Keras weight archive ({exc.reason})"))
+                continue
+            except Exception as exc:  # pragma: no cover - defensive: one bad file never stops the walk
+                found.append((full, f"not recognised ({type(exc).__name__})"))
+                continue
+            if fmt == "keras-zip" and not _zip_is_keras(full):
+                found.append((full, "zip archive that is not a .keras model (no config.json or model.weights.h5)"))
+                continue
+            found.append((full, None))
+            if fmt == "keras3-sharded":
+                for shard in shards_of(full):
+                    shards[os.path.normpath(shard)] = full
+    for path, reason in found:
+        owner = shards.get(os.path.normpath(path))
+        if owner and reason is None:
+            reason = f"shard of {owner} (scanned through its index)"
+        yield Candidate(path, reason)
+
+
+def _zip_is_keras(path: str) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return True  # let the reader report what is wrong with it
+    return bool(names & {"config.json", "model.weights.h5", "model.weights.npz"})
+
+
+# --- fix: by name ------------------------------------------------------------------------
+
+
+def expand(paths) -> list[str]:
+    """Files and folders → checkpoints (folders searched by name; shards of an index skipped).
+
+    URIs pass through unchanged (a remote object is repaired into a copy, never walked).
+    """
+    out: list[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        if not os.path.isdir(p) or is_keras_dir(p):
+            out.append(p)
+            continue
+        for dirpath, keras_dirs, files in walk(p):
+            out += keras_dirs
+            shards = {os.path.basename(s) for f in files if f.endswith(".json")
+                      for s in shards_of(os.path.join(dirpath, f))}
+            out += [os.path.join(dirpath, f) for f in files if f not in shards and f.endswith(CANDIDATE_SUFFIXES)]
+    return out
+
+
+# --- URIs ----------------------------------------------------------------------------------
+
+
+def expand_uris(paths) -> list[str]:
+    """Expand URI globs (``s3://b/run/epoch_*.keras``) and URI folders into checkpoint URIs.
+
+    Local paths, ``file://`` and ``http(s)://`` URIs (no listing) pass through
+    unchanged, as does a URI that cannot be listed (opening it reports the error).
+    A folder holding ``config.json`` is an unzipped ``.keras`` and stays one entry;
+    in other folders, files named ``*.keras``, ``*.h5``, ``*.hdf5`` and
+    ``*.weights.json`` are kept, except the shards an index in the same folder lists.
+    """
+    from .formats.remote import FetchStats, RemoteSource, filesystem, is_uri
+
+    out: list[str] = []
+    for raw in paths:
+        p = os.fspath(raw)
+        if not is_uri(p) or p.startswith(("file://", "http://", "https://")):
+            out.append(p)
+            continue
+        try:
+            fs, path = filesystem(p)
+            if is_glob(path):
+                found = sorted(fs.glob(path))
+                out += [_unstrip(p, f) for f in found if fs.isfile(f)] or [p]
+                continue
+            info = fs.info(path)
+            if info.get("type") != "directory" or fs.isfile(posixpath.join(path, "config.json")):
+                out.append(p)
+                continue
+            files = sorted(f for f in fs.find(path) if f.endswith(CANDIDATE_SUFFIXES))
+            shards: set[str] = set()
+            for idx in (f for f in files if f.endswith(".weights.json")):
+                src = RemoteSource(fs, idx, _unstrip(p, idx), FetchStats())
+                try:
+                    names = shard_names(src, index_doc(src))
+                except CkptscanError:
+                    continue
+                shards.update(posixpath.join(posixpath.dirname(idx), n) for n in names)
+            out += [_unstrip(p, f) for f in files if f not in shards] or [p]
+        except Exception:  # noqa: BLE001 - leave it to the open to report
+            out.append(p)
+    return out
+
+
+def _unstrip(original: str, path: str) -> str:
+    proto = original.split("://", 1)[0]
+    return f"{proto}://{path}" if "://" not in path else path
+
+
+def with_uris(paths: list[str]) -> list[str]:
+    """``paths`` with URI globs and folders expanded (:func:`expand_uris`), else unchanged."""
+    return expand_uris(paths) if any("://" in p for p in paths) else paths

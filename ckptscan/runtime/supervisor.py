@@ -1,0 +1,236 @@
+"""The CLI supervisor: the parent process that watches the command's process (see :mod:`.watchdog`)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Callable
+
+from .watchdog import (
+    _CH,
+    INTERRUPT_GRACE,
+    STUCK_ENV,
+    SUPERVISOR_ENV,
+    _decode,
+    hard_reason,
+)
+
+# --- the CLI supervisor -------------------------------------------------------------------
+
+
+def _prctl(option: int, arg: int) -> bool:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, arg, 0, 0, 0) == 0
+    except Exception:  # noqa: BLE001 - not Linux: the feature is simply absent
+        return False
+
+
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+def supervise(command: str | None = None, on_hard_stop: Callable[[str], None] | None = None) -> None:
+    """Fork the CLI into a supervisor (this call never returns there) and a worker child.
+
+    Returns in the child, whose :func:`file_timeout` then reports to the supervisor. The
+    supervisor waits for the child and exits with its status (a child killed by signal N
+    is relayed as signal N). If the child stays in one file past ``--timeout`` plus
+    :data:`HARD_GRACE` (stuck in C code), the supervisor SIGKILLs it, prints
+    ``ckptscan: error: <file>: timed out after N s (--timeout); stuck in the HDF5 library,
+    stopped`` and exits 2; for ``scan``, one more line says that no report was written.
+    Ctrl-C reaches the child (same process group); a child stuck in a file that does not
+    exit within :data:`INTERRUPT_GRACE` is stopped and the exit status is 130. The
+    supervisor is also the subreaper of the child's processes (Linux): none outlives it.
+
+    ``on_hard_stop(path)`` runs in the supervisor after it stopped the child in ``path``
+    (``fix`` drops the lock file the child held; the runtime knows nothing of it).
+
+    Does nothing without ``fork``, when already supervised, or with ``CKPTSCAN_SUPERVISOR=0``.
+    """
+    import os
+    import sys
+
+    if not hasattr(os, "fork") or os.environ.get(SUPERVISOR_ENV) == "0" or _CH.fd is not None:
+        return
+    # created by the first pool worker that gets stuck (unguessable name), removed at the end
+    stuck = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"ckptscan-{os.getpid()}-{os.urandom(8).hex()}.stuck")
+    os.environ[STUCK_ENV] = stuck
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # pragma: no cover
+            pass
+    r, w = os.pipe()
+    subreaper = sys.platform.startswith("linux") and _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    parent = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: run unsupervised (the watchdog then applies)
+        os.close(r)
+        os.close(w)
+        return
+    if pid == 0:
+        os.close(r)
+        _CH.fd, _CH.owner, _CH.watchdog, _CH.armed = w, os.getpid(), None, None
+        if sys.platform.startswith("linux"):
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the supervisor died before prctl
+                os._exit(1)
+        return
+    os.close(w)
+    code = 1
+    try:
+        code = _supervise_loop(r, pid, command, on_hard_stop)
+    finally:
+        if subreaper:
+            _reap_orphans()
+        try:
+            os.unlink(stuck)
+        except OSError:  # nothing got stuck in a pool worker: never created
+            pass
+        _exit_like(code)
+
+
+def _supervise_loop(rfd: int, child: int, command: str | None,
+                    on_hard_stop: Callable[[str], None] | None = None) -> int | tuple[str, int]:
+    """Watch ``child``; returns its exit code, or ("signal", N) when a signal killed it."""
+    import os
+    import select
+
+    interrupted: list[float] = []
+    forward = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None),
+                           getattr(signal, "SIGQUIT", None)) if s is not None]
+
+    def on_interrupt(signum, frame):
+        interrupted.append(time.monotonic())
+
+    def on_forward(signum, frame):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    for s in forward:
+        signal.signal(s, on_forward)
+    armed = None
+    buf = b""
+    eof = False
+    while True:
+        if not eof:
+            wait = 0.5 if armed is None else max(0.0, min(0.5, armed[0] - time.monotonic()))
+            try:
+                ready, _, _ = select.select([rfd], [], [], wait)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                ready = []
+            if ready:
+                data = os.read(rfd, 65536)
+                if data:
+                    buf += data
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        armed = _decode(line) if line.startswith(b"A ") else None
+                else:
+                    eof = True
+        done, status = os.waitpid(child, 0 if eof else os.WNOHANG)
+        if done:
+            if os.WIFSIGNALED(status):
+                return ("signal", os.WTERMSIG(status))
+            return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+        now = time.monotonic()
+        if armed is not None and now >= armed[0]:
+            _kill_and_reap(child)
+            _, seconds, path = armed
+            if on_hard_stop is not None:  # e.g. fix, stopped while reading: drop its lock file
+                try:
+                    on_hard_stop(path)
+                except Exception:  # pragma: no cover - the error line matters more
+                    pass
+            lines = f"ckptscan: error: {path}: {hard_reason(seconds)}\n"
+            if command == "scan":
+                lines += ("ckptscan: scan stopped: no report written; scan with --jobs 2 to report "
+                          "this file and the others\n")
+            os.write(2, lines.encode("utf-8", "replace"))
+            return 2
+        if interrupted and armed is not None and now - interrupted[0] >= INTERRUPT_GRACE:
+            _kill_and_reap(child)
+            os.write(2, b"ckptscan: interrupted\n")
+            return 130
+
+
+def _kill_and_reap(pid: int) -> None:
+    import os
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # pragma: no cover
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # pragma: no cover
+        pass
+
+
+def _children() -> list[int]:
+    """pids whose parent is this process (Linux /proc)."""
+    import os
+
+    me = os.getpid()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me:
+            out.append(int(name))
+    return out
+
+
+def _reap_orphans(grace: float = 2.0) -> None:
+    """As subreaper: wait (up to ``grace`` s) for processes the child left, then kill them."""
+    import os
+
+    end = time.monotonic() + grace
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid:
+            continue
+        if time.monotonic() > end:
+            break
+        time.sleep(0.01)
+    for pid in _children():  # pragma: no cover - orphans exit when their pipes close
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _exit_like(code: int | tuple[str, int]) -> None:
+    """Leave the supervisor with ``code``, or die of the same signal as the child."""
+    import os
+
+    if isinstance(code, tuple):
+        sig = code[1]
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+            time.sleep(0.1)
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+        os._exit(128 + sig)
+    os._exit(code)
