@@ -3,20 +3,16 @@
 Found by running the CLI tests through ``main(argv)`` in one process: after a scan with
 ``timeout=1e-6`` every later file of the process failed with that same timeout, and the
 process was SIGKILLed 5 s later (``HARD_GRACE``) by its own watchdog, still armed for
-the first file. The alarm fires inside ``signal.setitimer`` in ``limits._file_timeout``,
-before the ``try`` whose ``finally`` restores the deadline and the SIGALRM handler and
-disarms the watchdog. Run in a fresh interpreter so the leak cannot hurt the suite.
-Marked ``xfail(strict=True)`` until the fix (arm inside the ``try``) lands with the
-``runtime/`` refactor; the test then passes and the strict mark makes that a failure
-that asks to drop the mark.
+the first file. The alarm fired inside ``signal.setitimer`` in ``file_timeout``
+(now :mod:`ckptscan.runtime.timeout`), before the ``try`` whose ``finally`` restores the
+deadline and the SIGALRM handler and disarms the watchdog; the arming now happens inside
+that ``try``. Run in a fresh interpreter so a leak cannot hurt the suite.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-
-import pytest
 
 from conftest import fixture_path
 
@@ -33,7 +29,6 @@ print("alive", flush=True)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="limits._file_timeout arms SIGALRM before its try/finally (see module doc)")
 def test_a_fired_timeout_does_not_leak_into_later_work():
     path = str(fixture_path("k3", "seed.keras"))
     out = subprocess.run([sys.executable, "-c", PROBE, path], capture_output=True, text=True, timeout=120)
