@@ -222,7 +222,7 @@ def run_scan(
     :class:`FileResult` as soon as it exists (skipped candidates first); the returned
     report is in candidate order.
     """
-    from .runtime.executor import _call, run_many
+    from .runtime.executor import call_item, run_many
 
     stats = stats if stats is not None else BulkStats()
     slots: list[FileResult | None] = []
@@ -244,7 +244,7 @@ def run_scan(
 
     serial = _in_process(jobs, executor)
     if serial:
-        outcomes = (_call(lambda j: scan_job(j, progress), k, job) for k, job in enumerate(to_scan()))
+        outcomes = (call_item(lambda j: scan_job(j, progress), k, job) for k, job in enumerate(to_scan()))
     else:
         outcomes = run_many(scan_job, to_scan(), jobs=jobs, executor=executor, warm_up=warm_up)
     done = 0
@@ -287,11 +287,13 @@ def scan(
     as ``progress("file", index=i, total=n, path=p)`` and ``progress("bytes", done=,
     total=)``. Unreadable files become results with ``status="error"``.
     """
-    from .discover import discover
+    from .discover import discover, mlflow_paths
     from .engine import make_options, scan_candidates
+    from .mlflow_store import relabel
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     options = make_options(select=select, ignore=ignore, include_optimizer=include_optimizer, config=config,
                            settings=settings, thresholds=thresholds, timeout=timeout)
-    return scan_candidates(discover(paths), options, progress)
+    with mlflow_paths(paths) as (paths, labels):  # models:/, runs:/ through MLFLOW_TRACKING_URI
+        return relabel(scan_candidates(discover(paths), options, progress), labels)

@@ -7,8 +7,12 @@ through fsspec) and sharded sets become checkpoints:
   *content* says is a Keras archive (a ``.keras`` folder counts as one archive; the
   shards an index lists are scanned through it and reported as skipped); local globs.
 - :func:`expand` (``fix``): files as given; folders walked, keeping files *named*
-  like checkpoints (``.keras``, ``.h5``, ``.hdf5``, ``.weights.json``) except shards.
+  like checkpoints (``.keras``, ``.h5``, ``.hdf5``, ``.weights.json``, a TensorFlow
+  ``.index``) except shards.
 - :func:`expand_uris`: URI globs and URI folders into checkpoint URIs.
+- :func:`mlflow_paths` / :func:`resolve_mlflow`: MLflow URIs (``models:/``, ``runs:/``)
+  into the checkpoints of the version or run (:mod:`ckptscan.mlflow_store`), each with
+  its label.
 
 There is one directory walker (:func:`walk`) and one way to find the shards of an index
 (:func:`shards_of`, through :func:`ckptscan.formats.layouts.shard_names`).
@@ -16,6 +20,7 @@ There is one directory walker (:func:`walk`) and one way to find the shards of a
 
 from __future__ import annotations
 
+import contextlib
 import glob as globmod
 import os
 import posixpath
@@ -27,9 +32,10 @@ from .errors import CkptscanError
 from .formats.layouts import index_doc, safe_shard_name, shard_names
 from .formats.layouts import is_keras_dir as _is_keras_source
 from .formats.source import LocalSource
+from .formats.tf import DATA_SHARD, dir_skip_reason, is_tf_dir
 
 #: File names kept when walking a folder by name (``fix``) or listing a remote folder.
-CANDIDATE_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.json")
+CANDIDATE_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.json", ".index")
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,10 @@ def is_glob(s: str) -> bool:
 
 
 def is_keras_dir(path: str) -> bool:
-    """True for an unzipped ``.keras`` folder (``config.json`` plus the weights)."""
-    return _is_keras_source(LocalSource(path))
+    """True for a folder that is one checkpoint: an unzipped ``.keras`` folder
+    (``config.json`` plus the weights), or a TensorFlow checkpoint folder (a state file,
+    a ``dir/.index``, a SavedModel; an Orbax folder too, listed and skipped)."""
+    return _is_keras_source(LocalSource(path)) or is_tf_dir(path)
 
 
 def shards_of(index: str) -> list[str]:
@@ -64,7 +72,8 @@ def shards_of(index: str) -> list[str]:
 
 def walk(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
     """``(folder, keras_dirs, files)`` for every folder under ``root``, sorted, hidden
-    entries skipped; an unzipped ``.keras`` folder is listed, never entered."""
+    entries skipped; a checkpoint folder (an unzipped ``.keras``, a TensorFlow checkpoint
+    or SavedModel folder) is listed, never entered."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         keep, found = [], []
@@ -115,7 +124,7 @@ def _by_content(root: str) -> Iterator[Candidate]:
     found: list[tuple[str, str | None]] = []
     shards: dict[str, str] = {}
     for dirpath, keras_dirs, filenames in walk(root):
-        found += [(d, None) for d in keras_dirs]
+        found += [(d, dir_skip_reason(d)) for d in keras_dirs]
         for name in filenames:
             full = os.path.join(dirpath, name)
             if os.path.islink(full) and not os.path.exists(full):
@@ -127,6 +136,9 @@ def _by_content(root: str) -> Iterator[Candidate]:
                 continue
             except Exception as exc:  # pragma: no cover - defensive: one bad file never stops the walk
                 found.append((full, f"not recognised ({type(exc).__name__})"))
+                continue
+            if fmt == DATA_SHARD:
+                found.append((full, "data shard of a TensorFlow checkpoint (scanned through its .index)"))
                 continue
             if fmt == "keras-zip" and not _zip_is_keras(full):
                 found.append((full, "zip archive that is not a .keras model (no config.json or model.weights.h5)"))
@@ -226,3 +238,34 @@ def _unstrip(original: str, path: str) -> str:
 def with_uris(paths: list[str]) -> list[str]:
     """``paths`` with URI globs and folders expanded (:func:`expand_uris`), else unchanged."""
     return expand_uris(paths) if any("://" in p for p in paths) else paths
+
+
+def resolve_mlflow(uri: str, workdir: str | None = None):
+    """The checkpoints behind one MLflow URI and the download folder to remove after
+    (:func:`ckptscan.mlflow_store.resolve`, with remote folders listed by :func:`expand_uris`)."""
+    from .mlflow_store import resolve
+
+    return resolve(uri, workdir, expand_uris=expand_uris)
+
+
+@contextlib.contextmanager
+def mlflow_paths(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """``(paths, labels)``: ``paths`` with each MLflow URI (``models:/``, ``runs:/``, through
+    ``MLFLOW_TRACKING_URI``) replaced by the checkpoints it resolves to, and ``{path: label}``
+    for those (:func:`ckptscan.mlflow_store.relabel` puts the labels in a report).
+
+    Checkpoints downloaded from an ``mlflow-artifacts:`` proxy are removed on exit. A URI
+    that cannot be resolved raises :class:`ckptscan.mlflow_store.MlflowError` on entry.
+    """
+    from .mlflow_store import cleanup, expand, is_mlflow_uri
+
+    paths = [os.fspath(p) for p in paths]
+    if not any(is_mlflow_uri(p) for p in paths):
+        yield paths, {}
+        return
+    paths, labels, folders = expand(paths, expand_uris=expand_uris)
+    try:
+        yield paths, labels
+    finally:
+        for f in folders:
+            cleanup(f)

@@ -69,6 +69,9 @@ class ScanOptions:
     settings: Settings = field(default_factory=Settings)
     timeout: float | None = None
     """Seconds per file (``None``/0: no limit)."""
+    profile: str = ""
+    """``summary`` or ``charts``: attach the BN profile (:mod:`ckptscan.bnprofile`) to
+    the result from the vectors the BN rules read anyway; ``""``: none."""
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -131,6 +134,8 @@ class CheckpointScan:
     """Variables not value-checked (integer dtypes, optimizer state when excluded)."""
     layers: tuple[str, ...]
     """Every layer path with a scanned variable, in file order."""
+    profile: dict = field(default_factory=dict)
+    """The BN profile when ``ScanOptions.profile`` asks for it (:mod:`ckptscan.bnprofile`)."""
 
 
 def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = None) -> CheckpointScan:
@@ -196,14 +201,20 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
         ctx = BNContext(layer, th)
         for r in loud_rules if q else bn_rules:
             hits += [(r, h) for h in r.check(ctx)]
-    mctx = ModelContext(layers, ckpt.model_config, ckpt.layers, th)
+    mctx = ModelContext(layers, ckpt.model_config, ckpt.layers, th, list(getattr(ckpt, "integrity_failures", ())))
     for r in model_rules:
         hits += [(r, h) for h in r.check(mctx)]
     findings = [_finding(r, h, ckpt.path) for r, h in hits]
     findings = [f for f in findings if not _ignored(f, options.settings)]
     findings.sort(key=_order_key(ckpt.variables))
-    return CheckpointScan(tuple(findings), impact(findings, ckpt.model_config), counters["variables"],
-                          counters["bytes"], counters["skipped"], tuple(dict.fromkeys(layer_paths)))
+    imp = impact(findings, ckpt.model_config)
+    profile: dict = {}
+    if options.profile:  # the BN vectors are in memory now, and only now
+        from .bnprofile import build_profile
+
+        profile = build_profile(layers, findings, ckpt, th, options.profile, imp)
+    return CheckpointScan(tuple(findings), imp, counters["variables"], counters["bytes"], counters["skipped"],
+                          tuple(dict.fromkeys(layer_paths)), profile)
 
 
 def _finding(r: Rule, h, file: str) -> Finding:
@@ -323,7 +334,7 @@ def scan_file(path: str, options: ScanOptions | None = None, progress: ProgressF
         path=path, status="scanned", format=fmt, keras_version=version, findings=tuple(before) + found.findings,
         impact=found.impact,
         variables_scanned=found.variables, bytes_scanned=found.bytes, variables_skipped=found.skipped,
-        seconds=time.monotonic() - start, notes=tuple(notes), layers=found.layers,
+        seconds=time.monotonic() - start, notes=tuple(notes), layers=found.layers, profile=found.profile,
     )
 
 

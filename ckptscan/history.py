@@ -408,6 +408,8 @@ class Health:
             "bad_variables": list(self.bad_variables),
             "findings": self.findings,
             "method": self.method,
+            "warnings": self.details.get("warnings", 0),
+            "f16_headroom": self.details.get("f16_headroom"),
         }
 
 
@@ -441,9 +443,9 @@ def scan_health(path: str, include_optimizer: bool = False) -> Health:
     base = nonfinite_health(path, include_optimizer)
     if base.status == "error":
         return base
-    from .engine import scan_file
+    from .engine import ScanOptions, scan_file
 
-    result = scan_file(path)
+    result = scan_file(path, ScanOptions(profile="summary"))  # + BN summaries: float16 headroom
     if result.status == "error":
         return Health(path, "error", reason=result.reason, method="scan")
     errors = [f for f in result.findings if f.severity.value == "error"]
@@ -453,6 +455,9 @@ def scan_health(path: str, include_optimizer: bool = False) -> Health:
     for f in errors:
         if f.path not in bad:
             bad.append(f.path)
+    from .bnprofile import health_details
+
+    details = health_details(result, include_optimizer)
     if errors or base.nonfinite_values:
         rules = sorted({f.rule_id for f in errors})
         why = []
@@ -462,8 +467,8 @@ def scan_health(path: str, include_optimizer: bool = False) -> Health:
             why.append(f"{len(errors)} error findings ({', '.join(rules)})")
         return Health(path, "bad", reason="; ".join(why) + f" in {len(bad)} variables",
                       nonfinite_values=base.nonfinite_values, bad_variables=tuple(bad),
-                      findings=len(errors), method="scan")
-    return Health(path, "good", method="scan")
+                      findings=len(errors), method="scan", details=details)
+    return Health(path, "good", method="scan", details=details)
 
 
 @dataclass(frozen=True)
@@ -546,7 +551,7 @@ def render_timeline(tl: Timeline) -> str:
         elif lg is not None and h is lg and fb is not None:
             mark = "  <- last good"
         label = {"good": "ok", "bad": "BAD", "error": "ERROR"}[h.status]
-        lines.append(f"{h.path.ljust(width)}  {label:5}  {h.reason}".rstrip() + mark)
+        lines.append(f"{h.path.ljust(width)}  {label:5}  {h.reason}{_headroom_note(h)}".rstrip() + mark)
     lines.append("")
     if fb is None:
         lines.append("all checkpoints are healthy" if all(h.status == "good" for h in tl.entries)
@@ -562,3 +567,11 @@ def render_timeline(tl: Timeline) -> str:
             lines.append(f"last good: {lg.path}")
             lines.append(f"restore with: {tl.fix_command}")
     return "\n".join(lines)
+
+
+def _headroom_note(h: Health) -> str:
+    """``  [f16 headroom 8.2x stem_bn]`` for float16-compute models (see ckptscan.bnprofile)."""
+    from .bnprofile import min_headroom
+
+    low = min_headroom(h.details.get("f16_headroom"))
+    return f"  [f16 headroom {low[0]:.3g}x {low[1]}]" if low else ""

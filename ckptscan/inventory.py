@@ -58,9 +58,17 @@ def inventory(ckpt: Checkpoint, layer_glob: str | None = None, include_optimizer
         },
         "parameters": sum(v.size for v in weights),
         "bytes": sum(v.nbytes for v in weights),
-        "variables": [variable_record(v) for v in variables],
+        "variables": [_with_slot(variable_record(v), getattr(ckpt, "slots", {})) for v in variables],
         "notes": list(ckpt.notes),
     }
+
+
+def _with_slot(rec: dict, slots: dict) -> dict:
+    """Add ``slot_of`` (variable path, slot name) to an optimizer slot's record, when known."""
+    if rec["path"] in slots:
+        target, slot = slots[rec["path"]]
+        rec["slot_of"] = {"variable": target, "slot": slot}
+    return rec
 
 
 def _human(n: int) -> str:
@@ -85,7 +93,9 @@ def render_table(doc: dict) -> str:
     rows = [("layer path", "variable", "shape", "dtype", "size")]
     for v in doc["variables"]:
         name = v["name"] + ("*" if v["naming"] == "inferred" else "")
-        if v["kind"] in ("optimizer", "metric"):
+        if v.get("slot_of"):
+            name += f" (optimizer: {v['slot_of']['slot']} of {v['slot_of']['variable']})"
+        elif v["kind"] in ("optimizer", "metric"):
             name += f" ({v['kind']})"
         rows.append((v["layer_path"], name, "(" + ", ".join(map(str, v["shape"])) + ")", v["dtype"], _human(v["nbytes"])))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

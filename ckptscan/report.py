@@ -123,6 +123,9 @@ class FileResult:
     """Remarks about the scan (names inferred without a config, no model graph…)."""
     layers: tuple[str, ...] = ()
     """Every layer path with a scanned variable, in file order (JUnit: one testcase each)."""
+    profile: dict = field(default_factory=dict, hash=False, compare=False)
+    """Per-BN-layer summaries and chart data when asked (``ScanOptions.profile``;
+    :mod:`ckptscan.bnprofile`); empty otherwise. Not part of the JSON report."""
 
     @property
     def worst(self) -> Severity | None:

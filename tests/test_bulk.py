@@ -129,7 +129,7 @@ def test_cli_jobs1_and_jobs2_print_the_same_errors_and_verdict(tmp_path):
 def _recording_call_batch(fn, batch):
     with open(os.environ["CKPTSCAN_TEST_BATCHES"], "a") as fh:
         fh.write(f"{batch[0][0]} {len(batch)}\n")
-    return [executor._call(fn, i, item) for i, item in batch]
+    return [executor.call_item(fn, i, item) for i, item in batch]
 
 
 def _double(x: int) -> int:

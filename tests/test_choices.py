@@ -19,10 +19,13 @@ def test_every_output_format_renders(fmt):
     text = fmt.renderer()(REPORT, fail_on="error")
     assert isinstance(text, str) and "m.keras" in text
     assert fmt.streams == (fmt is OutputFormat.JSONL)
+    # only HTML refuses a terminal and asks the scan for the BN profile its charts draw
+    assert fmt.needs_file == (fmt is OutputFormat.HTML)
+    assert fmt.profile == ("charts" if fmt is OutputFormat.HTML else "")
 
 
 def test_output_formats_are_the_scan_choices():
-    assert [f.value for f in OutputFormat] == ["table", "json", "sarif", "junit", "jsonl"]
+    assert [f.value for f in OutputFormat] == ["table", "json", "sarif", "junit", "jsonl", "html"]
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))

@@ -264,6 +264,15 @@ def test_CFG002_custom_modules():
     assert get_rule("CFG002").severity == Severity.INFO
 
 
+def test_INT001_one_finding_per_tensor_that_failed_its_checksum():
+    bad = var((3, 4), layer="net/conv")
+    ctx = ModelContext([], None, {}, Thresholds(), [(bad, "stored bytes do not match the checksum in the index")])
+    hits = list(get_rule("INT001").check(ctx))
+    assert [(h.layer_path, h.variable, h.count) for h in hits] == [("net/conv", "kernel", 12)]
+    assert "net/conv/kernel" in get_rule("INT001").format(hits[0])
+    assert list(get_rule("INT001").check(ModelContext([], None, {}, Thresholds()))) == []
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 

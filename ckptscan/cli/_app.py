@@ -21,7 +21,8 @@ from .._version import __version__
 from ..errors import CkptscanError
 from ..report import ExitCode, exit_code
 
-__all__ = ["ExitCode", "STATE", "app", "error_line", "exit_code", "split_values", "usage_error"]
+__all__ = ["NEEDS_OUTPUT", "ExitCode", "STATE", "app", "error_line", "exit_code", "split_values", "usage_error",
+           "write_output"]
 
 app = typer.Typer(
     name="ckptscan",
@@ -46,6 +47,25 @@ def usage_error(msg: str) -> ExitCode:
     """Print ``msg`` as the one error line; the usage exit code (for ``return usage_error(...)``)."""
     error_line(msg)
     return exit_code(usage=True)
+
+
+#: ``--format html`` (scan, timeline, diff) refused without ``-o``: a page of markup on a
+#: terminal helps no one, and a report meant for a ticket or a CI artifact wants a file.
+NEEDS_OUTPUT = "--format html writes a file: add -o report.html"
+
+
+def write_output(text: str, output: str | None) -> bool:
+    """``text`` to stdout, or to the file ``output``; False after one error line if it cannot be written."""
+    if not output:
+        sys.stdout.write(text)
+        return True
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        error_line(f"{output}: cannot write report ({exc.strerror or exc})")
+        return False
+    return True
 
 
 def split_values(values: list[str] | None) -> tuple[str, ...]:

@@ -21,14 +21,16 @@ def recover(
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another ckptscan fix.")] = 60.0,
 ) -> int:
     """Roll back an interrupted `ckptscan fix` (its journal sits next to the file)."""
+    from ..formats import journal_unit
     from ..journal import needs_recovery
     from ..journal import recover as run_recover
 
-    if not needs_recovery(path):
+    unit = journal_unit(path)  # a TensorFlow checkpoint (folder, prefix, SavedModel): its .index
+    if not needs_recovery(unit):
         typer.echo(f"{path}: nothing to recover")
         return ExitCode.OK
     try:
-        note = run_recover(path, timeout=lock_timeout)
+        note = run_recover(unit, timeout=lock_timeout)
     except (CkptscanError, OSError) as exc:
         error_line(exc if isinstance(exc, CkptscanError) else f"{path}: {exc.strerror or exc}")
         return exit_code(unreadable=True)

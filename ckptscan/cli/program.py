@@ -15,6 +15,7 @@ from . import inspect  # noqa: F401,E402
 from . import fix, scan  # noqa: F401,E402
 from . import history  # noqa: F401,E402
 from . import journal  # noqa: F401,E402
+from . import serve  # noqa: F401,E402
 # isort: on
 
 

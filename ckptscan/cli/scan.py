@@ -9,6 +9,8 @@ to stderr, so ``--format json`` leaves stdout holding the JSON document only.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -18,7 +20,7 @@ from typing import Annotated
 import typer
 
 from ..render import OutputFormat
-from ._app import ExitCode, app, error_line, exit_code, split_values, usage_error
+from ._app import NEEDS_OUTPUT, ExitCode, app, error_line, exit_code, split_values, usage_error
 
 
 class FailOn(str, Enum):
@@ -87,7 +89,7 @@ def scan(
     cache: Annotated[str | None, typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
 ) -> int:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
-    from ..discover import discover, with_uris
+    from ..discover import discover, mlflow_paths, with_uris
     from ..engine import make_options
     from ..errors import CkptscanError
     from ..settings import load_settings
@@ -102,7 +104,17 @@ def scan(
     except ValueError as exc:
         return usage_error(str(exc))
     level = (fail_on.value if fail_on else None) or settings.fail_on or "error"
-    return _run(lambda: discover(with_uris(paths)), options, fmt, output, level, jobs, executor, cache)
+    if fmt.needs_file and not output:
+        return usage_error(NEEDS_OUTPUT)
+    if fmt.profile:  # the charts need the BN vectors the scan reads anyway
+        options = dataclasses.replace(options, profile=fmt.profile)
+    with contextlib.ExitStack() as stack:
+        try:  # models:/, runs:/ resolved through MLFLOW_TRACKING_URI; downloads removed on exit
+            paths, labels = stack.enter_context(mlflow_paths(paths))
+        except CkptscanError as exc:
+            error_line(exc)
+            return exit_code(unreadable=True)
+        return _run(lambda: discover(with_uris(paths)), options, fmt, output, level, jobs, executor, cache, labels)
 
 
 def _open_report(output: str | None):
@@ -117,14 +129,15 @@ def _open_report(output: str | None):
 
 
 def _run(cands, options, fmt: OutputFormat, output: str | None, fail_on: str, jobs: int,
-         executor: str | None, cache_dir: str | None) -> int:
+         executor: str | None, cache_dir: str | None, labels: dict[str, str] | None = None) -> int:
     """Scan (:func:`ckptscan.bulk.run_scan`), render, print the verdict; the exit code.
 
     ``cands`` is a function (discovery): with ``--jobs N`` the pool starts while it runs.
 
     ``jsonl`` writes each file's record (flushed) the moment it is ready; the other
     formats render the whole report at the end. One-line errors go to stderr as the
-    files finish.
+    files finish. ``labels`` (``{scanned path: label}``, from
+    :func:`ckptscan.discover.mlflow_paths`) replace those paths in every output.
     """
     from ..bulk import BulkStats, run_scan
     from ..runtime.executor import ExecutorError
@@ -137,8 +150,12 @@ def _run(cands, options, fmt: OutputFormat, output: str | None, fail_on: str, jo
         if out is None:
             return exit_code(usage=True)
     bar = ProgressBar()
+    if labels:
+        from ..mlflow_store import relabel, relabel_file
 
     def emit(fr) -> None:
+        if labels:
+            fr = relabel_file(fr, labels)
         if fr.status == "error":
             bar.close()
             error_line(f"{fr.path}: {fr.reason}")
@@ -156,6 +173,8 @@ def _run(cands, options, fmt: OutputFormat, output: str | None, fail_on: str, jo
         if out is not None and out is not sys.stdout:
             out.close()
         bar.close()
+    if labels:
+        report = relabel(report, labels)
     if not fmt.streams:
         text = fmt.renderer()(report, fail_on=fail_on)
         fh = _open_report(output)

@@ -17,7 +17,9 @@ import os
 from .base import Checkpoint, LayerInfo, Variable
 from .source import LocalSource, Source
 
-__all__ = ["Checkpoint", "LayerInfo", "Variable", "detect", "load_config", "open_checkpoint", "open_remote"]
+__all__ = [
+    "Checkpoint", "LayerInfo", "Variable", "detect", "journal_unit", "load_config", "open_checkpoint", "open_remote",
+]
 
 WEIGHTS_MEMBER = "model.weights.h5"
 
@@ -41,6 +43,20 @@ def detect(path: str | os.PathLike) -> str:
     from .layouts import detect as detect_source
 
     return detect_source(LocalSource(path))
+
+
+def journal_unit(path: str | os.PathLike) -> str:
+    """The name a fix of ``path`` locks, journals and recovers under (and JRN001 looks at):
+    ``path`` itself, except a local TensorFlow checkpoint, which is one unit under its
+    ``.index`` whatever name it is given (the index, its prefix, its folder, a SavedModel)."""
+    from .remote import is_uri
+
+    s = os.fspath(path)
+    if is_uri(s):
+        return s
+    from .tf import journal_unit as tf_unit
+
+    return tf_unit(s) or s
 
 
 def load_config(path: str | os.PathLike) -> dict:

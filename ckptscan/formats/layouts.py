@@ -9,7 +9,13 @@ format id              what it is (detected from the bytes, never the file name)
 ``keras3-sharded``     sharded weights index (``*.weights.json``) and its shards
 ``legacy-model``       legacy HDF5 full model (``model_weights``, ``model_config``)
 ``legacy-weights``     legacy HDF5 weights only (``layer_names`` at the root)
+``tf-checkpoint``      TensorFlow checkpoint (``PREFIX.index`` + data shards), see :mod:`.tf`
+``tf1-checkpoint``     TF1 ``Saver`` checkpoint (found as ``tf-checkpoint``, named on open)
+``tf-savedmodel``      SavedModel folder (``variables/variables.index``)
 =====================  ==============================================================
+
+TensorFlow layouts (:func:`tf_layout`, :func:`open_tf_layout`) are read from local
+paths only: a TensorFlow checkpoint behind a URI is refused with one clear error.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from ._errors import parse_json, translate_errors
 from .base import Checkpoint
 from .h5util import find_hdf5_superblock, has_attr, open_h5
 from .legacy import LegacyCheckpoint
-from .source import Source
+from .source import LocalSource, Source
+from .tf import SHARD_RE, detect_tf, open_tf
 from .v3 import H5Part, V3Checkpoint
 from .zipmember import (
     check_member_names,
@@ -50,6 +57,19 @@ def is_keras_dir(src: Source) -> bool:
     """True for an unzipped ``.keras`` folder: ``config.json`` and the weights (one file or an index)."""
     return src.child("config.json").is_file() and (
         src.child(WEIGHTS_MEMBER).is_file() or src.child(SHARD_INDEX_MEMBER).is_file())
+
+
+def tf_layout(src: Source) -> str | None:
+    """The TensorFlow format id of ``src`` (``tf-checkpoint``, ``tf-savedmodel``, or
+    :data:`~.tf.DATA_SHARD` for a data shard named alone); None when it is no TensorFlow
+    layout. A TensorFlow checkpoint behind a URI is refused (UnsupportedFormatError)."""
+    if isinstance(src, LocalSource):
+        return detect_tf(src.path)
+    name = src.where.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    if name.endswith(".index") or SHARD_RE.match(name) or name == "variables":
+        raise UnsupportedFormatError(src.where, "TensorFlow checkpoint behind a URI: TensorFlow checkpoints are "
+                                                "read from local paths only (copy it locally first)")
+    return None
 
 
 def sniff(src: Source) -> str:
@@ -83,6 +103,9 @@ def classify_h5(h5, where: str) -> str:
 
 def detect(src: Source) -> str:
     """The format id of ``src``, from its content. Raises a CkptscanError if none."""
+    tf = tf_layout(src)
+    if tf is not None:
+        return tf
     kind = sniff(src)
     if kind == "dir":
         return "keras-dir"
@@ -167,6 +190,9 @@ def safe_shard_name(name: str) -> bool:
 def open_source(src: Source, cfg: dict | None) -> Checkpoint:
     """Open the checkpoint at ``src`` (any layout). ``cfg`` names the variables of a bare
     weights file or sharded set; archives that carry their own config ignore it."""
+    tf = tf_layout(src)
+    if tf is not None:
+        return open_tf_layout(src, cfg)
     kind = sniff(src)
     if kind == "dir":
         return open_dir(src)
@@ -175,6 +201,15 @@ def open_source(src: Source, cfg: dict | None) -> Checkpoint:
     if kind == "json":
         return open_sharded(src, cfg, src.where, "keras3-sharded", top=True)
     return open_h5_file(src, cfg)
+
+
+def open_tf_layout(src: Source, cfg: dict | None) -> Checkpoint:
+    """A local TensorFlow checkpoint named any way :func:`~.tf.locate` accepts (index,
+    prefix, folder with a state file, SavedModel). Never recovers a journal: readers
+    never write (an interrupted fix is reported by the scan as JRN001)."""
+    if not isinstance(src, LocalSource):  # pragma: no cover - tf_layout refuses URIs first
+        raise UnsupportedFormatError(src.where, "TensorFlow checkpoints are read from local paths only")
+    return open_tf(src.where, cfg)
 
 
 def open_h5_file(src: Source, cfg: dict | None) -> Checkpoint:

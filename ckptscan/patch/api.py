@@ -53,15 +53,23 @@ def _open(path: str, config: str | None):
     return open_checkpoint(path, config=config)
 
 
+def _unit(path: str) -> str:
+    """The name ``path``'s fix locks and journals under (a TensorFlow checkpoint: its ``.index``)."""
+    from ..formats import journal_unit
+
+    return journal.unit_path(journal_unit(path))
+
+
 def _locked_open(path: str, req: FixRequest, want_lock: bool):
     """Take the lock (when writing, or recovering), recover, open. Returns (lock, ckpt, note)."""
     lock = None
     note = None
-    if want_lock or journal.needs_recovery(path):
-        lock = journal.acquire_lock(path, req.lock_timeout)
+    unit = _unit(path)
+    if want_lock or journal.needs_recovery(unit):
+        lock = journal.acquire_lock(unit, req.lock_timeout)
     try:
         if lock is not None:
-            note = journal.recover_locked(path)
+            note = journal.recover_locked(unit)
         ckpt = _open(path, req.config)
     except BaseException:
         if lock is not None:
@@ -97,11 +105,12 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
     if writing and req.output is None and os.path.isfile(path) and not path.endswith(".json"):
         check_writable(path, [path])  # refuse before creating anything
     lock = None
-    if writing or journal.needs_recovery(path):
-        lock = journal.acquire_lock(path, req.lock_timeout)
+    unit = _unit(path)  # one lock and journal per checkpoint, whichever name it was given
+    if writing or journal.needs_recovery(unit):
+        lock = journal.acquire_lock(unit, req.lock_timeout)
     ckpt = ref = None
     try:
-        note = journal.recover_locked(path) if lock is not None else None  # a write: not under the timeout
+        note = journal.recover_locked(unit) if lock is not None else None  # a write: not under the timeout
         notes = [note] if note else []
         # reading and planning run under --timeout (a file that sends libhdf5 into a loop
         # is stopped here, exit 2); the writes below never do

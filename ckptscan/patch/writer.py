@@ -162,9 +162,22 @@ def _member_stored(ckpt: Checkpoint) -> bool:
     return all(v.file == ckpt.path for v in ckpt.variables)
 
 
+def _is_tf(fmt: str) -> bool:
+    return fmt.startswith(("tf-", "tf1-"))
+
+
+def journal_name(ckpt: Checkpoint) -> str:
+    """The name the checkpoint's fix journals under: its path, or a TensorFlow
+    checkpoint's ``.index`` (one unit whatever name it was opened by; see
+    :func:`ckptscan.formats.journal_unit`)."""
+    return ckpt.bundle.index_path if _is_tf(ckpt.format) else ckpt.path
+
+
 def unit_files(ckpt: Checkpoint) -> list[str]:
     """Every physical file of the checkpoint (archive, index + shards, folder files)."""
     path = ckpt.path
+    if _is_tf(ckpt.format):  # a TensorFlow bundle: its .index and every data shard it uses
+        return [ckpt.bundle.index_path] + sorted({v.file for v in ckpt.variables})
     if ckpt.format == "keras-zip" or os.path.isfile(path) and ckpt.format != "keras3-sharded":
         return [path]
     files = sorted({v.file for v in ckpt.variables})
@@ -195,8 +208,13 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
         ckpt.format != "keras-zip" or _member_stored(ckpt))
     if not in_place and len(targets) > 1:
         raise PatchRefusedError(path, "chunked or compressed tensors in several shards cannot be rewritten atomically")
+    if _is_tf(ckpt.format):
+        if not in_place or output is not None:
+            raise PatchRefusedError(path, "TensorFlow checkpoints are fixed in place only for now (no --output, no rewrite)")
+        targets = sorted(set(targets) | {ckpt.bundle.index_path})  # the index holds each tensor's CRC32C
+    jname = journal_name(ckpt)
     if output is None:
-        check_writable(path, [path] if ckpt.format == "keras-zip" else targets)
+        check_writable(jname, [path] if ckpt.format == "keras-zip" else targets)
     files = unit_files(ckpt)
     before = {f: file_sha256(f) for f in files} if verify == "full" else {}
     changed_keys = {key(ckpt, p.change.variable) for p in prepared}
@@ -220,23 +238,23 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
     if backup is not None:
         bak = _backup(path, fmt, targets, backup)
     if in_place:
-        journal.write_journal(path, regions)
+        journal.write_journal(jname, regions)
         try:
             _write_regions(regions)
             try:
                 _verify(reopen(path), expected, hashes, verify)
             except CkptscanError as exc:
-                journal.roll_back(path, regions)
+                journal.roll_back(jname, regions)
                 raise PatchRefusedError(path, f"verification failed, original restored: {exc.reason}") from exc
         except BaseException:
             # a Python-level failure: restore now (a crash is handled by recovery)
             try:
-                journal.roll_back(path, regions)
-                journal.end_journal(path)
+                journal.roll_back(jname, regions)
+                journal.end_journal(jname)
             except Exception:  # pragma: no cover - leave the journal for recovery
                 pass
             raise
-        journal.end_journal(path)
+        journal.end_journal(jname)
         mode = "in-place"
     else:
         _rewrite(physical, w)
@@ -276,7 +294,21 @@ def _regions(ckpt: Checkpoint, prepared: list[Prepared]) -> list[journal.Region]
             os.close(fd)
     if ckpt.format == "keras-zip":
         regions += _crc_regions(ckpt.path, regions)
+    if _is_tf(ckpt.format):
+        regions += _tf_index_regions(ckpt, prepared)
     return regions
+
+
+def _tf_index_regions(ckpt: Checkpoint, prepared: list[Prepared]) -> list[journal.Region]:
+    """The index blocks whose entries get the patched tensors' new CRC32C."""
+    from ..formats.tfbundle.rewrite import index_regions, patched_crc
+
+    crcs = {}
+    for p in prepared:
+        var = p.change.variable
+        crcs[var.h5path] = patched_crc(var.file, var.offset, var.nbytes, storage_dtype(var).itemsize, p.idx,
+                                       p.new_raw, ckpt.path)
+    return [journal.Region(*r) for r in index_regions(ckpt.bundle.index_path, crcs, ckpt.path)]
 
 
 def _crc_regions(path: str, regions: list[journal.Region]) -> list[journal.Region]:
@@ -335,6 +367,11 @@ def _verify(ckpt: Checkpoint, expected: dict, hashes: dict, verify: str) -> None
                 exp = expected[k]
                 if v.size != exp.size or element_hash(ckpt, v) != exp.digest:
                     raise PatchRefusedError(ckpt.path, f"{v.path}: re-read values differ from the patch")
+                if _is_tf(ckpt.format):  # and its new CRC32C in the index matches the bytes
+                    for _ in ckpt.iter_blocks(v):
+                        pass
+                    if ckpt.integrity_failures:
+                        raise PatchRefusedError(ckpt.path, f"{v.path}: checksum in the index does not match the patch")
                 seen.add(k)
             elif verify == "full" and k in hashes:
                 if element_hash(ckpt, v) != hashes[k]:

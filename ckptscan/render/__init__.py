@@ -8,6 +8,8 @@ json       :mod:`ckptscan.render.json`   (``schema_version``; ``schema/report.sc
 sarif      :mod:`ckptscan.render.sarif`  (SARIF 2.1.0 with logical locations)
 junit      :mod:`ckptscan.render.junit`  (JUnit XML, one testcase per layer)
 jsonl      :mod:`ckptscan.render.jsonl`  (one JSON record per file, written as it finishes)
+html       :mod:`ckptscan.render.html`   (one self-contained page with charts; needs the
+                                         scan's BN profile: ``ScanOptions(profile="charts")``)
 =========  ======================================================================
 """
 
@@ -29,6 +31,19 @@ class OutputFormat(str, Enum):
     JUNIT = "junit"
     JSONL = "jsonl"
     """One JSON record per file; ``scan`` writes each as its file finishes (:mod:`ckptscan.bulk`)."""
+    HTML = "html"
+    """One self-contained page with charts (:mod:`ckptscan.render.html`); ``scan`` refuses it
+    without ``-o`` and asks the scan for the BN profile (:attr:`needs_file`, :attr:`profile`)."""
+
+    @property
+    def needs_file(self) -> bool:
+        """True when the output cannot go to a terminal: ``-o FILE`` is required."""
+        return self is OutputFormat.HTML
+
+    @property
+    def profile(self) -> str:
+        """The ``ScanOptions.profile`` level this format needs (``""``: none)."""
+        return "charts" if self is OutputFormat.HTML else ""
 
     @property
     def streams(self) -> bool:
@@ -47,6 +62,8 @@ class OutputFormat(str, Enum):
             from .junit import render
         elif self is OutputFormat.JSONL:
             from .jsonl import render
+        elif self is OutputFormat.HTML:
+            from .html import render
         else:
             assert_never(self)
         return render

@@ -16,13 +16,14 @@ BN007        bn-stats-never-updated      warning   statistics still 0/1 in a tra
 BN008        bn-folded-fp16-overflow     warning   folded scale/offset overflows fp16/bf16
 CFG001       lambda-layer                info      Lambda layer in the config
 CFG002       custom-object               info      custom (non-Keras) class in the config
+INT001       checksum-mismatch           error     stored bytes fail their checksum (TF CRC32C)
 JRN001       interrupted-fix             error     an interrupted ckptscan fix left its journal
 ===========  ==========================  ========  ==========================================
 """
 
 from __future__ import annotations
 
-from . import batchnorm, config, file, numeric  # noqa: F401  (registration)
+from . import batchnorm, config, file, integrity, numeric  # noqa: F401  (registration)
 from .base import (
     REGISTRY,
     BNContext,

@@ -211,6 +211,9 @@ class ModelContext:
     layers: dict
     """Structural path → :class:`~ckptscan.formats.LayerInfo`."""
     thresholds: Thresholds
+    integrity_failures: list = field(default_factory=list)
+    """``(variable, reason)`` for every tensor whose bytes failed their stored checksum
+    while the scan read them (TensorFlow checkpoints carry a CRC32C per tensor)."""
 
 
 # --- message helpers ---------------------------------------------------------------

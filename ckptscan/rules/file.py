@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+from ..formats import journal_unit
 from ..journal import journal_path, needs_recovery
 from ..report import Severity
 from .base import FileContext, Hit, Scope, rule
@@ -27,7 +28,8 @@ def interrupted_fix(ctx: FileContext) -> Iterator[Hit]:
     ## What it does
     Looks for the journal ``<file>.ckptscan-journal`` (and the temporary files) a
     ``ckptscan fix`` writes before it patches a checkpoint in place and removes when
-    it is done. Reported before the file is read; the file is then scanned as it is.
+    it is done. A TensorFlow checkpoint has one journal, next to its ``.index``,
+    whether it is named by the index, its prefix, its folder or its SavedModel. Reported before the file is read; the file is then scanned as it is.
 
     ## Why is this bad?
     The fix was stopped (killed, a crash, a power cut) between writing the journal and
@@ -51,8 +53,9 @@ def interrupted_fix(ctx: FileContext) -> Iterator[Hit]:
     Local files only: an object behind a URI is never patched in place, so it has no
     journal.
     """
-    if not needs_recovery(ctx.path):
+    unit = journal_unit(ctx.path)  # a TensorFlow checkpoint journals under its .index, whatever its name
+    if not needs_recovery(unit):
         return
-    jp = journal_path(ctx.path)
+    jp = journal_path(unit)
     what = f"its journal {jp}" if os.path.exists(jp) else "temporary files next to it"
     yield Hit("", "", {"path": ctx.path, "what": what})

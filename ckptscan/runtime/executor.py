@@ -57,8 +57,12 @@ class Outcome:
         return self.error is None
 
 
-def _call(fn: Callable[[Any], Any], index: int, item: Any) -> Outcome:
-    """Run ``fn(item)`` and wrap the result or the exception (module level: picklable)."""
+def call_item(fn: Callable[[Any], Any], index: int, item: Any) -> Outcome:
+    """Run ``fn(item)`` and wrap the result or the exception (module level: picklable).
+
+    Every executor runs items through it; so does the server's own worker pool
+    (:mod:`ckptscan.serve.pool`), which is why it is public.
+    """
     try:
         return Outcome(index, item, fn(item))
     except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
@@ -68,8 +72,8 @@ def _call(fn: Callable[[Any], Any], index: int, item: Any) -> Outcome:
 
 
 def _call_batch(fn: Callable[[Any], Any], batch: list[tuple[int, Any]]) -> list[Outcome]:
-    """:func:`_call` over a few items in one task (less pickling and IPC per item)."""
-    return [_call(fn, i, item) for i, item in batch]
+    """:func:`call_item` over a few items in one task (less pickling and IPC per item)."""
+    return [call_item(fn, i, item) for i, item in batch]
 
 
 def _init_worker(warm_up: Callable[[], Any] | None) -> None:
@@ -102,8 +106,8 @@ def ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _mp_context():
-    """How pool workers start.
+def mp_context():
+    """How pool workers start (the multiprocessing context; also used by :mod:`ckptscan.serve.pool`).
 
     ``fork`` when this process runs a single thread (the CLI): workers then start with
     ckptscan already imported, which matters when each file takes milliseconds.
@@ -158,7 +162,7 @@ def run_many(
         return
     if jobs == 1:
         for i, item in enumerate(items):
-            yield _call(fn, i, item)
+            yield call_item(fn, i, item)
         return
     yield from _run_pool(fn, items, jobs, ordered, warm_up)
 
@@ -186,7 +190,7 @@ def _run_futures(fn, items, pool: Executor, ordered: bool, window: int) -> Itera
         it = enumerate(items)
         inflight: dict = {}
         for i, item in it:
-            inflight[pool.submit(_call, fn, i, item)] = (i, item)
+            inflight[pool.submit(call_item, fn, i, item)] = (i, item)
             if len(inflight) >= window:
                 break
         while inflight:
@@ -195,7 +199,7 @@ def _run_futures(fn, items, pool: Executor, ordered: bool, window: int) -> Itera
                 i, item = inflight.pop(fut)
                 yield fut.result()
             for i, item in it:
-                inflight[pool.submit(_call, fn, i, item)] = (i, item)
+                inflight[pool.submit(call_item, fn, i, item)] = (i, item)
                 if len(inflight) >= window:
                     break
 
@@ -234,7 +238,7 @@ def _run_pool(fn, items, jobs: int, ordered: bool, warm_up: Callable[[], Any] | 
 
         while True:
             suspects: list[tuple[int, Any]] = []
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), initializer=_init_worker,
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context(), initializer=_init_worker,
                                      initargs=(warm_up,)) as pool:
                 inflight: dict = {}
                 if queue is None:  # the workers start (and warm up) before the first item is read
@@ -272,9 +276,9 @@ def _run_pool(fn, items, jobs: int, ordered: bool, warm_up: Callable[[], Any] | 
                 break
             # isolate: each suspect alone in a one-worker pool
             for i, item in sorted(suspects, key=lambda x: x[0]):
-                with ProcessPoolExecutor(max_workers=1, mp_context=_mp_context(), initializer=ignore_sigint) as solo:
+                with ProcessPoolExecutor(max_workers=1, mp_context=mp_context(), initializer=ignore_sigint) as solo:
                     try:
-                        yield solo.submit(_call, fn, i, item).result()
+                        yield solo.submit(call_item, fn, i, item).result()
                     except BrokenProcessPool:
                         yield Outcome(i, item, None, "WorkerDied: worker process died (crash or out of memory)")
 
@@ -302,7 +306,7 @@ def _run_dask(fn, items, address: str, ordered: bool) -> Iterator[Outcome]:
 
 
 def _run_dask_client(fn, items, client, ordered: bool, window: int | None = None) -> Iterator[Outcome]:
-    """Submit ``_call`` per item to a dask.distributed client, bounded in flight."""
+    """Submit ``call_item`` per item to a dask.distributed client, bounded in flight."""
     from distributed import as_completed
 
     if window is None:
@@ -317,7 +321,7 @@ def _run_dask_client(fn, items, client, ordered: bool, window: int | None = None
         meta: dict = {}
         ac = as_completed(loop=client.loop)
         for i, item in it:
-            fut = client.submit(_call, fn, i, item, pure=False)
+            fut = client.submit(call_item, fn, i, item, pure=False)
             meta[fut.key] = (i, item)
             ac.add(fut)
             if len(meta) >= window:
@@ -332,7 +336,7 @@ def _run_dask_client(fn, items, client, ordered: bool, window: int | None = None
                 fut.release()
             nxt = next(it, None)
             if nxt is not None:
-                f2 = client.submit(_call, fn, *nxt, pure=False)
+                f2 = client.submit(call_item, fn, *nxt, pure=False)
                 meta[f2.key] = nxt
                 ac.add(f2)
 

@@ -1,0 +1,354 @@
+"""TensorFlow-format checkpoints: locate them by content, name their variables as
+tf-keras does, stream their values with the CRC32C of every tensor verified.
+
+=====================  ==============================================================
+format id              what it is
+=====================  ==============================================================
+``tf-checkpoint``      object-based TF2 checkpoint (``save_weights`` TF format,
+                       ``tf.train.Checkpoint``/``CheckpointManager``): ``PREFIX.index``
+``tf1-checkpoint``     TF1 ``Saver`` checkpoint (keys are variable names, no object graph)
+``tf-savedmodel``      SavedModel folder (``variables/variables.index``, ``keras_metadata.pb``)
+=====================  ==============================================================
+
+How a path names a checkpoint (:func:`locate`): a ``PREFIX.index`` file (the table magic
+ends it); a prefix ``ckpt`` naming ``ckpt.index``; a folder ``dir/`` holding ``dir/.index``
+(empty basename); a folder with a ``checkpoint`` state file (its latest checkpoint; when
+the state file's paths are stale or absolute from another machine, the same base name
+beside the state file, else the newest index present); a SavedModel folder. Data shards
+are read through their index only. Orbax folders are recognised and refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
+from .base import DEFAULT_BLOCK_ELEMS, Checkpoint, LayerInfo, Variable, _Decoder, _storage
+from .tfbundle import crc, names, proto
+from .tfbundle.bundle import Bundle
+from .tfbundle.table import FOOTER_LEN, MAGIC_BYTES
+
+TF_FORMATS = ("tf-checkpoint", "tf1-checkpoint", "tf-savedmodel")
+#: A data shard named on its own (read through its index only).
+DATA_SHARD = "tf-data-shard"
+SHARD_RE = re.compile(r"^(?P<prefix>.*)\.data-(?P<i>\d{5})-of-(?P<n>\d{5})$")
+_SHARD_RE = SHARD_RE
+#: Largest ``checkpoint`` state file / ``keras_metadata.pb`` read.
+MAX_STATE_BYTES = 1 << 20
+MAX_METADATA_BYTES = 64 << 20
+ORBAX_MARKERS = ("orbax.checkpoint", "pytree.orbax-checkpoint", "checkpoint_metadata", "_CHECKPOINT_METADATA")
+
+
+# --- locating ------------------------------------------------------------------------------
+
+
+def _has_magic(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() < FOOTER_LEN:
+                return False
+            fh.seek(-8, os.SEEK_END)
+            return fh.read(8) == MAGIC_BYTES
+    except OSError:
+        return False
+
+
+def is_orbax_dir(p: str) -> bool:
+    """A folder Keras/Orbax would call an Orbax checkpoint (``keras/src/saving/orbax_util.py``)."""
+    if not os.path.isdir(p):
+        return False
+    if any(os.path.exists(os.path.join(p, m)) for m in ORBAX_MARKERS):
+        return True
+    try:
+        subs = [d for d in os.listdir(p) if d.isdigit() and os.path.isdir(os.path.join(p, d))]
+    except OSError:
+        return False
+    return any(any(os.path.exists(os.path.join(p, d, m)) for m in ORBAX_MARKERS) for d in subs[:64])
+
+
+def is_tf_dir(p: str) -> bool:
+    """A folder that is one TensorFlow checkpoint (or an Orbax one, refused later)."""
+    if not os.path.isdir(p):
+        return False
+    return (
+        os.path.isfile(os.path.join(p, "variables", "variables.index"))
+        or os.path.isfile(os.path.join(p, ".index"))
+        or _state_file(p) is not None
+        or is_orbax_dir(p)
+    )
+
+
+def dir_skip_reason(p: str) -> str | None:
+    """Why a folder met in a walk is listed but not scanned (Orbax), else None."""
+    return "unsupported: Orbax checkpoint (TensorStore arrays; not read)" if is_orbax_dir(p) else None
+
+
+def _state_file(d: str) -> str | None:
+    f = os.path.join(d, "checkpoint")
+    if not os.path.isfile(f):
+        return None
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    return f if b"model_checkpoint_path" in head else None
+
+
+def detect_tf(path: str | os.PathLike) -> str | None:
+    """The TensorFlow format id of ``path`` (or :data:`DATA_SHARD`), None when it is none."""
+    p = str(path)
+    if os.path.isdir(p):
+        if os.path.isfile(os.path.join(p, "variables", "variables.index")) and not os.path.isfile(os.path.join(p, ".index")):
+            return "tf-savedmodel"
+        if is_tf_dir(p):
+            return "tf-checkpoint"
+        return None
+    if not os.path.exists(p):
+        return "tf-checkpoint" if os.path.isfile(p + ".index") and _has_magic(p + ".index") else None
+    if _SHARD_RE.match(os.path.basename(p)) and os.path.isfile(p):
+        return DATA_SHARD
+    if p.endswith(".index") and (_has_magic(p) or _has_shards(p[: -len(".index")])):
+        return "tf-checkpoint"  # a damaged index beside its data shards is still reported as one
+    return None
+
+
+def _has_shards(prefix: str) -> bool:
+    d, base = os.path.split(prefix)
+    try:
+        return any(_SHARD_RE.match(n) and n.startswith(base + ".data-") for n in os.listdir(d or "."))
+    except OSError:
+        return False
+
+
+def _latest_from_state(d: str, where: str) -> str:
+    """The prefix the ``checkpoint`` state file names, or the best fallback beside it."""
+    state = _state_file(d)
+    names_in_state: list[str] = []
+    if state is not None:
+        try:
+            with open(state, "rb") as fh:
+                text = fh.read(MAX_STATE_BYTES).decode("utf-8", "replace")
+        except OSError:
+            text = ""
+        latest = None
+        for line in text.splitlines():
+            m = re.match(r'\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"', line)
+            if m:
+                value = m.group(2).encode("utf-8").decode("unicode_escape", "replace")
+                if m.group(1) == "model_checkpoint_path":
+                    latest = value
+                else:
+                    names_in_state.append(value)
+        candidates = ([latest] if latest else []) + names_in_state[::-1]
+        for cand in candidates:
+            for prefix in (cand if os.path.isabs(cand) else os.path.join(d, cand), os.path.join(d, _basename(cand))):
+                if os.path.isfile(prefix + ".index"):
+                    return prefix
+    present = []
+    for name in os.listdir(d):
+        full = os.path.join(d, name)
+        if name.endswith(".index") and os.path.isfile(full):
+            m = re.search(r"-(\d+)\.index$", name)
+            present.append((int(m.group(1)) if m else -1, os.path.getmtime(full), full[: -len(".index")]))
+    if not present:
+        raise NotAnArchiveError(where, "folder with a checkpoint state file but no .index file beside it")
+    return max(present)[2]
+
+
+def _basename(p: str) -> str:
+    return re.split(r"[\\/]", p)[-1]
+
+
+def locate(path: str | os.PathLike) -> tuple[str, str | None, str]:
+    """(prefix, keras_metadata.pb path or None, format hint) of a TensorFlow checkpoint."""
+    p = str(path)
+    if os.path.isdir(p):
+        if is_orbax_dir(p):
+            raise UnsupportedFormatError(p, "unsupported: Orbax checkpoint (TensorStore arrays; not read)")
+        sm = os.path.join(p, "variables", "variables")
+        if os.path.isfile(sm + ".index"):
+            meta = os.path.join(p, "keras_metadata.pb")
+            return sm, meta if os.path.isfile(meta) else None, "tf-savedmodel"
+        if os.path.isfile(os.path.join(p, ".index")):
+            return os.path.join(p, ""), None, "tf-checkpoint"
+        if _state_file(p):
+            return _latest_from_state(p, p), None, "tf-checkpoint-folder"
+        raise NotAnArchiveError(p, "folder that is no TensorFlow checkpoint")
+    m = _SHARD_RE.match(p)
+    if m and os.path.isfile(p):
+        raise NotAnArchiveError(p, f"data shard of a TensorFlow checkpoint: scan its index ({os.path.basename(m.group('prefix'))}.index)")
+    if p.endswith(".index") and os.path.isfile(p):
+        return p[: -len(".index")], None, "tf-checkpoint"
+    if not os.path.exists(p) and os.path.isfile(p + ".index"):
+        return p, None, "tf-checkpoint"
+    raise NotAnArchiveError(p, "not a TensorFlow checkpoint")
+
+
+def journal_unit(path: str | os.PathLike) -> str | None:
+    """The ``.index`` file a fix of this TensorFlow checkpoint locks and journals under,
+    whichever name it was given (index, prefix, folder, SavedModel); None when ``path``
+    is no TensorFlow checkpoint (or cannot be located)."""
+    if detect_tf(path) in (None, DATA_SHARD):
+        return None
+    try:
+        return locate(path)[0] + ".index"
+    except (NotAnArchiveError, UnsupportedFormatError, OSError):
+        return None
+
+
+# --- the checkpoint ------------------------------------------------------------------------
+
+
+def open_tf(path: str | os.PathLike, config: dict | None = None) -> TFCheckpoint:
+    """Open a TensorFlow checkpoint named any way :func:`locate` accepts."""
+    where = str(path)
+    prefix, meta, fmt = locate(path)
+    if fmt != "tf-checkpoint-folder":
+        return TFCheckpoint(where, prefix, meta, config, fmt)
+    ck = TFCheckpoint(where, prefix, meta, config, "tf-checkpoint")
+    others = sorted(n[: -len(".index")] for n in os.listdir(where) if n.endswith(".index"))
+    if len(others) > 1:
+        ck.notes.append(f"scanned the latest of {len(others)} checkpoints in this folder ({os.path.basename(prefix)}); "
+                        "name another's .index to scan it")
+    return ck
+
+
+class TFCheckpoint(Checkpoint):
+    """A TensorFlow tensor bundle, named the way tf-keras names its variables.
+
+    ``integrity_failures`` collects ``(variable, reason)`` for every tensor whose stored
+    bytes did not match their CRC32C while they were streamed (the scan reports each as
+    an INT001 finding instead of stopping).
+    """
+
+    def __init__(self, where: str, prefix: str, metadata_path: str | None = None, config: dict | None = None,
+                 fmt: str = "tf-checkpoint"):
+        super().__init__(where)
+        self.prefix = prefix
+        self.bundle = Bundle(prefix, where)
+        self.integrity_failures: list[tuple[Variable, str]] = []
+        self.slots: dict[str, tuple[str, str]] = {}
+        """Optimizer slot path → (variable path, slot name)."""
+        entries = self.bundle.entries
+        metadata = None
+        own_config = None
+        if metadata_path is not None:
+            metadata, own_config = _read_metadata(metadata_path, where)
+        self.model_config = own_config or (dict(config) if isinstance(config, dict) else None)
+        if self.model_config is not None:
+            from .. import naming
+
+            self.model_config = naming.top_config(self.model_config)
+        graph = entries.get(names.OBJECT_GRAPH_KEY)
+        if graph is not None:
+            raw = self.bundle.read_strings(graph)
+            if len(raw) != 1:
+                raise MalformedArchiveError(where, f"object graph tensor holds {len(raw)} strings (expected 1)")
+            nodes = proto.decode(where, "object graph", proto.parse_object_graph, raw[0])
+            named = names.object_names(nodes, where, metadata, self.model_config)
+            self.format = fmt
+        else:
+            named = names.tf1_names(sorted(entries))
+            self.format = "tf1-checkpoint" if fmt == "tf-checkpoint" else fmt
+        if self.model_config is not None:
+            self._layers_from_config()
+        sliced = 0
+        order = {k: i for i, k in enumerate(named)}
+        for key in sorted(entries, key=lambda k: (order.get(k, len(order)), k)):
+            e = entries[key]
+            if key == names.OBJECT_GRAPH_KEY:
+                continue
+            n = named.get(key)
+            if n is None:
+                if not e.numeric:
+                    continue  # object attributes (configs as strings), not variables
+                n = _name_from_key(key)
+            if e.sliced:
+                sliced += 1
+                self.notes.append(f"{n.layer_path}/{n.name}: partitioned variable ({len(self.bundle.slice_keys)} slice entries); not read")
+                continue
+            info = self.layers.get(n.layer_path)
+            var = Variable(
+                layer_path=n.layer_path, name=n.name, layer_name=n.layer_name or (n.layer_path.split("/")[0] if n.layer_path else ""),
+                layer_class=n.layer_class or (info.class_name if info else None), shape=tuple(e.shape), dtype=e.dtype,
+                h5path=key, file=e.shard, member=os.path.basename(e.shard), offset=e.offset, nbytes=e.size,
+                naming=n.naming, kind=n.kind,
+            )
+            self.variables.append(var)
+            if n.slot_of is not None:
+                self.slots[var.path] = n.slot_of
+        self._entries = {v.path: entries[v.h5path] for v in self.variables}
+        if any(v.naming == "inferred" for v in self.variables):
+            self.notes.append("some layer names are inferred (the checkpoint does not name nested models: pass --config)")
+
+    def _layers_from_config(self) -> None:
+        from .. import naming
+
+        try:
+            tree = naming.layer_tree(self.model_config)
+        except Exception:  # a config ckptscan cannot walk names nothing; the bytes still scan
+            return
+        for p, info in tree.items():
+            self.layers.setdefault(p, LayerInfo(p, info.path[-1], info.class_name, info.config))
+
+    # --- values ---------------------------------------------------------------------------
+
+    def iter_blocks(self, var: Variable, block_elems: int = DEFAULT_BLOCK_ELEMS) -> Iterator[np.ndarray]:
+        """Stream the tensor's values from its data shard, verifying its CRC32C on the way.
+
+        A mismatch does not raise: it is appended to :attr:`integrity_failures` once the
+        last block has been read (the values were yielded, the scan reports both).
+        """
+        entry = self._entries.get(var.path)
+        if entry is None or not entry.numeric:
+            raise MalformedArchiveError(self.path, f"{var.path}: {var.dtype} tensor holds no numeric values")
+        if var.size == 0:
+            return
+        storage = _storage(var.dtype)
+        step = storage.itemsize
+        total = var.size
+        block_elems = max(1, min(block_elems, total))
+        raw = self._io.take(block_elems * step)
+        decode = _Decoder(var.dtype, block_elems, self._io)
+        running = 0
+        try:
+            fd = self._io.fd(var.file)
+            pos = 0
+            while pos < total:
+                count = min(block_elems, total - pos)
+                view = memoryview(raw[: count * step])
+                got = os.preadv(fd, [view], var.offset + pos * step)
+                if got != count * step:
+                    raise MalformedArchiveError(self.path, f"{var.path}: data shard ends early (truncated)")
+                running = crc.crc32c(view, self.path, running)
+                pos += count
+                yield decode(raw[: count * step].view(storage))
+            if entry.crc32c is not None and crc.mask(running) != entry.crc32c:
+                self.integrity_failures.append((var, "stored bytes do not match the checksum in the index"))
+        finally:
+            decode.release()
+            self._io.give(raw)
+
+
+def _name_from_key(key: str) -> names.Named:
+    parts = key.split("/")
+    if ".ATTRIBUTES" in parts:
+        parts = parts[: parts.index(".ATTRIBUTES")]
+    parts = [names.unescape(p) for p in parts if p]
+    return names.Named(key, "/".join(parts[:-1]), parts[-1] if parts else key, "weight", "inferred", parts[0] if parts else "")
+
+
+def _read_metadata(path: str, where: str):
+    size = os.path.getsize(path)
+    if size > MAX_METADATA_BYTES:
+        raise UnsafeArchiveError(where, f"keras_metadata.pb is {size} bytes (too large)")
+    data = Path(path).read_bytes()
+    saved = proto.decode(where, "keras_metadata.pb", proto.parse_saved_metadata, data)
+    return names.keras_metadata(saved)

@@ -1,0 +1,346 @@
+"""A small, bounded protobuf wire-format decoder for the handful of messages ckptscan reads.
+
+Why not the ``protobuf`` runtime with generated classes? The messages read here are
+five small ones (``BundleHeaderProto``, ``BundleEntryProto`` with ``TensorShapeProto``
+and ``TensorSliceProto``, ``TrackableObjectGraph``, tf-keras' ``SavedMetadata``), of
+which ckptscan needs a dozen fields. The runtime would be a fourth dependency (or an
+extra) whose version must match the generated code, and its parser accepts inputs of
+any size and depth, which the hostile-input rules of this project then have to bound
+from outside anyway. The wire format is five rules (varint, fixed64, length-delimited,
+fixed32, and the deprecated groups, refused), so a decoder that checks every length
+against the remaining bytes, caps varints at 10 bytes and 64 bits, and only recurses
+into the known sub-messages is shorter than the glue around generated classes, and
+every malformation becomes one :class:`~ckptscan.errors.MalformedArchiveError`.
+
+Field numbers are the ones of TensorFlow's ``.proto`` files named on each decoder.
+Unknown fields are skipped (forward compatible, as protobuf itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...errors import MalformedArchiveError
+
+VARINT, FIXED64, LEN, GROUP_START, GROUP_END, FIXED32 = 0, 1, 2, 3, 4, 5
+
+
+class ProtoError(ValueError):
+    """Malformed protobuf bytes (turned into MalformedArchiveError by the callers)."""
+
+
+def read_varint(buf, pos: int, end: int) -> tuple[int, int]:
+    """Decode a varint at ``pos``; at most 10 bytes, value below 2**64."""
+    if pos < end and buf[pos] < 0x80:  # one byte: field keys, small sizes (most of them)
+        return buf[pos], pos + 1
+    result = 0
+    shift = 0
+    for i in range(10):
+        if pos >= end:
+            raise ProtoError("varint runs past the end")
+        b = buf[pos]
+        pos += 1
+        if i == 9 and b > 1:
+            raise ProtoError("varint overflows 64 bits")
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+    raise ProtoError("varint longer than 10 bytes")
+
+
+def to_int64(v: int) -> int:
+    """Two's complement view of a varint decoded as uint64 (int64 fields)."""
+    return v - (1 << 64) if v >= (1 << 63) else v
+
+
+def fields(buf, start: int = 0, end: int | None = None):
+    """Yield ``(field_number, wire_type, value)``; LEN values as ``(start, end)`` spans."""
+    end = len(buf) if end is None else end
+    pos = start
+    while pos < end:
+        key, pos = read_varint(buf, pos, end)
+        num, wt = key >> 3, key & 7
+        if num == 0:
+            raise ProtoError("field number 0")
+        if wt == VARINT:
+            v, pos = read_varint(buf, pos, end)
+        elif wt == FIXED64:
+            if pos + 8 > end:
+                raise ProtoError("fixed64 runs past the end")
+            v = int.from_bytes(bytes(buf[pos : pos + 8]), "little")
+            pos += 8
+        elif wt == FIXED32:
+            if pos + 4 > end:
+                raise ProtoError("fixed32 runs past the end")
+            v = int.from_bytes(bytes(buf[pos : pos + 4]), "little")
+            pos += 4
+        elif wt == LEN:
+            n, pos = read_varint(buf, pos, end)
+            if n > end - pos:
+                raise ProtoError("length-delimited field runs past the end")
+            v = (pos, pos + n)
+            pos += n
+        else:
+            raise ProtoError(f"unsupported wire type {wt}")
+        yield num, wt, v
+
+
+def _str(buf, span) -> str:
+    return bytes(buf[span[0] : span[1]]).decode("utf-8", "replace")
+
+
+def _need(wt: int, want: int, what: str) -> None:
+    if wt != want:
+        raise ProtoError(f"{what} has wire type {wt}")
+
+
+# --- tensor_bundle.proto ---------------------------------------------------------------
+
+
+@dataclass
+class BundleHeader:
+    """``BundleHeaderProto``: num_shards = 1, endianness = 2, version = 3 (VersionDef)."""
+
+    num_shards: int = 0
+    endianness: int = 0
+    version: int = 0
+
+
+def parse_header(buf) -> BundleHeader:
+    """Decode a ``BundleHeaderProto``."""
+    h = BundleHeader()
+    for num, wt, v in fields(buf):
+        if num == 1:
+            _need(wt, VARINT, "num_shards")
+            h.num_shards = v
+        elif num == 2:
+            _need(wt, VARINT, "endianness")
+            h.endianness = v
+        elif num == 3 and wt == LEN:
+            for n2, w2, v2 in fields(buf, *v):  # VersionDef.producer = 1
+                if n2 == 1 and w2 == VARINT:
+                    h.version = to_int64(v2)
+    return h
+
+
+@dataclass
+class BundleEntry:
+    """``BundleEntryProto``: dtype 1, shape 2, shard_id 3, offset 4, size 5, crc32c 6, slices 7."""
+
+    dtype: int = 0
+    shape: tuple[int, ...] = ()
+    unknown_rank: bool = False
+    shard_id: int = 0
+    offset: int = 0
+    size: int = 0
+    crc32c: int | None = None
+    slices: list = field(default_factory=list)
+    """Each slice: tuple of (start, length) per dimension (length -1: the whole dimension)."""
+
+
+#: Most dimensions accepted in a shape (TensorFlow's own limit is 254).
+MAX_RANK = 254
+MAX_SLICES = 1 << 16
+
+
+def parse_shape(buf, start: int, end: int) -> tuple[tuple[int, ...], bool]:
+    """``TensorShapeProto``: dim = 2 (Dim: size = 1, name = 2), unknown_rank = 3."""
+    dims: list[int] = []
+    unknown = False
+    for num, wt, v in fields(buf, start, end):
+        if num == 2:
+            _need(wt, LEN, "shape dim")
+            size = 0
+            for n2, w2, v2 in fields(buf, *v):
+                if n2 == 1:
+                    _need(w2, VARINT, "dim size")
+                    size = to_int64(v2)
+            dims.append(size)
+            if len(dims) > MAX_RANK:
+                raise ProtoError(f"shape has more than {MAX_RANK} dimensions")
+        elif num == 3 and wt == VARINT:
+            unknown = bool(v)
+    return tuple(dims), unknown
+
+
+def parse_slice(buf, start: int, end: int) -> tuple[tuple[int, int], ...]:
+    """``TensorSliceProto``: extent = 1 (Extent: start = 1, length = 2)."""
+    out = []
+    for num, wt, v in fields(buf, start, end):
+        if num == 1:
+            _need(wt, LEN, "slice extent")
+            s, length = 0, -1
+            for n2, w2, v2 in fields(buf, *v):
+                if n2 == 1 and w2 == VARINT:
+                    s = to_int64(v2)
+                elif n2 == 2 and w2 == VARINT:
+                    length = to_int64(v2)
+            out.append((s, length))
+            if len(out) > MAX_RANK:
+                raise ProtoError("slice has too many extents")
+    return tuple(out)
+
+
+def parse_entry(buf) -> BundleEntry:
+    """Decode a ``BundleEntryProto``."""
+    e = BundleEntry()
+    for num, wt, v in fields(buf):
+        if num == 1:
+            _need(wt, VARINT, "dtype")
+            e.dtype = v
+        elif num == 2:
+            _need(wt, LEN, "shape")
+            e.shape, e.unknown_rank = parse_shape(buf, *v)
+        elif num == 3:
+            _need(wt, VARINT, "shard_id")
+            e.shard_id = to_int64(v)
+        elif num == 4:
+            _need(wt, VARINT, "offset")
+            e.offset = to_int64(v)
+        elif num == 5:
+            _need(wt, VARINT, "size")
+            e.size = to_int64(v)
+        elif num == 6:
+            _need(wt, FIXED32, "crc32c")
+            e.crc32c = v
+        elif num == 7:
+            _need(wt, LEN, "slices")
+            e.slices.append(parse_slice(buf, *v))
+            if len(e.slices) > MAX_SLICES:
+                raise ProtoError("too many slices")
+    return e
+
+
+# --- trackable_object_graph.proto --------------------------------------------------------
+
+
+@dataclass
+class Attribute:
+    """``SerializedTensor``: name = 1, full_name = 2, checkpoint_key = 3."""
+
+    name: str = ""
+    full_name: str = ""
+    checkpoint_key: str = ""
+
+
+@dataclass
+class SlotRef:
+    """``SlotVariableReference``: original_variable_node_id = 1, slot_name = 2, slot_variable_node_id = 3."""
+
+    original: int = 0
+    slot_name: str = ""
+    slot: int = 0
+
+
+@dataclass
+class Node:
+    """``TrackableObject``: children = 1 (ObjectReference: node_id = 1, local_name = 2),
+    attributes = 2, slot_variables = 3."""
+
+    children: list[tuple[int, str]] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
+    slots: list[SlotRef] = field(default_factory=list)
+
+
+#: Most nodes accepted in an object graph (a ResNet-152 with Adam has ~3,000).
+MAX_NODES = 1 << 20
+#: Most children + attributes + slot references over all nodes (bounds the memory a
+#: graph of tiny records can claim: each costs ~100 bytes once decoded).
+MAX_GRAPH_ITEMS = 1 << 21
+
+
+def parse_object_graph(buf) -> list[Node]:
+    """Decode a ``TrackableObjectGraph`` (nodes = 1)."""
+    nodes: list[Node] = []
+    items = 0
+    for num, wt, v in fields(buf):
+        if num != 1:
+            continue
+        _need(wt, LEN, "node")
+        node = Node()
+        for n2, w2, v2 in fields(buf, *v):
+            items += 1
+            if items > MAX_GRAPH_ITEMS:
+                raise ProtoError(f"object graph has more than {MAX_GRAPH_ITEMS} references")
+            if n2 == 1:
+                _need(w2, LEN, "child")
+                nid, name = 0, ""
+                for n3, w3, v3 in fields(buf, *v2):
+                    if n3 == 1 and w3 == VARINT:
+                        nid = v3
+                    elif n3 == 2 and w3 == LEN:
+                        name = _str(buf, v3)
+                node.children.append((nid, name))
+            elif n2 == 2:
+                _need(w2, LEN, "attribute")
+                a = Attribute()
+                for n3, w3, v3 in fields(buf, *v2):
+                    if w3 != LEN:
+                        continue
+                    if n3 == 1:
+                        a.name = _str(buf, v3)
+                    elif n3 == 2:
+                        a.full_name = _str(buf, v3)
+                    elif n3 == 3:
+                        a.checkpoint_key = _str(buf, v3)
+                node.attributes.append(a)
+            elif n2 == 3:
+                _need(w2, LEN, "slot variable")
+                s = SlotRef()
+                for n3, w3, v3 in fields(buf, *v2):
+                    if n3 == 1 and w3 == VARINT:
+                        s.original = v3
+                    elif n3 == 2 and w3 == LEN:
+                        s.slot_name = _str(buf, v3)
+                    elif n3 == 3 and w3 == VARINT:
+                        s.slot = v3
+                node.slots.append(s)
+        nodes.append(node)
+        if len(nodes) > MAX_NODES:
+            raise ProtoError(f"object graph has more than {MAX_NODES} nodes")
+    return nodes
+
+
+# --- tf-keras protobuf/saved_metadata.proto ----------------------------------------------
+
+
+@dataclass
+class SavedMeta:
+    """``SavedObject`` of ``SavedMetadata`` (nodes = 1): node_id = 2, node_path = 3,
+    identifier = 4, metadata = 5 (a JSON string)."""
+
+    node_id: int = -1
+    node_path: str = ""
+    identifier: str = ""
+    metadata: str = ""
+
+
+def parse_saved_metadata(buf) -> list[SavedMeta]:
+    """Decode tf-keras' ``keras_metadata.pb``."""
+    out = []
+    for num, wt, v in fields(buf):
+        if num != 1 or wt != LEN:
+            continue
+        m = SavedMeta()
+        for n2, w2, v2 in fields(buf, *v):
+            if n2 == 2 and w2 == VARINT:
+                m.node_id = v2
+            elif n2 == 3 and w2 == LEN:
+                m.node_path = _str(buf, v2)
+            elif n2 == 4 and w2 == LEN:
+                m.identifier = _str(buf, v2)
+            elif n2 == 5 and w2 == LEN:
+                m.metadata = _str(buf, v2)
+        out.append(m)
+        if len(out) > MAX_NODES:
+            raise ProtoError("keras_metadata.pb has too many nodes")
+    return out
+
+
+def decode(where: str, what: str, fn, buf):
+    """Run a decoder, turning a :class:`ProtoError` into a MalformedArchiveError."""
+    try:
+        return fn(buf)
+    except ProtoError as exc:
+        raise MalformedArchiveError(where, f"{what}: malformed protobuf ({exc})") from None
