@@ -9,12 +9,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-yaml = pytest.importorskip("yaml")
+import yaml  # PyYAML: a dependency of pre-commit (dev extra)
 
 from conftest import ROOT  # noqa: E402
 
@@ -323,6 +323,81 @@ def test_action_bad_input_fails_scan_step(repo, tmp_path):
     assert steps["scan"].returncode == 4
     assert "bad input fail-on='sometimes'" in steps["scan"].stderr
     assert "Verdict" not in steps
+
+
+def test_action_declares_every_output_it_writes(repo, tmp_path):
+    res = run_action_locally(repo, tmp_path, {"paths": "models"})
+    assert set(res["outputs"]) == set(_action()["outputs"])
+    for name, spec in _action()["outputs"].items():
+        assert spec["value"] == f"${{{{ steps.scan.outputs.{name} }}}}"
+    assert res["outputs"]["files"] == "3" and res["outputs"]["files-skipped"] == "0"
+    assert res["outputs"]["files-unreadable"] == "0" and res["outputs"]["infos"] == "0"
+
+
+def test_action_runs_the_cli_program(repo, tmp_path, monkeypatch):
+    """The Action's command line is ``ckptscan scan`` with the inputs as its options."""
+    from ckptscan.integrations.github_action import _argv, _inputs
+
+    for k, v in {"FAIL_ON": "warning", "SELECT": "BN, NUM001", "IGNORE": "BN003", "INCLUDE_OPTIMIZER": "false",
+                 "TIMEOUT": "7", "MAX_MEMORY": "1G", "JOBS": "2", "SETTINGS": "s.toml", "CONFIG": ""}.items():
+        monkeypatch.setenv(f"INPUT_{k}", v)
+    argv = _argv(_inputs(), ["a b.keras"], "/tmp/r.json")
+    assert argv == [sys.executable, "-m", "ckptscan", "--max-memory", "1G", "scan", "a b.keras", "--format", "json",
+                    "--output", "/tmp/r.json", "--fail-on", "warning", "--select", "BN", "--select", "NUM001",
+                    "--ignore", "BN003", "--no-include-optimizer", "--settings", "s.toml", "--timeout", "7", "--jobs", "2"]
+
+
+@pytest.mark.parametrize("jobs", ["2", "1"])
+def test_action_on_hang_file_ends_within_timeout(repo, tmp_path, jobs):
+    """tests/data/hdf5_hang_legacy.h5 hangs libhdf5 in C: the supervisor (--jobs 1) or the pool
+    (--jobs 2) stops it at --timeout (+ the hard grace); one line says why, the verdict is 2."""
+    from ckptscan.runtime.watchdog import HARD_GRACE
+
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "hdf5_hang_legacy.h5", work / "hang.h5")
+    shutil.copy(repo / "models" / "good.keras", work / "good.keras")
+    timeout = 2
+    t0 = time.monotonic()
+    res = run_action_locally(work, tmp_path, {"paths": "hang.h5 good.keras", "timeout": str(timeout), "jobs": jobs,
+                                              "max-memory": "1G"})
+    took = time.monotonic() - t0
+    assert took < timeout + HARD_GRACE + 25, took  # + interpreter start-ups of the runner's steps
+    steps = dict((name, p) for name, p in res["steps"] if not isinstance(p, str))
+    assert steps["scan"].returncode == 0, steps["scan"].stderr
+    assert res["outputs"]["exit-code"] == "2" and res["outputs"]["files-unreadable"] == "1"
+    assert steps["Verdict"].returncode == 2
+    lines = [ln for ln in steps["scan"].stderr.splitlines() if "hang.h5" in ln]
+    assert lines == ["ckptscan: error: hang.h5: timed out after 2 s (--timeout); stuck in the HDF5 library, stopped"]
+    sarif = json.loads((work / "ckptscan.sarif").read_text())
+    notes = sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert [n["message"]["text"] for n in notes] == [lines[0].removeprefix("ckptscan: error: ")]
+    assert "unreadable: timed out after 2 s" in res["summary"]
+    if jobs == "2":  # the pool reports the other file too
+        assert res["outputs"]["files-scanned"] == "1" and res["outputs"]["files"] == "2"
+
+
+def test_action_honours_settings_file(repo, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(repo / "models" / "bad.keras", work / "bad.keras")
+    res = run_action_locally(work, tmp_path, {"paths": "bad.keras"})
+    assert res["outputs"]["exit-code"] == "1" and res["outputs"]["errors"] == "1"
+    (work / ".ckptscan.toml").write_text('ignore = ["BN001"]\n')
+    res = run_action_locally(work, tmp_path, {"paths": "bad.keras"})
+    assert res["outputs"]["exit-code"] == "0" and res["outputs"]["errors"] == "0", res
+    (work / ".ckptscan.toml").write_text('fail-on = "never"\n')
+    res = run_action_locally(work, tmp_path, {"paths": "bad.keras"})
+    assert res["outputs"]["exit-code"] == "0" and res["outputs"]["errors"] == "1"
+    assert "(fail on: never; exit code 0)" in res["summary"]
+    res = run_action_locally(work, tmp_path, {"paths": "bad.keras", "fail-on": "error"})  # an explicit input wins
+    assert res["outputs"]["exit-code"] == "1"
+
+
+def test_action_bad_option_value_fails_scan_step(repo, tmp_path):
+    res = run_action_locally(repo, tmp_path, {"paths": "models", "timeout": "soon"})
+    steps = dict((name, p) for name, p in res["steps"] if not isinstance(p, str))
+    assert steps["scan"].returncode == 4 and "Verdict" not in steps
 
 
 # --- docs/api.md: the upload gate examples run as written ---------------------------------
