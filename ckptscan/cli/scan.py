@@ -87,6 +87,9 @@ def scan(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).")] = 1,
     executor: Annotated[str | None, typer.Option("--executor", help="Run the per-file work on dask://HOST:PORT (pip install 'ckptscan[dask]').")] = None,
     cache: Annotated[str | None, typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
+    # --- gates (the pre-commit hook) ---
+    shard_sets: Annotated[bool, typer.Option("--shard-sets", help="Scan a named shard as part of its sharded set (the *.weights.json index beside it that lists it).")] = False,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Exit 0, not 3, when nothing scannable was found (a commit without checkpoints).")] = False,
 ) -> int:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
     from ..discover import discover, mlflow_paths, with_uris
@@ -114,7 +117,12 @@ def scan(
         except CkptscanError as exc:
             error_line(exc)
             return exit_code(unreadable=True)
-        return _run(lambda: discover(with_uris(paths)), options, fmt, output, level, jobs, executor, cache, labels)
+        if shard_sets:
+            from ..integrations.shardsets import resolve_shards
+
+            paths = resolve_shards(paths)
+        code = _run(lambda: discover(with_uris(paths)), options, fmt, output, level, jobs, executor, cache, labels)
+    return ExitCode.OK if allow_empty and code == ExitCode.NOTHING else code
 
 
 def _open_report(output: str | None):
