@@ -323,11 +323,11 @@ class TFCheckpoint(Checkpoint):
             pos = 0
             while pos < total:
                 count = min(block_elems, total - pos)
-                view = memoryview(raw[: count * step])
-                got = os.preadv(fd, [view], var.offset + pos * step)
+                chunk = raw[: count * step]
+                got = os.preadv(fd, [chunk], var.offset + pos * step)
                 if got != count * step:
                     raise MalformedArchiveError(self.path, f"{var.path}: data shard ends early (truncated)")
-                running = crc.crc32c(view, self.path, running)
+                running = crc.crc32c(chunk, self.path, running)  # the buffer itself: no copy
                 pos += count
                 yield decode(raw[: count * step].view(storage))
             if entry.crc32c is not None and crc.mask(running) != entry.crc32c:
