@@ -287,7 +287,6 @@ def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, conta
     cur_cfg = model_config if containers[0] else None
     owner_step = None
     for depth, (node_id, edge) in enumerate(steps[:-1]):
-        node = nodes[node_id]
         parent = steps[depth - 1][0] if depth else 0
         if containers[node_id] and not top_seen:
             if container_depth == 0 and not containers[parent]:
