@@ -6,29 +6,37 @@
 * CRC32C alone: ``google_crc32c.value`` over the same number of bytes, the part of the
   scan the floor does not do and no reader that verifies checksums can skip.
 
-Best of ``--repeat`` runs each, page cache warm. TensorFlow's own restore time is
-measured separately (it needs TensorFlow; see ``docs/benchmarks.md``).
+Best of ``--repeat`` runs each, page cache warm, wall and CPU time (user + system of
+this process: the better guide on a shared machine), runs interleaved so that load
+swings hit every measure alike. With ``--tf-python PY`` (a Python with ``tensorflow``
+and ``tf_keras``), TensorFlow's own restore is measured in a child process:
+``tf_keras.applications.ResNet101V2(weights=None)`` built, then ``load_weights(PREFIX)``
+timed (best of 3); when ``PREFIX.index`` does not exist that child first writes it
+with ``save_weights`` (this is how the checkpoint is built).
 
-    python benchmarks/tf_scan.py PREFIX [--repeat N]
+    python benchmarks/tf_scan.py PREFIX [--repeat N] [--tf-python /work/tfvenv/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import time
 
 import numpy as np
 
 
-def floor(prefix: str) -> tuple[float, int]:
+def floor(prefix: str) -> tuple[float, float, int]:
+    """(wall, CPU, bytes) of reading every float32 tensor with ``preadv`` + ``isfinite``."""
     from ckptscan.formats import open_checkpoint
 
     with open_checkpoint(prefix) as ck:
         vs = [v for v in ck.variables if v.is_float and v.dtype == "float32"]
     buf = np.empty(1 << 17, dtype=np.float32)
     fds: dict[str, int] = {}
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     total = 0
     for v in vs:
         fd = fds.get(v.file) or fds.setdefault(v.file, os.open(v.file, os.O_RDONLY))
@@ -41,40 +49,94 @@ def floor(prefix: str) -> tuple[float, int]:
         total += v.nbytes
     for fd in fds.values():
         os.close(fd)
-    return time.perf_counter() - t, total
+    return time.perf_counter() - t, time.process_time() - c, total
 
 
-def ckptscan_scan(prefix: str) -> float:
+def ckptscan_scan(prefix: str) -> tuple[float, float]:
     from ckptscan import scan
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     res = scan(prefix).files[0]
     assert res.status == "scanned", res.reason
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
-def crc_only(nbytes: int) -> float:
+def ckptscan_open(prefix: str) -> tuple[float, float]:
+    """Opening alone: index table, entries, object graph, names."""
+    from ckptscan.formats import open_checkpoint
+
+    t, c = time.perf_counter(), time.process_time()
+    open_checkpoint(prefix).close()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def crc_only(nbytes: int) -> tuple[float, float]:
     import google_crc32c
 
     block = bytes(512 << 10)
-    t = time.perf_counter()
-    c = 0
+    t, c = time.perf_counter(), time.process_time()
+    v = 0
     for _ in range(nbytes // len(block) + 1):
-        c = google_crc32c.extend(c, block)
-    return time.perf_counter() - t
+        v = google_crc32c.extend(v, block)
+    return time.perf_counter() - t, time.process_time() - c
+
+
+_TF_CHILD = r"""
+import json, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+t0 = time.perf_counter()
+import tf_keras
+t1 = time.perf_counter()
+m = tf_keras.applications.ResNet101V2(weights=None)
+t2 = time.perf_counter()
+prefix = sys.argv[1]
+if not os.path.exists(prefix + ".index"):
+    m.save_weights(prefix)
+loads = []
+for _ in range(3):
+    t, c = time.perf_counter(), time.process_time()
+    m.load_weights(prefix)
+    loads.append((time.perf_counter() - t, time.process_time() - c))
+print(json.dumps({"import": t1 - t0, "build": t2 - t1, "first_load": loads[0][0], "first_load_cpu": loads[0][1],
+                  "load_weights": min(w for w, _ in loads), "load_weights_cpu": min(c for _, c in loads)}))
+"""
+
+
+def tensorflow_load(python: str, prefix: str) -> dict:
+    out = subprocess.run([python, "-c", _TF_CHILD, prefix], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("prefix")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--tf-python", help="a Python with tensorflow + tf_keras: measure (and if needed build) with it")
     args = ap.parse_args()
+    tf = tensorflow_load(args.tf_python, args.prefix) if args.tf_python else None
     floor(args.prefix), ckptscan_scan(args.prefix)  # warm the page cache and imports
-    f, nbytes = min(floor(args.prefix) for _ in range(args.repeat))
-    s = min(ckptscan_scan(args.prefix) for _ in range(args.repeat))
-    c = min(crc_only(nbytes) for _ in range(args.repeat))
-    print(f"{nbytes / 1e6:.0f} MB of float32: floor {f:.3f} s, ckptscan scan {s:.3f} s ({s / f:.1f}x floor), "
-          f"CRC32C alone {c:.3f} s")
+    runs: dict[str, list[tuple[float, float]]] = {"floor": [], "scan": [], "open": [], "crc": []}
+    nbytes = 0
+    for _ in range(args.repeat):
+        w, c, nbytes = floor(args.prefix)
+        runs["floor"].append((w, c))
+        runs["scan"].append(ckptscan_scan(args.prefix))
+        runs["open"].append(ckptscan_open(args.prefix))
+        runs["crc"].append(crc_only(nbytes))
+    best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in runs.items()}
+    f, s = best["floor"], best["scan"]
+    print(f"load average {os.getloadavg()[0]:.1f}; {nbytes / 1e6:.0f} MB of float32; best of {args.repeat}, wall s (CPU s)")
+    for k, label in (("floor", "floor (preadv + isfinite)"), ("scan", "ckptscan.scan"), ("open", "  of which opening"),
+                     ("crc", "CRC32C alone, same bytes")):
+        print(f"  {label:28s} {best[k][0]:.4f} ({best[k][1]:.4f})")
+    print(f"  scan / floor: {s[0] / f[0]:.2f}x wall, {s[1] / f[1]:.2f}x CPU")
+    if tf is not None:
+        print(f"  TensorFlow: import tf_keras {tf['import']:.2f} s, build ResNet101V2 {tf['build']:.2f} s, "
+              f"first load_weights {tf['first_load']:.3f} s ({tf['first_load_cpu']:.3f}), "
+              f"best of 3 {tf['load_weights']:.3f} s ({tf['load_weights_cpu']:.3f})")
+        print(f"  TensorFlow / scan: first load {tf['first_load'] / s[0]:.1f}x wall ({tf['first_load_cpu'] / s[1]:.1f}x CPU), "
+              f"best load {tf['load_weights'] / s[0]:.1f}x wall ({tf['load_weights_cpu'] / s[1]:.1f}x CPU), "
+              f"build + first load {(tf['build'] + tf['first_load']) / s[0]:.0f}x wall")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,7 @@ The public names below are imported on first use (PEP 562), so ``import ckptscan
 and ``ckptscan --version`` do not pay for numpy, h5py and the rule engine.
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 
 from ._version import __version__
 
@@ -46,7 +44,7 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(_importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 

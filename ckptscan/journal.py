@@ -192,7 +192,7 @@ class Lock:
         os.close(self.fd)
         self.fd = -1
 
-    def __enter__(self) -> "Lock":
+    def __enter__(self) -> Lock:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -128,11 +128,11 @@ class FileResult:
     :mod:`ckptscan.bnprofile`); empty otherwise. Not part of the JSON report."""
 
     @property
-    def worst(self) -> "Severity | None":
+    def worst(self) -> Severity | None:
         """The highest severity among the findings, or None."""
         return max((f.severity for f in self.findings), key=lambda s: s.rank, default=None)
 
-    def count(self, severity: "Severity") -> int:
+    def count(self, severity: Severity) -> int:
         """How many findings have ``severity``."""
         return sum(1 for f in self.findings if f.severity == severity)
 

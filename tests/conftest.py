@@ -1,4 +1,4 @@
-"""Shared test helpers: fixture paths, running the real CLI."""
+"""Shared test helpers: committed fixture paths, running the CLI (in process or as a program)."""
 
 from __future__ import annotations
 
@@ -17,16 +17,85 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``python -m ckptscan ARGS`` in a subprocess; returns the completed process."""
-    return subprocess.run(
-        [sys.executable, "-m", "ckptscan", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+def need_module(name: str):
+    """Import ``name``, a package of the ``dev`` extra: a skip locally when it is missing,
+    a failure under ``CI=true`` (`.ci/run` installs the extra, so missing means broken)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{name} is missing on CI (.ci/run installs '.[dev]')", pytrace=False)
+        pytest.skip(f"{name} not installed", allow_module_level=True)
+
+
+def fixture_path(*parts: str | Path) -> Path:
+    """The committed fixture ``fixtures/PARTS``; a missing one fails the test.
+
+    Fixtures are committed (written by Keras, ``fixtures/generate.py``), never built by
+    the tests: a renamed or deleted one is a broken checkout, not a reason to skip.
+    """
+    path = FIXTURES.joinpath(*map(str, parts))
+    assert path.exists(), f"committed fixture {path.relative_to(ROOT)} is missing (renamed or deleted?)"
+    return path
+
+
+def run_cli(*args: str | Path, cwd: str | Path | None = None, timeout: float = 120,
+            process: bool = False) -> subprocess.CompletedProcess:
+    """Run ``ckptscan ARGS``; returns a completed process (``returncode``, ``stdout``, ``stderr``).
+
+    By default in this process: ``ckptscan.cli.main(ARGS)`` with its output captured at
+    the Python level and at file descriptors 1 and 2 (C libraries write there), in ``cwd``.
+    In-process ``main`` applies no default memory cap and forks no supervisor, and
+    ``timeout`` does not apply. ``process=True`` runs ``python -m ckptscan ARGS`` in a
+    subprocess instead: for what only a real program has (the supervisor, the memory cap,
+    signals, the exit and its teardown).
+    """
+    argv = [str(a) for a in args]
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "ckptscan", *argv],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    return _main_in_process(argv, cwd)
+
+
+def _main_in_process(argv: list[str], cwd: str | Path | None) -> subprocess.CompletedProcess:
+    import contextlib
+    import io
+    import tempfile
+
+    from ckptscan.cli import main
+
+    py_out, py_err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    with tempfile.TemporaryFile() as fd_out, tempfile.TemporaryFile() as fd_err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        try:
+            os.dup2(fd_out.fileno(), 1)
+            os.dup2(fd_err.fileno(), 2)
+            if cwd is not None:
+                os.chdir(cwd)
+            with contextlib.redirect_stdout(py_out), contextlib.redirect_stderr(py_err):
+                code = main(argv)
+        finally:
+            os.chdir(here)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        fd_out.seek(0)
+        fd_err.seek(0)
+        c_out = fd_out.read().decode("utf-8", "replace")
+        c_err = fd_err.read().decode("utf-8", "replace")
+    return subprocess.CompletedProcess(["ckptscan", *argv], code, py_out.getvalue() + c_out, py_err.getvalue() + c_err)
 
 
 _IMPORTS_PROBE = """

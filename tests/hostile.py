@@ -7,8 +7,9 @@
   in-process (``ckptscan.cli.main``) and reports, per input: exit code, stdout, stderr
   (Python-level *and* file-descriptor level, so an HDF5 diagnostic printed by C code would
   show), wall time, the peak RSS of that input alone (``peak_rss``; Linux resets the
-  high-water mark per input through ``/proc/self/clear_refs``), and the file's sha256
-  before and after. A hang past the per-input deadline kills the worker and fails.
+  high-water mark per input through ``/proc/self/clear_refs``), the worker's own peak over
+  its life so far (``maxrss``), and the file's sha256 before and after. A hang past the
+  per-input deadline kills the worker and fails.
 * :func:`check_result` — the contract every hostile input must meet.
 
 Run as ``python tests/hostile.py --worker`` it is the worker itself.
@@ -61,13 +62,14 @@ def seed_files() -> dict[str, Path]:
         "bf16_keras": FIXTURES / "k3" / "bf16.keras",
     }
     tf2 = FIXTURES / "tf2"
-    if tf2.is_dir():
-        for suffix, key in ((".keras", "tf2_keras"), (".h5", "tf2_h5")):
-            found = sorted(p for p in tf2.glob(f"*{suffix}") if p.is_file())
-            found.sort(key=lambda p: p.stat().st_size)
-            if found:
-                want[key] = found[0]
-    return {k: v for k, v in want.items() if v.exists()}
+    for suffix, key in ((".keras", "tf2_keras"), (".h5", "tf2_h5")):
+        found = sorted(p for p in tf2.glob(f"*{suffix}") if p.is_file())
+        found.sort(key=lambda p: p.stat().st_size)
+        assert found, f"no committed fixture fixtures/tf2/*{suffix}"
+        want[key] = found[0]
+    missing = sorted(str(v) for v in want.values() if not v.exists())
+    assert not missing, f"committed fixtures missing (renamed or deleted?): {missing}"
+    return want
 
 
 def shard_files(index: Path) -> list[Path]:
@@ -717,7 +719,7 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -742,6 +744,10 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
     commands = {name: sorted(o for p in cmd.params for o in getattr(p, "opts", []) if o.startswith("--"))
                 for name, cmd in get_command(cli.app).commands.items()}
     out.write(json.dumps({"ready": True, "commands": commands}) + "\n")
+    # the worker's own high-water mark over its life: VmHWM, per input (reset between inputs)
+    # and before the first. Not ru_maxrss: Linux carries the parent's high-water mark across
+    # exec, so that would count the pytest process that started the worker.
+    life_peak = _peak_rss()
     for line in sys.stdin:
         req = json.loads(line)
         before = snapshot(req["digest"]) if req["digest"] else None
@@ -764,9 +770,12 @@ def _worker_main() -> None:  # pragma: no cover - runs in the subprocess
         fd_text = sink.read().decode("utf-8", "replace")
         after = snapshot(req["digest"]) if req["digest"] else None
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _peak_rss()
+        if life_peak is not None and peak is not None:
+            life_peak = max(life_peak, peak)
         out.write(json.dumps({
             "rc": rc, "stdout": py_out.getvalue(), "stderr": py_err.getvalue() + fd_text, "crash": crash,
-            "elapsed": elapsed, "maxrss": rss, "peak_rss": _peak_rss() or rss,
+            "elapsed": elapsed, "maxrss": life_peak or rss, "peak_rss": peak or rss,
             "unchanged": before is None or before["digests"] == after["digests"],
             "leftovers": sorted(set(after["names"]) - set(before["names"])) if before else [],
         }) + "\n")

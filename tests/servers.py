@@ -272,7 +272,7 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
-    hub: "HfHub"
+    hub: HfHub
 
     def log_message(self, *args):  # quiet
         pass

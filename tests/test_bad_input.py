@@ -1,6 +1,5 @@
 """Unreadable input: exit 2, one line ``ckptscan: error: <file>: <reason>``, no traceback."""
 
-import io
 import zipfile
 
 import h5py

@@ -143,7 +143,9 @@ def test_stream_equals_dataset_property(tmp_path_factory, shape, dtype, layout, 
 @pytest.mark.parametrize("policy", ["bfloat16", "float16"])
 def test_keras_written_low_precision(tmp_path, policy):
     """A real Keras file: streamed values equal Keras' own variables (bfloat16 decoded)."""
-    keras = pytest.importorskip("keras")
+    from conftest import need_module
+
+    keras = need_module("keras")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, dtype=policy), keras.layers.BatchNormalization(dtype=policy)])
     path = tmp_path / "m.keras"
     model.save(path)

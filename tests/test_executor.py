@@ -13,9 +13,7 @@ from ckptscan.history import nonfinite_health
 from ckptscan.render.jsonl import file_result_from_dict, file_result_to_dict, render_jsonl
 from ckptscan.report import FileResult, Finding, Severity
 
-from conftest import FIXTURES
-
-DIVERGE = FIXTURES / "diverge"
+from conftest import fixture_path, need_module
 
 
 # module-level, so worker processes can unpickle them
@@ -94,7 +92,7 @@ def test_unknown_executor_is_refused():
 
 @pytest.fixture(scope="module")
 def dask_cluster():
-    distributed = pytest.importorskip("distributed")
+    distributed = need_module("distributed")
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=None, silence_logs=40,
@@ -115,9 +113,9 @@ def test_dask_cluster_same_output_as_local(dask_cluster):
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
 
 
-@pytest.mark.skipif(not (DIVERGE / "manifest.json").exists(), reason="fixtures/diverge not generated")
 def test_dask_checkpoint_health_identical_to_local(dask_cluster):
-    files = sorted(str(p) for p in DIVERGE.glob("epoch_*.keras"))
+    manifest = json.loads(fixture_path("diverge", "manifest.json").read_text())
+    files = [str(fixture_path("diverge", e["file"])) for e in manifest["epochs"]]
     uri = "dask://" + dask_cluster.scheduler_address.split("://", 1)[1]
     local = [o.value.to_dict() for o in run_many(nonfinite_health, files, ordered=True)]
     remote = [o.value.to_dict() for o in run_many(nonfinite_health, files, executor=uri, ordered=True)]
@@ -126,7 +124,7 @@ def test_dask_checkpoint_health_identical_to_local(dask_cluster):
 
 
 def test_dask_missing_scheduler_is_an_error(monkeypatch):
-    pytest.importorskip("distributed")
+    need_module("distributed")
     monkeypatch.setenv("CKPTSCAN_DASK_TIMEOUT", "2s")
     import socket
 

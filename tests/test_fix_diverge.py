@@ -17,17 +17,14 @@ from ckptscan.formats import open_checkpoint
 from ckptscan.patch.rawio import read_raw
 from ckptscan.report import Severity
 from ckptscan import scan
-from conftest import FIXTURES, run_cli
-
-DIVERGE = FIXTURES / "diverge"
-pytestmark = pytest.mark.skipif(not (DIVERGE / "manifest.json").is_file(), reason="diverge fixture not generated")
+from conftest import fixture_path, run_cli
 
 
 @pytest.fixture(scope="module")
 def run():
-    man = json.loads((DIVERGE / "manifest.json").read_text())
-    files = {e["epoch"]: DIVERGE / e["file"] for e in man["epochs"]}
-    val = np.load(DIVERGE / man["val"]["file"])
+    man = json.loads(fixture_path("diverge", "manifest.json").read_text())
+    files = {e["epoch"]: fixture_path("diverge", e["file"]) for e in man["epochs"]}
+    val = np.load(fixture_path("diverge", man["val"]["file"]))
     return man, files[man["first_bad_epoch"]], files[man["last_good_epoch"]], val["x"], val["y"]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,12 +23,11 @@ from ckptscan.formats import open_checkpoint
 from ckptscan.patch.rawio import read_raw
 from ckptscan.report import Severity
 from ckptscan import scan
-from conftest import FIXTURES
+from conftest import FIXTURES, fixture_path
 from test_patch_models import dataset_digests, sha256
 
 FAULTS = FIXTURES / "faults.json"
-pytestmark = pytest.mark.skipif(not FAULTS.is_file(), reason="fixtures/faults.json not generated")
-DATA = json.loads(FAULTS.read_text()) if FAULTS.is_file() else {"files": {}}
+DATA = json.loads(FAULTS.read_text())  # committed: without it the module fails to collect
 BN_STATS = ("moving_mean", "moving_variance")
 ARCH = {"seed": "k3/seed.keras", "deep": "k3/deep_legacy.h5"}
 
@@ -67,6 +67,19 @@ def cases():
         if _twin(rel):
             out.append((rel, "from", {"ref": str(FIXTURES / _twin(rel))}, "fixed"))
     return out
+
+
+def test_every_corrupted_fixture_is_committed():
+    """The parametrised cases are not empty and each file they name is in fixtures/
+    (an empty or shrunken list would otherwise pass silently)."""
+    assert {DATA["files"][rel]["model"] for rel in CORRUPT} == set(ARCH)
+    assert len(CORRUPT) >= 10, CORRUPT
+    for rel, strategy, kwargs, _ in cases():
+        fixture_path(rel)
+        if strategy == "from":
+            assert Path(kwargs["ref"]).is_file(), kwargs["ref"]
+    for rel in ARCH.values():
+        fixture_path(rel)
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,9 @@ from ckptscan.history import (
     timeline,
 )
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, fixture_path, run_cli
 
-K3 = FIXTURES / "k3"
 DIVERGE = FIXTURES / "diverge"
-needs_k3 = pytest.mark.skipif(not (K3 / "seed.keras").exists(), reason="fixtures/k3 not generated")
-needs_diverge = pytest.mark.skipif(not (DIVERGE / "manifest.json").exists(), reason="fixtures/diverge not generated")
 
 
 # --- small Keras-built files ---------------------------------------------------------
@@ -194,11 +191,11 @@ def test_aligned_pairs_cover_both_streams_exactly(data, cuts_a, cuts_b):
     np.testing.assert_array_equal(np.concatenate([b for _, b in pairs]), other)
 
 
-@needs_k3
 @pytest.mark.parametrize("b", ["seed_broken.keras", "seed_broken_legacy.h5", "seed_broken_sharded.weights.json"])
 def test_k3_seed_vs_broken_matches_whole_array_oracle(b):
     """Streaming with a tiny, unaligned block size equals numpy on the whole arrays."""
-    with open_checkpoint(K3 / "seed.keras") as ca, open_checkpoint(K3 / b, config=K3 / "seed.config.json") as cb:
+    with open_checkpoint(fixture_path("k3", "seed.keras")) as ca, \
+            open_checkpoint(fixture_path("k3", b), config=fixture_path("k3", "seed.config.json")) as cb:
         r = diff_checkpoints(ca, cb, block_elems=37)
         assert len(r.variables) == len(ca.weights()) and not r.by_status("only-in-a") and not r.by_status("only-in-b")
         for vd in r.variables:
@@ -214,36 +211,34 @@ def test_k3_seed_vs_broken_matches_whole_array_oracle(b):
     assert r.by_status("changed"), "seed_broken must differ from seed"
 
 
-@needs_k3
 def test_k3_seed_across_formats_identical():
     for other in ("seed_legacy.h5", "seed.weights.h5", "seed_sharded.weights.json"):
-        r = diff(K3 / "seed.keras", K3 / other)
+        r = diff(fixture_path("k3", "seed.keras"), fixture_path("k3", other))
         assert r.identical, (other, [v.path for v in r.variables if v.status != "same"])
 
 
-FAULTS = FIXTURES / "faults.json"
 _SEED_BROKEN = ["k3/seed_broken.keras", "k3/seed_broken.weights.h5", "k3/seed_broken_legacy.h5",
                 "k3/seed_broken_sharded.weights.json", "tf2/seed_broken.h5", "tf2/seed_broken_weights.h5"]
 
 
-@pytest.mark.skipif(not FAULTS.exists(), reason="faults.json not generated")
 @pytest.mark.parametrize("broken", _SEED_BROKEN)
 def test_diff_against_seed_names_exactly_the_injected_faults(broken):
     """diff(seed, seed_broken) changes exactly the variables faults.json says were broken."""
-    faults = [f for f in json.loads(FAULTS.read_text())["faults"] if f["file"] == broken]
-    if not faults or not (FIXTURES / broken).exists():
-        pytest.skip(f"no ground truth for {broken}")
-    seed = K3 / "seed.keras" if broken.startswith("k3/") else FIXTURES / "tf2" / "seed.h5"
-    r = diff(seed, FIXTURES / broken)
+    faults = [f for f in json.loads(fixture_path("faults.json").read_text())["faults"] if f["file"] == broken]
+    assert faults, f"faults.json records no fault for {broken}"
+    seed = fixture_path("k3", "seed.keras") if broken.startswith("k3/") else fixture_path("tf2", "seed.h5")
+    r = diff(seed, fixture_path(broken))
     assert not r.by_status("only-in-a") and not r.by_status("only-in-b") and not r.by_status("shape-mismatch")
     assert {v.path for v in r.by_status("changed")} == {f"{f['layer_path']}/{f['variable']}" for f in faults}
     for f in faults:
         vd = r.get(f"{f['layer_path']}/{f['variable']}")
-        nonfinite = sum(1 for x in f.get("injected_values", []) if str(x).lower() in ("nan", "inf", "-inf"))
-        if f["fault"] in ("nan", "inf"):
-            assert vd.new_nonfinite == vd.changed_values == len(f["indices"]) or vd.new_nonfinite == nonfinite, (broken, f)
-        else:
-            assert vd.new_nonfinite == 0 and vd.changed_values == len(f["indices"]), (broken, f)
+        # every injected value replaced a different finite one: each is a change, and each
+        # non-finite one (all of a "nan"/"inf" fault, none of the others) is new
+        assert all(np.isfinite(float(x)) for x in f["original_values"]), f
+        assert len(f["injected_values"]) == len(f["indices"]), f
+        nonfinite = sum(1 for x in f["injected_values"] if not np.isfinite(float(x)))
+        assert nonfinite == (len(f["indices"]) if f["fault"] in ("nan", "inf") else 0), f
+        assert (vd.changed_values, vd.new_nonfinite) == (len(f["indices"]), nonfinite), (broken, f)
 
 
 # --- CLI: diff ----------------------------------------------------------------------
@@ -285,9 +280,8 @@ def test_natural_sort():
     ]
 
 
-@needs_diverge
 def test_timeline_diverge_matches_manifest():
-    manifest = json.loads((DIVERGE / "manifest.json").read_text())
+    manifest = json.loads(fixture_path("diverge", "manifest.json").read_text())
     files = [str(DIVERGE / e["file"]) for e in manifest["epochs"]]
     random.Random(7).shuffle(files)
     tl = timeline(files)
@@ -308,12 +302,11 @@ def test_timeline_diverge_matches_manifest():
     assert tl.fix_command == f"ckptscan fix --from {tl.last_good.path} {tl.first_bad.path}"
 
 
-@needs_diverge
 def test_cli_timeline_diverge(tmp_path):
     # copy to names that sort wrongly as plain strings: epoch_2 < epoch_10
-    manifest = json.loads((DIVERGE / "manifest.json").read_text())
+    manifest = json.loads(fixture_path("diverge", "manifest.json").read_text())
     for e in manifest["epochs"]:
-        shutil.copy(DIVERGE / e["file"], tmp_path / f"epoch_{e['epoch'] * 2}.keras")
+        shutil.copy(fixture_path("diverge", e["file"]), tmp_path / f"epoch_{e['epoch'] * 2}.keras")
     args = sorted(str(p) for p in tmp_path.glob("*.keras"))  # epoch_10 before epoch_2
     p = run_cli("timeline", *args)
     assert p.returncode == 1, p.stderr
@@ -354,16 +347,15 @@ def test_nonfinite_health_counts(built):
     assert (h.status, h.nonfinite_values, h.bad_variables) == ("bad", 2, ("bn/moving_mean", "bn/moving_variance"))
 
 
-@needs_diverge
 def test_timeline_fix_command_makes_first_bad_predict_finite(tmp_path):
     """Must-show: the command timeline prints, run as is, repairs the diverged epoch."""
     import shlex
 
     import keras
 
-    manifest = json.loads((DIVERGE / "manifest.json").read_text())
+    manifest = json.loads(fixture_path("diverge", "manifest.json").read_text())
     for e in manifest["epochs"]:
-        shutil.copy(DIVERGE / e["file"], tmp_path / e["file"])
+        shutil.copy(fixture_path("diverge", e["file"]), tmp_path / e["file"])
     doc = json.loads(run_cli("timeline", "--json", *sorted(map(str, tmp_path.glob("epoch_*.keras")))).stdout)
     first_bad = doc["first_bad"]
     val = np.load(DIVERGE / "val.npz")
@@ -379,9 +371,8 @@ def test_timeline_fix_command_makes_first_bad_predict_finite(tmp_path):
     assert timeline([doc["last_good"], first_bad]).first_bad is None
 
 
-@pytest.mark.skipif(not (FIXTURES / "tf2" / "seed.keras").exists(), reason="fixtures/tf2 not generated")
 def test_tf2_keras_vs_legacy_h5_identical_except_metric_state():
-    r = diff(FIXTURES / "tf2" / "seed.keras", FIXTURES / "tf2" / "seed.h5")
+    r = diff(fixture_path("tf2", "seed.keras"), fixture_path("tf2", "seed.h5"))
     assert (r.format_a, r.format_b) == ("keras-zip", "legacy-model")
     assert not r.by_status("changed") and not r.by_status("shape-mismatch") and not r.by_status("only-in-b")
     assert len(r.by_status("same")) > 100
@@ -389,9 +380,10 @@ def test_tf2_keras_vs_legacy_h5_identical_except_metric_state():
     assert all(re.fullmatch(r"mean(_\d+)?/vars/\d+", v.path) for v in r.by_status("only-in-a"))
 
 
-@needs_diverge
 def test_timeline_jobs2_same_as_sequential():
-    files = [str(p) for p in sorted(DIVERGE.glob("epoch_*.keras"))]
+    manifest = json.loads(fixture_path("diverge", "manifest.json").read_text())
+    files = [str(fixture_path("diverge", e["file"])) for e in manifest["epochs"]]
+    assert files == [str(p) for p in sorted(DIVERGE.glob("epoch_*.keras"))]
     seq = run_cli("timeline", "--json", *files)
     par = run_cli("timeline", "--json", "--jobs", "2", *files)
     assert seq.returncode == par.returncode == 1

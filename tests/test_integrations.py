@@ -9,14 +9,15 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-yaml = pytest.importorskip("yaml")
+from conftest import ROOT, need_module
 
-from conftest import ROOT  # noqa: E402
+yaml = need_module("yaml")
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,12 @@ def _hook() -> dict:
 def test_precommit_manifest():
     hook = _hook()
     assert hook["id"] == "ckptscan" and hook["language"] == "python"
-    assert hook["entry"] == "ckptscan scan"
+    assert hook["entry"] == "ckptscan scan --shard-sets --allow-empty"
+    assert hook["require_serial"] is True  # one run sees a shard and its index together
     files = re.compile(hook["files"])
-    for name in ("a.h5", "dir/b.hdf5", "c.keras", "x/y.weights.h5"):
+    for name in ("a.h5", "dir/b.hdf5", "c.keras", "x/y.weights.h5", "model.weights.json", "m/model_00001.weights.h5"):
         assert files.search(name), name
-    for name in ("a.txt", "a.h5.bak", "model.weights.json", "keras.py"):
+    for name in ("a.txt", "a.h5.bak", "package.json", "keras.py", "model.weights.json.bak"):
         assert not files.search(name), name
 
 
@@ -67,8 +69,9 @@ def _run_hook(repo: Path, staged: list[str]) -> subprocess.CompletedProcess:
     selected = [f for f in staged if pattern.search(f)]
     argv = shlex.split(hook["entry"])
     assert argv[0] == "ckptscan"
-    return subprocess.run([sys.executable, "-m", "ckptscan", *argv[1:], *hook.get("args", []), *selected],
-                          cwd=repo, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    from conftest import run_cli  # main(argv) in this process: the hook's behaviour, not its process
+
+    return run_cli(*argv[1:], *hook.get("args", []), *selected, cwd=repo)
 
 
 def test_precommit_hook_refuses_broken_checkpoint(repo):
@@ -84,17 +87,132 @@ def test_precommit_hook_passes_healthy_checkpoints(repo):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-@pytest.mark.skipif(not (shutil.which("pre-commit") and os.environ.get("CKPTSCAN_TEST_PRECOMMIT")),
-                    reason="set CKPTSCAN_TEST_PRECOMMIT=1 with pre-commit installed (builds a venv from PyPI, ~1 min)")
-def test_precommit_try_repo(repo, tmp_path):
-    work = tmp_path / "git"
-    shutil.copytree(repo, work)
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    subprocess.run(["git", "add", "."], cwd=work, check=True)
-    p = subprocess.run(["pre-commit", "try-repo", str(ROOT), "ckptscan", "--all-files"], cwd=work,
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 1
-    assert "bad.keras" in p.stdout and "BN001" in p.stdout and "good.keras" in p.stdout
+def test_shard_sets_resolve_to_their_index(tmp_path):
+    from ckptscan.integrations.shardsets import resolve_shards
+
+    for f in (ROOT / "fixtures" / "k3").glob("seed_broken_sharded*"):
+        shutil.copy(f, tmp_path / f.name)
+    other = tmp_path / "lone_00001.weights.h5"
+    shutil.copy(ROOT / "fixtures" / "k3" / "seed.weights.h5", other)
+    (tmp_path / "junk.weights.json").write_text("{not json")  # an unreadable index is not a resolver's business
+    idx, s1, s2 = (str(tmp_path / n) for n in ("seed_broken_sharded.weights.json", "seed_broken_sharded_00001.weights.h5",
+                                                "seed_broken_sharded_00002.weights.h5"))
+    assert resolve_shards([s1]) == [idx]
+    assert resolve_shards([s2, idx, s1, str(other)]) == [idx, str(other)]  # each set once, others untouched
+    assert resolve_shards([str(tmp_path / "missing_00001.weights.h5")]) == [str(tmp_path / "missing_00001.weights.h5")]
+
+
+def test_scan_shard_sets_names_the_variable(tmp_path):
+    for f in (ROOT / "fixtures" / "k3").glob("seed_broken_sharded*"):
+        shutil.copy(f, tmp_path / f.name)
+    shards = sorted(p.name for p in tmp_path.glob("seed_broken_sharded_0000*.weights.h5"))
+    alone = subprocess.run([sys.executable, "-m", "ckptscan", "scan", *shards], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+    assert "NUM001  batch_normalization_21/vars/3" in alone.stdout  # what a shard alone says
+    p = subprocess.run([sys.executable, "-m", "ckptscan", "scan", "--shard-sets", *shards, "seed_broken_sharded.weights.json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert "BN001   resnet101v2/post_bn/moving_variance" in p.stdout and "NUM001" not in p.stdout
+    assert p.stderr.strip().splitlines()[-1].startswith("ckptscan: 1 file scanned, 1 with errors")
+
+
+def test_scan_allow_empty(tmp_path):
+    (tmp_path / "notes.txt").write_text("no checkpoints here\n")
+    cmd = [sys.executable, "-m", "ckptscan", "scan", str(tmp_path)]
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 3
+    assert subprocess.run([*cmd, "--allow-empty"], capture_output=True, timeout=60).returncode == 0
+
+
+# --- the real pre-commit tool -----------------------------------------------------------------
+def _tool(name: str) -> str:
+    """The executable ``name`` (this venv's first); under CI=true a missing tool fails the test."""
+    exe = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if exe is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{name} is not installed (pip install -e '.[dev]'; apt-get install git)")
+        pytest.skip(f"{name} is not installed")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def hook_repo(tmp_path_factory) -> tuple[str, dict]:
+    """This checkout's hook as a committed repository (what a project's ``repo:`` points at),
+    and the environment for pre-commit (its own cache, so the hook's venv is built once)."""
+    git = _tool("git")
+    precommit = _tool("pre-commit")
+    d = tmp_path_factory.mktemp("hookrepo")
+    listed = subprocess.run([git, "ls-files", "-co", "--exclude-standard", "ckptscan", "pyproject.toml", "README.md",
+                             ".pre-commit-hooks.yaml"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for rel in listed:
+        if (ROOT / rel).is_file():
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, d / rel)
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path_factory.mktemp("pchome")), "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "hook"]):
+        subprocess.run([git, *cmd], cwd=d, env=env, check=True, capture_output=True)
+    return precommit, {"repo": str(d), "env": env, "git": git}
+
+
+def _try_repo(hook_repo, tmp_path: Path, files: dict[str, Path | bytes], staged: list[str]) -> subprocess.CompletedProcess:
+    """``pre-commit try-repo <hook repo> ckptscan --files <staged>`` in a new git repository holding ``files``."""
+    precommit, ctx = hook_repo
+    work = tmp_path / "project"
+    work.mkdir()
+    for rel, src in files.items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, bytes):
+            (work / rel).write_bytes(src)
+        else:
+            shutil.copy(src, work / rel)
+    subprocess.run([ctx["git"], "init", "-q"], cwd=work, env=ctx["env"], check=True)
+    subprocess.run([ctx["git"], "add", "-A"], cwd=work, env=ctx["env"], check=True)
+    return subprocess.run([precommit, "try-repo", ctx["repo"], "ckptscan", "--verbose", "--files", *staged], cwd=work,
+                          env=ctx["env"], capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+
+
+def _data_h5(path: Path) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["measurements"] = np.arange(100, dtype="f4")
+    return path
+
+
+K3 = ROOT / "fixtures" / "k3"
+
+
+def test_precommit_try_repo_healthy_and_data_file_pass(hook_repo, tmp_path):
+    data = _data_h5(tmp_path / "data.h5")
+    p = _try_repo(hook_repo, tmp_path, {"models/seed.keras": K3 / "seed.keras", "data/data.h5": data},
+                  ["models/seed.keras", "data/data.h5"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r"ckptscan \(Keras checkpoint health\)\.+Passed", p.stdout), p.stdout
+
+
+def test_precommit_try_repo_only_data_file_passes(hook_repo, tmp_path):
+    data = _data_h5(tmp_path / "data.h5")
+    p = _try_repo(hook_repo, tmp_path, {"data.h5": data, "notes.txt": b"hello\n"}, ["data.h5", "notes.txt"])
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_precommit_try_repo_broken_shard_named_by_its_set(hook_repo, tmp_path):
+    files = {f"ckpt/{f.name}": f for f in K3.glob("seed_broken_sharded*")}
+    p = _try_repo(hook_repo, tmp_path, files, ["ckpt/seed_broken_sharded_00001.weights.h5"])
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "- exit code: 1" in p.stdout
+    assert "BN001   resnet101v2/post_bn/moving_variance" in p.stdout and "NUM001" not in p.stdout, p.stdout
+    assert "ckpt/seed_broken_sharded.weights.json" in p.stdout
+
+
+def test_precommit_try_repo_truncated_h5_fails(hook_repo, tmp_path):
+    raw = (K3 / "seed_legacy.h5").read_bytes()
+    p = _try_repo(hook_repo, tmp_path, {"seed.keras": K3 / "seed.keras", "cut.h5": raw[: len(raw) // 2]},
+                  ["seed.keras", "cut.h5"])
+    assert p.returncode == 1, p.stdout + p.stderr  # pre-commit's own code for a failed hook
+    assert "- exit code: 2" in p.stdout, p.stdout
+    assert re.search(r"^ckptscan: error: cut\.h5: .+$", p.stdout, re.M), p.stdout
 
 
 # --- GitHub Action ---------------------------------------------------------------------------
@@ -207,6 +325,81 @@ def test_action_bad_input_fails_scan_step(repo, tmp_path):
     assert steps["scan"].returncode == 4
     assert "bad input fail-on='sometimes'" in steps["scan"].stderr
     assert "Verdict" not in steps
+
+
+def test_action_declares_every_output_it_writes(repo, tmp_path):
+    res = run_action_locally(repo, tmp_path, {"paths": "models"})
+    assert set(res["outputs"]) == set(_action()["outputs"])
+    for name, spec in _action()["outputs"].items():
+        assert spec["value"] == f"${{{{ steps.scan.outputs.{name} }}}}"
+    assert res["outputs"]["files"] == "3" and res["outputs"]["files-skipped"] == "0"
+    assert res["outputs"]["files-unreadable"] == "0" and res["outputs"]["infos"] == "0"
+
+
+def test_action_runs_the_cli_program(repo, tmp_path, monkeypatch):
+    """The Action's command line is ``ckptscan scan`` with the inputs as its options."""
+    from ckptscan.integrations.github_action import _argv, _inputs
+
+    for k, v in {"FAIL_ON": "warning", "SELECT": "BN, NUM001", "IGNORE": "BN003", "INCLUDE_OPTIMIZER": "false",
+                 "TIMEOUT": "7", "MAX_MEMORY": "1G", "JOBS": "2", "SETTINGS": "s.toml", "CONFIG": ""}.items():
+        monkeypatch.setenv(f"INPUT_{k}", v)
+    argv = _argv(_inputs(), ["a b.keras"], "/tmp/r.json")
+    assert argv == [sys.executable, "-m", "ckptscan", "--max-memory", "1G", "scan", "a b.keras", "--format", "json",
+                    "--output", "/tmp/r.json", "--fail-on", "warning", "--select", "BN", "--select", "NUM001",
+                    "--ignore", "BN003", "--no-include-optimizer", "--settings", "s.toml", "--timeout", "7", "--jobs", "2"]
+
+
+@pytest.mark.parametrize("jobs", ["2", "1"])
+def test_action_on_hang_file_ends_within_timeout(repo, tmp_path, jobs):
+    """tests/data/hdf5_hang_legacy.h5 hangs libhdf5 in C: the supervisor (--jobs 1) or the pool
+    (--jobs 2) stops it at --timeout (+ the hard grace); one line says why, the verdict is 2."""
+    from ckptscan.runtime.watchdog import HARD_GRACE
+
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "hdf5_hang_legacy.h5", work / "hang.h5")
+    shutil.copy(repo / "models" / "good.keras", work / "good.keras")
+    timeout = 2
+    t0 = time.monotonic()
+    res = run_action_locally(work, tmp_path, {"paths": "hang.h5 good.keras", "timeout": str(timeout), "jobs": jobs,
+                                              "max-memory": "1G"})
+    took = time.monotonic() - t0
+    assert took < timeout + HARD_GRACE + 25, took  # + interpreter start-ups of the runner's steps
+    steps = dict((name, p) for name, p in res["steps"] if not isinstance(p, str))
+    assert steps["scan"].returncode == 0, steps["scan"].stderr
+    assert res["outputs"]["exit-code"] == "2" and res["outputs"]["files-unreadable"] == "1"
+    assert steps["Verdict"].returncode == 2
+    lines = [ln for ln in steps["scan"].stderr.splitlines() if "hang.h5" in ln]
+    assert lines == ["ckptscan: error: hang.h5: timed out after 2 s (--timeout); stuck in the HDF5 library, stopped"]
+    sarif = json.loads((work / "ckptscan.sarif").read_text())
+    notes = sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert [n["message"]["text"] for n in notes] == [lines[0].removeprefix("ckptscan: error: ")]
+    assert "unreadable: timed out after 2 s" in res["summary"]
+    if jobs == "2":  # the pool reports the other file too
+        assert res["outputs"]["files-scanned"] == "1" and res["outputs"]["files"] == "2"
+
+
+def test_action_honours_settings_file(repo, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(repo / "models" / "bad.keras", work / "bad.keras")
+    res = run_action_locally(work, tmp_path, {"paths": "bad.keras"})
+    assert res["outputs"]["exit-code"] == "1" and res["outputs"]["errors"] == "1"
+    (work / ".ckptscan.toml").write_text('ignore = ["BN001"]\n')
+    res = run_action_locally(work, tmp_path, {"paths": "bad.keras"})
+    assert res["outputs"]["exit-code"] == "0" and res["outputs"]["errors"] == "0", res
+    (work / ".ckptscan.toml").write_text('fail-on = "never"\n')
+    res = run_action_locally(work, tmp_path, {"paths": "bad.keras"})
+    assert res["outputs"]["exit-code"] == "0" and res["outputs"]["errors"] == "1"
+    assert "(fail on: never; exit code 0)" in res["summary"]
+    res = run_action_locally(work, tmp_path, {"paths": "bad.keras", "fail-on": "error"})  # an explicit input wins
+    assert res["outputs"]["exit-code"] == "1"
+
+
+def test_action_bad_option_value_fails_scan_step(repo, tmp_path):
+    res = run_action_locally(repo, tmp_path, {"paths": "models", "timeout": "soon"})
+    steps = dict((name, p) for name, p in res["steps"] if not isinstance(p, str))
+    assert steps["scan"].returncode == 4 and "Verdict" not in steps
 
 
 # --- docs/api.md: the upload gate examples run as written ---------------------------------

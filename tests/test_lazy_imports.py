@@ -24,7 +24,7 @@ def _imported_by_cli(args: list[str]) -> tuple[list[str], str]:
 
 
 def test_import_ckptscan_loads_nothing_heavy():
-    out = _run("import sys, ckptscan; print(sorted(m for m in %r if m in sys.modules))" % (HEAVY + ("typer",),))
+    out = _run(f"import sys, ckptscan; print(sorted(m for m in {HEAVY + ('typer',)!r} if m in sys.modules))")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -42,16 +42,31 @@ def test_help_loads_the_cli_but_no_numeric_stack():
 
 
 def test_public_names_still_resolve_lazily():
+    """Each public name is unbound after ``import ckptscan`` and resolves on first use to
+    the object of that name (not the submodule, not a stand-in)."""
     code = (
-        "import ckptscan, sys\n"
+        "import ckptscan, sys, types\n"
+        "names = [n for n in ckptscan.__all__ if n != '__version__']\n"
+        "print('BOUND', sorted(n for n in names if n in vars(ckptscan)))\n"
+        "print('NUMPY', 'numpy' in sys.modules)\n"
         "from ckptscan.discover import discover\n"
         "from ckptscan import engine\n"
         "assert callable(ckptscan.scan) and ckptscan.scan.__module__ == 'ckptscan.bulk', ckptscan.scan\n"
-        "from ckptscan import open_checkpoint, fix, Severity, CkptscanError, Variable\n"
-        "assert 'numpy' in sys.modules\n"
-        "assert set(ckptscan.__all__) <= set(dir(ckptscan))\n"
+        "for n in names:\n"
+        "    v = getattr(ckptscan, n)\n"
+        "    assert not isinstance(v, types.ModuleType) and v.__name__ == n, (n, v)\n"
+        "    assert v.__module__.startswith('ckptscan.'), (n, v.__module__)\n"
+        "    print('OK', n)\n"
+        "print('NUMPY', 'numpy' in sys.modules)\n"
         "try:\n    ckptscan.nope\nexcept AttributeError as e:\n    print('AE', e)\n"
     )
     out = _run(code)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "AE module 'ckptscan' has no attribute 'nope'"
+    import ckptscan
+
+    names = [n for n in ckptscan.__all__ if n != "__version__"]
+    assert len(names) >= 8
+    assert out.stdout.splitlines() == [
+        "BOUND []", "NUMPY False", *(f"OK {n}" for n in names), "NUMPY True",
+        "AE module 'ckptscan' has no attribute 'nope'",
+    ]

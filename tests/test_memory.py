@@ -5,7 +5,8 @@
 (~450 MB/s, tens of GB until the kernel's OOM killer without a cap). Every CLI run here is
 a real ``python -m ckptscan`` process (supervisor + worker + any pool workers) whose peak
 RSS is taken from ``os.wait4`` (the largest of the process and every descendant it
-waited for). A safety net (``RLIMIT_DATA`` hard limit of 3 GiB set before exec) keeps a
+waited for), in a small spawner so that the size of this test process is not counted
+(``_SPAWNER``). A safety net (``RLIMIT_DATA`` hard limit of 3 GiB set before exec) keeps a
 regression from taking the machine down; the caps under test are all below it.
 """
 
@@ -72,7 +73,7 @@ def _cli(*args, env: dict | None = None, timeout: float = 120) -> tuple[int, str
         subprocess.run([sys.executable, "-c", _SPAWNER, str(SAFETY_NET), result.name, sys.executable, "-m",
                         "ckptscan", *map(str, args)], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                        env=environ, timeout=timeout * 2, check=True)
-        code, rss = json.loads(open(result.name).read())
+        code, rss = json.load(result)
         out.seek(0)
         err.seek(0)
         return code, out.read().decode(), err.read().decode(), rss

@@ -18,7 +18,8 @@ def _imported(args):
 
 
 def test_import_ckptscan_imports_no_runtime():
-    code = "import sys, ckptscan, ckptscan.cli, ckptscan.formats; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (FORBIDDEN,)
+    code = ("import sys, ckptscan, ckptscan.cli, ckptscan.formats; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -24,15 +24,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("fsspec")
+from conftest import need_module
+
+need_module("fsspec")
 
 from ckptscan import open_checkpoint  # noqa: E402
 from ckptscan.errors import NotAnArchiveError, UnsupportedFormatError  # noqa: E402
 from ckptscan.inventory import inventory  # noqa: E402
-from ckptscan.formats import open_checkpoint as open_any, open_remote
+from ckptscan.formats import open_checkpoint as open_any, open_remote  # noqa: E402
 from ckptscan.formats.remote import RangeReader, RemoteError  # noqa: E402
 
-from conftest import FIXTURES, ROOT, run_cli  # noqa: E402
+from conftest import FIXTURES, ROOT, fixture_path, run_cli  # noqa: E402
 from servers import Nginx, dense_bn_keras, need, nginx_binary  # noqa: E402
 
 K3 = FIXTURES / "k3"
@@ -43,12 +45,11 @@ _SHARD = re.compile(r"_\d{5}\.weights\.h5$")
 def fixture_files() -> list[str]:
     """Every fixture checkpoint (shards are reached through their index), relative to FIXTURES."""
     out = []
-    for d in (K3, FIXTURES / "tf2"):
-        if d.is_dir():
-            out += [str(p.relative_to(FIXTURES)) for p in sorted(d.iterdir())
-                    if (p.suffix in (".keras", ".h5") or p.name.endswith(".weights.json")) and not _SHARD.search(p.name)]
-    if (DIVERGE / "epoch_05.keras").exists():
-        out.append("diverge/epoch_05.keras")
+    for d in (fixture_path("k3"), fixture_path("tf2")):  # committed: a missing one fails collection
+        out += [str(p.relative_to(FIXTURES)) for p in sorted(d.iterdir())
+                if (p.suffix in (".keras", ".h5") or p.name.endswith(".weights.json")) and not _SHARD.search(p.name)]
+    fixture_path("diverge", "epoch_05.keras")
+    out.append("diverge/epoch_05.keras")
     return out
 
 
@@ -161,7 +162,7 @@ def _scan_key(fr) -> tuple:
 def test_range_reader_reads_exactly_the_bytes(reads, block):
     import fsspec
 
-    path = K3 / "seed.keras" if (K3 / "seed.keras").exists() else Path(__file__)
+    path = fixture_path("k3", "seed.keras")
     data = path.read_bytes()
     fs = fsspec.filesystem("file")
     r = RangeReader(fs, str(path), str(path), block_size=block)
@@ -175,8 +176,8 @@ def test_range_reader_reads_exactly_the_bytes(reads, block):
 
 
 # --- HTTP -----------------------------------------------------------------------------------
-@pytest.mark.skipif(not FILES, reason="fixtures not generated")
 def test_http_inspect_equal_local_for_every_fixture(http_server):
+    assert len(FILES) >= 30, FILES
     for rel in FILES:
         uri = f"{http_server.url}/fixtures/{rel}"
         with open_checkpoint(FIXTURES / rel) as local, open_checkpoint(uri) as remote:
@@ -185,7 +186,6 @@ def test_http_inspect_equal_local_for_every_fixture(http_server):
                 inventory(local, include_optimizer=True)), rel
 
 
-@pytest.mark.skipif(not (K3 / "seed.keras").exists(), reason="fixtures/k3 not generated")
 def test_http_scan_equal_local_for_every_format(http_server):
     from ckptscan.engine import scan_file
 
@@ -222,9 +222,8 @@ def test_http_inspect_large_keras_fetches_a_small_fraction(http_server, big_kera
 
 
 def test_http_cli_inspect_and_scan_equal_local(http_server):
-    rel = "k3/seed_broken.keras" if (K3 / "seed_broken.keras").exists() else None
-    if rel is None:
-        pytest.skip("fixtures not generated")
+    rel = "k3/seed_broken.keras"
+    fixture_path(rel)
     uri = f"{http_server.url}/fixtures/{rel}"
     r = run_cli("inspect", "--json", uri)
     assert r.returncode == 0, r.stderr
@@ -244,12 +243,11 @@ def test_http_cli_inspect_and_scan_equal_local(http_server):
 
 
 def test_http_diff_remote_against_local(http_server):
-    if not (K3 / "seed_broken_legacy.h5").exists():
-        pytest.skip("fixtures not generated")
     from ckptscan.history import diff
 
-    a = diff(K3 / "seed.keras", K3 / "seed_broken_legacy.h5")
-    b = diff(f"{http_server.url}/fixtures/k3/seed.keras", K3 / "seed_broken_legacy.h5")
+    broken = fixture_path("k3", "seed_broken_legacy.h5")
+    a = diff(fixture_path("k3", "seed.keras"), broken)
+    b = diff(f"{http_server.url}/fixtures/k3/seed.keras", broken)
     assert [v.to_dict() for v in a.variables] == [v.to_dict() for v in b.variables]
 
 
@@ -275,9 +273,7 @@ def test_http_tensorflow_checkpoint_is_refused_with_one_line(http_server):
 
 
 def test_http_truncated_zip_is_an_error_not_a_crash(http_server, tmp_path):
-    data = (K3 / "seed.keras").read_bytes() if (K3 / "seed.keras").exists() else None
-    if data is None:
-        pytest.skip("fixtures not generated")
+    data = fixture_path("k3", "seed.keras").read_bytes()
     (http_server.root / "trunc").mkdir(exist_ok=True)
     (http_server.root / "trunc" / "t.keras").write_bytes(data[: len(data) // 2])
     p = run_cli("inspect", f"{http_server.url}/trunc/t.keras")
@@ -285,9 +281,7 @@ def test_http_truncated_zip_is_an_error_not_a_crash(http_server, tmp_path):
 
 
 def test_file_uri_is_local():
-    if not (K3 / "seed.keras").exists():
-        pytest.skip("fixtures not generated")
-    with open_any(f"file://{K3 / 'seed.keras'}") as ckpt:
+    with open_any(f"file://{fixture_path('k3', 'seed.keras')}") as ckpt:
         assert ckpt.direct_io is True and ckpt.format == "keras-zip"
 
 
@@ -308,7 +302,6 @@ def test_unknown_protocol_is_an_error():
 
 
 # --- S3 (moto server) -------------------------------------------------------------------------
-@pytest.mark.skipif(not FILES, reason="fixtures not generated")
 def test_s3_scan_and_inspect_equal_local_for_every_format(s3_server):
     from ckptscan.engine import scan_file
 
@@ -336,8 +329,8 @@ def test_s3_large_keras_fetch_fraction(s3_server, big_keras):
 
 
 def test_s3_cli_credentials_from_environment_only(s3_server):
-    if not (DIVERGE / "epoch_05.keras").exists():
-        pytest.skip("fixtures not generated")
+    """A real process (not ``main`` in this one, whose clients may cache credentials)."""
+    fixture_path("diverge", "epoch_05.keras")
     env = {**os.environ, **s3_server, "CKPTSCAN_REMOTE_STATS": "1"}
     p = subprocess.run([sys.executable, "-m", "ckptscan", "scan", "--format", "json", "s3://ckpts/fixtures/diverge/epoch_05.keras"],
                        capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
@@ -355,9 +348,7 @@ def test_s3_cli_credentials_from_environment_only(s3_server):
 
 
 def test_s3_timeline_over_remote_epochs(s3_server):
-    manifest_path = DIVERGE / "manifest.json"
-    if not manifest_path.exists():
-        pytest.skip("fixtures not generated")
+    manifest_path = fixture_path("diverge", "manifest.json")
     from ckptscan.history import timeline
 
     manifest = json.loads(manifest_path.read_text())
@@ -368,8 +359,7 @@ def test_s3_timeline_over_remote_epochs(s3_server):
 
 
 def test_s3_fix_writes_a_new_object_never_the_source(s3_server, tmp_path):
-    if not (DIVERGE / "epoch_05.keras").exists():
-        pytest.skip("fixtures not generated")
+    fixture_path("diverge", "epoch_05.keras")
     import s3fs
 
     from ckptscan.patch.remote import fix_remote
@@ -392,8 +382,7 @@ def test_s3_fix_writes_a_new_object_never_the_source(s3_server, tmp_path):
 
 
 def test_s3_unzipped_keras_folder(s3_server, tmp_path):
-    if not (K3 / "seed_broken.keras").exists():
-        pytest.skip("fixtures not generated")
+    fixture_path("k3", "seed_broken.keras")
     import zipfile
 
     import s3fs
@@ -414,8 +403,7 @@ def test_s3_unzipped_keras_folder(s3_server, tmp_path):
 
 
 def test_cli_fix_remote_needs_output_and_writes_a_copy(http_server, tmp_path):
-    if not (DIVERGE / "epoch_05.keras").exists():
-        pytest.skip("fixtures not generated")
+    fixture_path("diverge", "epoch_05.keras")
     uri = f"{http_server.url}/fixtures/diverge/epoch_05.keras"
     ref = f"{http_server.url}/fixtures/diverge/epoch_04.keras"
     p = run_cli("fix", "--from", ref, uri)
@@ -430,11 +418,10 @@ def test_cli_fix_remote_needs_output_and_writes_a_copy(http_server, tmp_path):
 
 
 def test_s3_globs_and_folders_expand(s3_server):
-    if not (DIVERGE / "manifest.json").exists() or not (K3 / "seed_sharded.weights.json").exists():
-        pytest.skip("fixtures not generated")
     from ckptscan.discover import expand_uris
 
-    manifest = json.loads((DIVERGE / "manifest.json").read_text())
+    fixture_path("k3", "seed_sharded.weights.json")
+    manifest = json.loads(fixture_path("diverge", "manifest.json").read_text())
     epochs = [f"s3://ckpts/fixtures/diverge/{e['file']}" for e in manifest["epochs"]]
     assert expand_uris(["s3://ckpts/fixtures/diverge/epoch_*.keras"]) == epochs
     listed = expand_uris(["s3://ckpts/fixtures/k3"])
@@ -442,14 +429,12 @@ def test_s3_globs_and_folders_expand(s3_server):
     assert not [u for u in listed if re.search(r"_\d{5}\.weights\.h5$", u)]  # shards come through their index
     assert "s3://ckpts/fixtures/k3/seed.keras" in listed
     assert expand_uris(["local/x.keras", "https://h/x.keras"]) == ["local/x.keras", "https://h/x.keras"]
-    env = {**os.environ, **s3_server}
-    p = subprocess.run([sys.executable, "-m", "ckptscan", "timeline", "--json", "s3://ckpts/fixtures/diverge/epoch_*.keras"],
-                       capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    # the s3_server fixture has put the endpoint and credentials in this process's environment
+    p = run_cli("timeline", "--json", "s3://ckpts/fixtures/diverge/epoch_*.keras")
     doc = json.loads(p.stdout)
     assert p.returncode == 1 and [c["path"] for c in doc["checkpoints"]] == epochs
     assert doc["first_bad"] == f"s3://ckpts/fixtures/diverge/epoch_{manifest['first_bad_epoch']:02d}.keras"
-    q = subprocess.run([sys.executable, "-m", "ckptscan", "scan", "-f", "jsonl", "s3://ckpts/fixtures/diverge/epoch_0[45].keras"],
-                       capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    q = run_cli("scan", "-f", "jsonl", "s3://ckpts/fixtures/diverge/epoch_0[45].keras")
     assert q.returncode == 1, q.stderr
     recs = [json.loads(ln) for ln in q.stdout.splitlines()]
     assert [r["path"] for r in recs] == epochs[3:5]
@@ -457,8 +442,7 @@ def test_s3_globs_and_folders_expand(s3_server):
 
 def test_http_signed_url_with_query_string(http_server):
     """A presigned URL (``?X-Amz-Signature=…``) is a URI, not a glob pattern."""
-    if not (DIVERGE / "epoch_05.keras").exists():
-        pytest.skip("fixtures not generated")
+    fixture_path("diverge", "epoch_05.keras")
     uri = f"{http_server.url}/fixtures/diverge/epoch_05.keras?X-Amz-Expires=60&X-Amz-Signature=abc"
     p = run_cli("scan", "-f", "jsonl", uri)
     assert p.returncode == 1, p.stderr

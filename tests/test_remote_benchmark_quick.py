@@ -16,7 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest.importorskip("fsspec")
+from conftest import need_module
+
+need_module("fsspec")
 
 
 def test_remote_benchmark_quick(tmp_path):

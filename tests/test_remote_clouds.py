@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fsspec")
+from conftest import need_module
+
+need_module("fsspec")
 
 from ckptscan import open_checkpoint  # noqa: E402
 from ckptscan.inventory import inventory  # noqa: E402

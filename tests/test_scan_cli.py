@@ -1,54 +1,30 @@
-"""``ckptscan scan`` end to end through the real CLI (subprocess): the seed scenario,
-exit codes, clean stdout, settings, discovery."""
+"""``ckptscan scan`` end to end through the CLI's ``main(argv)`` (in process): the seed
+scenario, exit codes, clean stdout, settings, discovery."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 import pytest
 
-from conftest import FIXTURES, ROOT, run_cli
+from conftest import FIXTURES, ROOT, fixture_path, run_cli
 
 SCHEMA = json.loads((ROOT / "ckptscan" / "schema" / "report.schema.json").read_text())
 SARIF_SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-2.1.0.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def seed_files(tmp_path_factory):
-    """The seed scenario built here with Keras 3: a functional model wrapping a tiny
-    ResNet-V2 backbone with two heads; conv5_block3_2_bn moving_variance channels 2
-    and 5 made 1e5x the layer median, post_bn statistics NaN. Plus the clean model."""
-    k3 = FIXTURES / "k3"
-    if (k3 / "seed_broken.keras").is_file() and (k3 / "seed.keras").is_file():
-        return k3  # the committed fixtures, built by fixtures/gen_k3.py the same way
-    import keras
-
-    sys.path.insert(0, str(FIXTURES))
-    try:
-        import _common as C
-    finally:
-        sys.path.remove(str(FIXTURES))
-    d = tmp_path_factory.mktemp("seed")
-    keras.utils.set_random_seed(0)
-    model = C.build_seed(keras)
-    model.save(d / "seed.keras")
-    bb = model.get_layer("resnet101v2")
-    bn = bb.get_layer("conv5_block3_2_bn")
-    g, b, m, v = [np.array(w) for w in bn.get_weights()]
-    v = np.linspace(0.5, 1.5, v.size).astype(np.float32)
-    v[[2, 5]] = float(np.median(v)) * 1e5
-    bn.set_weights([g, b, m, v])
-    post = bb.get_layer("post_bn")
-    g, b, m, v = [np.array(w) for w in post.get_weights()]
-    post.set_weights([g, b, np.full_like(m, np.nan), np.full_like(v, np.nan)])
-    model.save(d / "seed_broken.keras")
-    return d
+def seed_files():
+    """The committed seed scenario (fixtures/gen_k3.py, built with Keras 3): a functional
+    model wrapping a tiny ResNet-V2 backbone with two heads; conv5_block3_2_bn
+    moving_variance channels 2 and 5 made 1e5x the layer median, post_bn statistics NaN.
+    Plus the clean model."""
+    fixture_path("k3", "seed.keras")
+    return fixture_path("k3", "seed_broken.keras").parent
 
 
 def _json(proc):
@@ -160,7 +136,7 @@ def test_directory_recursion_sharded_and_settings(tmp_path, seed_files):
     d.mkdir(parents=True)
     shutil.copy(seed_files / "seed_broken.keras", d / "model.bin")  # recognised by content, not name
     (tmp_path / "runs" / "README.md").write_text("notes")
-    ep4 = FIXTURES / "diverge" / "epoch_04.keras"
+    ep4 = fixture_path("diverge", "epoch_04.keras")
     shutil.copy(ep4, tmp_path / "runs" / "epoch_04.keras")
     p = run_cli("scan", tmp_path / "runs", "--format", "json", "--fail-on", "warning", cwd=tmp_path)
     doc = _json(p)
@@ -185,8 +161,8 @@ def test_directory_recursion_sharded_and_settings(tmp_path, seed_files):
 def test_sharded_index_scans_once(tmp_path):
     src = FIXTURES / "k3"
     shards = sorted(src.glob("seed_broken_sharded*"))
-    if not shards:
-        pytest.skip("k3 sharded fixture not generated")
+    assert [s.name for s in shards] == ["seed_broken_sharded.weights.json"] + [
+        f"seed_broken_sharded_{i:05d}.weights.h5" for i in range(3)]
     for s in shards:
         shutil.copy(s, tmp_path / s.name)
     p = run_cli("scan", tmp_path, "--format", "json", "--config", src / "seed.config.json")

@@ -16,7 +16,6 @@ import random
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
 import ckptscan
 from conftest import FIXTURES, run_cli

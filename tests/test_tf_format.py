@@ -179,6 +179,22 @@ def test_checksum_mismatch_is_an_error_finding_naming_the_tensor(tmp_path, capsy
     assert "INT001" in capsys.readouterr().out
 
 
+def test_checksum_mismatch_in_a_bn_vector_read_whole(tmp_path):
+    # the BN rules read BN vectors whole (TFCheckpoint.read, one preadv): still verified
+    d = tmp_path / "ck"
+    shutil.copytree(TF / "seed_broken_sw", d)
+    with open_checkpoint(d / "ckpt") as ck:
+        v = next(v for v in ck.variables if v.name == "moving_mean" and v.layer_path.endswith("conv2_block1_1_bn"))
+        off, lp = v.offset, v.layer_path
+        assert 0 < v.size <= 1 << 17 and v.dtype == "float32"
+    before = {(f.rule_id, f.layer_path, f.variable) for f in scan(d / "ckpt").files[0].findings}
+    data = bytearray((d / "ckpt.data-00000-of-00001").read_bytes())
+    data[off + 1] ^= 0x01  # still finite: only the checksum can tell
+    (d / "ckpt.data-00000-of-00001").write_bytes(bytes(data))
+    after = {(f.rule_id, f.layer_path, f.variable) for f in scan(d / "ckpt").files[0].findings}
+    assert after - before == {("INT001", lp, "moving_mean")}
+
+
 # --- detection ---------------------------------------------------------------------------------------
 
 

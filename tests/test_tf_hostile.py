@@ -387,3 +387,42 @@ def test_every_stored_dtype_streams(tmp_path):
         assert not got["a/i32"].is_float and got["a/flag"].dtype == "bool"
         assert ck.slots["optimizer/Momentum/a/i32"] == ("a/i32", "Momentum")
         assert ck.integrity_failures == []
+
+
+# --- the list decoder used for entries and object-graph records -----------------------------------
+
+
+@pytest.mark.parametrize("raw", [
+    b"\x08\x96\x01\x12\x03abc\x1d\x01\x02\x03\x04\x21" + bytes(8) + b"\x28\x00",  # every wire type, valid
+    b"\x08",  # varint runs past the end
+    b"\x08" + b"\xff" * 10 + b"\x01",  # varint longer than 10 bytes
+    b"\x08" + b"\xff" * 9 + b"\x02",  # varint overflows 64 bits
+    b"\x00\x01",  # field number 0
+    b"\x12\x05ab",  # length-delimited field past the end
+    b"\x12\x80",  # its length varint cut short
+    b"\x1d\x01\x02",  # fixed32 cut short
+    b"\x21\x01",  # fixed64 cut short
+    b"\x0b\x0c",  # groups refused
+])
+def test_field_list_agrees_with_the_streaming_decoder(raw):
+    from ckptscan.formats.tfbundle import proto
+
+    def outcome(fn):
+        try:
+            return list(fn(raw))
+        except proto.ProtoError as exc:
+            return str(exc)
+
+    got = outcome(proto.field_list)
+    assert got == outcome(proto.fields)
+    assert isinstance(got, str) or isinstance(proto.field_list(raw), list)
+
+
+def test_field_list_streams_long_spans():
+    # a span that could hold more than 4,096 fields is not decoded into one list
+    from ckptscan.formats.tfbundle import proto
+
+    raw = b"\x08\x01" * (proto.LIST_SPAN // 2 + 1)
+    out = proto.field_list(raw)
+    assert not isinstance(out, list)
+    assert sum(1 for _ in out) == proto.LIST_SPAN // 2 + 1

@@ -10,10 +10,9 @@ group (:mod:`.inspect`, :mod:`.scan`, :mod:`.fix`, :mod:`.history`, :mod:`.journ
 from __future__ import annotations
 
 import sys
-from typing import List
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (see :mod:`ckptscan.cli._app`).
 
     Run as the program (``argv`` None) it first forks a supervisor and ends without the

@@ -13,7 +13,7 @@ Exit codes (every command), decided by :func:`exit_code` alone:
 from __future__ import annotations
 
 import sys
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -68,7 +68,7 @@ def write_output(text: str, output: str | None) -> bool:
     return True
 
 
-def split_values(values: Optional[List[str]]) -> tuple[str, ...]:
+def split_values(values: list[str] | None) -> tuple[str, ...]:
     """A repeatable option's values, each also comma-separated: ``-s a,b -s c`` → ``(a, b, c)``."""
     return tuple(p.strip() for v in values or () for p in v.split(",") if p.strip())
 
@@ -82,10 +82,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = None,
     max_memory: Annotated[
-        Optional[str], typer.Option("--max-memory", envvar="CKPTSCAN_MAX_MEMORY", metavar="SIZE",
+        str | None, typer.Option("--max-memory", envvar="CKPTSCAN_MAX_MEMORY", metavar="SIZE",
                                     help="Memory cap of the process reading the files, e.g. 2G, 1536M "
                                     "(0: no cap; default 2G). A file that needs more fails with exit 2.")
     ] = None,
@@ -94,7 +94,7 @@ def _root(
     _memory_cap(max_memory)
 
 
-def _memory_cap(value: Optional[str]) -> None:
+def _memory_cap(value: str | None) -> None:
     """Apply ``--max-memory`` (run as the program: always, default 2 GiB; in-process
     ``main(argv)``: only when given, the host process's limits are its own)."""
     if value is None and not STATE["program"]:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
 from ._app import app, error_line, exit_code, split_values
 
 
-def _parse_strategies(values: Optional[List[str]]):
+def _parse_strategies(values: list[str] | None):
     """``--strategy`` values: the default :class:`~ckptscan.patch.strategies.Strategy` and
     the per-rule ones (``RULE=STRATEGY``)."""
     from ..patch.strategies import Strategy
@@ -110,28 +110,28 @@ def _render_file(f, dry_run: bool) -> list[str]:
 
 @app.command()
 def fix(
-    paths: Annotated[List[str], typer.Argument(help="Checkpoints (.keras, .h5, .weights.h5, .weights.json) or folders.")],
-    strategy: Annotated[Optional[List[str]], typer.Option(
+    paths: Annotated[list[str], typer.Argument(help="Checkpoints (.keras, .h5, .weights.h5, .weights.json) or folders.")],
+    strategy: Annotated[list[str] | None, typer.Option(
         "--strategy", "-s", help="auto|reset|median|clamp|from|value|zero, or RULE=STRATEGY (repeatable).")] = None,
-    ref: Annotated[Optional[str], typer.Option("--from", help="Reference checkpoint to copy from (e.g. the last good epoch).")] = None,
-    value: Annotated[Optional[float], typer.Option("--value", help="Constant for the value strategy.")] = None,
+    ref: Annotated[str | None, typer.Option("--from", help="Reference checkpoint to copy from (e.g. the last good epoch).")] = None,
+    value: Annotated[float | None, typer.Option("--value", help="Constant for the value strategy.")] = None,
     clamp_min: Annotated[float, typer.Option("--clamp-min", help="Clamp floor for moving_variance.")] = 0.0,
-    clamp_max: Annotated[Optional[float], typer.Option(
+    clamp_max: Annotated[float | None, typer.Option(
         "--clamp-max", help="Clamp ceiling (default: the layer's largest healthy variance).")] = None,
     whole_tensor: Annotated[bool, typer.Option("--whole-tensor", help="Rewrite the whole variable, not only its bad elements.")] = False,
-    select: Annotated[Optional[List[str]], typer.Option("--select", help="Only these rule IDs (comma-separated, prefixes).")] = None,
-    ignore: Annotated[Optional[List[str]], typer.Option("--ignore", help="Skip these rule IDs.")] = None,
-    layer: Annotated[Optional[str], typer.Option("--layer", help="Only layers whose path matches this glob.")] = None,
+    select: Annotated[list[str] | None, typer.Option("--select", help="Only these rule IDs (comma-separated, prefixes).")] = None,
+    ignore: Annotated[list[str] | None, typer.Option("--ignore", help="Skip these rule IDs.")] = None,
+    layer: Annotated[str | None, typer.Option("--layer", help="Only layers whose path matches this glob.")] = None,
     include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also repair optimizer state (OPT001): non-finite moments -> 0, or --from REF; counters never.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print every change; write nothing.")] = False,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write a patched copy here instead (one input).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write a patched copy here instead (one input).")] = None,
     backup: Annotated[bool, typer.Option("--backup", help="Keep the original as <file>.bak (never overwritten: .bak.1, .bak.2 … when it exists).")] = False,
-    backup_to: Annotated[Optional[str], typer.Option("--backup-to", help="Keep the original at this path (refused if it exists).")] = None,
-    manifest: Annotated[Optional[str], typer.Option("--manifest", help="Write the JSON patch manifest here.")] = None,
+    backup_to: Annotated[str | None, typer.Option("--backup-to", help="Keep the original at this path (refused if it exists).")] = None,
+    manifest: Annotated[str | None, typer.Option("--manifest", help="Write the JSON patch manifest here.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Files patched in parallel.")] = 1,
     verify: Annotated[str, typer.Option(
         "--verify", help="full: re-hash every tensor and check zip CRCs; targets: re-read changed tensors only.")] = "full",
-    config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of a bare .weights.h5.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="config.json naming the variables of a bare .weights.h5.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest JSON on stdout and nothing else.")] = False,
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another ckptscan fix.")] = 60.0,
     timeout: Annotated[float, typer.Option(

@@ -8,7 +8,7 @@ healthy, 1 a bad checkpoint found, 2 a checkpoint could not be read (and none ba
 from __future__ import annotations
 
 import json
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,11 +23,11 @@ def diff(
     b: Annotated[str, typer.Argument(help="Checkpoint B, in any format ckptscan reads.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also compare optimizer state.")] = False,
-    layer: Annotated[Optional[str], typer.Option("--layer", help="Only layers whose path matches this glob.")] = None,
+    layer: Annotated[str | None, typer.Option("--layer", help="Only layers whose path matches this glob.")] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="Absolute difference below which finite values count as unchanged.")] = 0.0,
     show_same: Annotated[bool, typer.Option("--all", help="Also list identical variables.")] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or html (html needs -o).")] = "table",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file.")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the report to this file.")] = None,
 ) -> int:
     """Compare two checkpoints variable by variable (layer-aware, NaN-aware, across formats)."""
     from ..history import diff as run_diff
@@ -56,15 +56,15 @@ def diff(
 
 @app.command()
 def timeline(
-    checkpoints: Annotated[List[str], typer.Argument(help="Per-epoch checkpoints (any order; sorted naturally: epoch_2 < epoch_10).")],
+    checkpoints: Annotated[list[str], typer.Argument(help="Per-epoch checkpoints (any order; sorted naturally: epoch_2 < epoch_10).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also judge optimizer state.")] = False,
     keep_order: Annotated[bool, typer.Option("--keep-order", help="Use the order given instead of natural sort.")] = False,
     nonfinite_only: Annotated[bool, typer.Option("--nonfinite-only", help="Judge health by NaN/Inf only, not the full rule set.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Judge checkpoints in this many processes (0: one per CPU).")] = 1,
-    executor: Annotated[Optional[str], typer.Option("--executor", help="Judge them on dask://HOST:PORT.")] = None,
+    executor: Annotated[str | None, typer.Option("--executor", help="Judge them on dask://HOST:PORT.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or html (html needs -o).")] = "table",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file.")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the report to this file.")] = None,
 ) -> int:
     """Health of a series of checkpoints: the first bad one, the last good one, and how to restore."""
     from ..discover import with_uris

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,9 +16,9 @@ from ._app import ExitCode, app, error_line, exit_code
 def inspect(
     path: Annotated[str, typer.Argument(help="A .keras, .weights.h5, .weights.json or legacy .h5 file (or a saved-model folder).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")] = False,
-    layer: Annotated[Optional[str], typer.Option("--layer", help="Only layers whose path matches this glob, e.g. '*_bn'.")] = None,
+    layer: Annotated[str | None, typer.Option("--layer", help="Only layers whose path matches this glob, e.g. '*_bn'.")] = None,
     include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Also list optimizer state.")] = False,
-    config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of a bare .weights.h5.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="config.json naming the variables of a bare .weights.h5.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Give up on the file after this many seconds (0: no limit).")] = 300.0,
 ) -> int:
     """List every variable with the layer path and name Keras uses for it."""

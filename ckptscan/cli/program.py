@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
 
 import typer
 
@@ -20,7 +19,7 @@ from . import serve  # noqa: F401,E402
 # isort: on
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (usage errors → 4).
 
     Run as the program (``argv`` None) it first forks a supervisor
@@ -47,7 +46,7 @@ def _drop_fix_lock(path: str) -> None:
     remove_stale_lock(path)
 
 
-def _run(argv: List[str] | None) -> int:
+def _run(argv: list[str] | None) -> int:
     """The app on ``argv``: each command returns its :class:`ExitCode`; Typer's usage
     errors and ckptscan errors that escape a command are mapped here."""
     try:
@@ -124,7 +123,7 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
-def _command_name(args: List[str]) -> Optional[str]:
+def _command_name(args: list[str]) -> str | None:
     """The command word of ``args`` (skips global options and the value of ``--max-memory``)."""
     skip = False
     for a in args:

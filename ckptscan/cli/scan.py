@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from enum import Enum
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -74,21 +74,24 @@ class ProgressBar:
 
 @app.command()
 def scan(
-    paths: Annotated[List[str], typer.Argument(help="Files, directories (recursive, recognised by content) or globs.")],
+    paths: Annotated[list[str], typer.Argument(help="Files, directories (recursive, recognised by content) or globs.")],
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.TABLE,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
-    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help="Exit 1 when a finding is at or above this severity (default: error, or fail-on in the settings).")] = None,
-    select: Annotated[Optional[List[str]], typer.Option("--select", help="Only these rule IDs or prefixes (repeat or comma-separate), e.g. BN,NUM001.")] = None,
-    ignore: Annotated[Optional[List[str]], typer.Option("--ignore", help="Skip these rule IDs or prefixes.")] = None,
-    include_optimizer: Annotated[Optional[bool], typer.Option("--include-optimizer/--no-include-optimizer", help="Check optimizer state too (rule OPT001; default: include).")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", help="config.json naming the variables of bare .weights.h5 files.")] = None,
-    settings_file: Annotated[Optional[str], typer.Option("--settings", help="Settings file for every file (default: the nearest .ckptscan.toml or pyproject.toml [tool.ckptscan] upward from each scanned file).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
+    fail_on: Annotated[FailOn | None, typer.Option("--fail-on", help="Exit 1 when a finding is at or above this severity (default: error, or fail-on in the settings).")] = None,
+    select: Annotated[list[str] | None, typer.Option("--select", help="Only these rule IDs or prefixes (repeat or comma-separate), e.g. BN,NUM001.")] = None,
+    ignore: Annotated[list[str] | None, typer.Option("--ignore", help="Skip these rule IDs or prefixes.")] = None,
+    include_optimizer: Annotated[bool | None, typer.Option("--include-optimizer/--no-include-optimizer", help="Check optimizer state too (rule OPT001; default: include).")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="config.json naming the variables of bare .weights.h5 files.")] = None,
+    settings_file: Annotated[str | None, typer.Option("--settings", help="Settings file for every file (default: the nearest .ckptscan.toml or pyproject.toml [tool.ckptscan] upward from each scanned file).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Give up on a file after this many seconds (0: no limit).")] = 300.0,
     # --- many files (ckptscan.bulk) ---
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).")] = 1,
-    executor: Annotated[Optional[str], typer.Option("--executor", help="Run the per-file work on dask://HOST:PORT (pip install 'ckptscan\\[dask]').")] = None,
-    cache: Annotated[Optional[str], typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
+    executor: Annotated[str | None, typer.Option("--executor", help="Run the per-file work on dask://HOST:PORT (pip install 'ckptscan\\[dask]').")] = None,
+    cache: Annotated[str | None, typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A well-formed HDF5 file or zip in a folder that is not a Keras archive is unreadable (exit 2), not skipped.")] = False,
+    # --- gates (the pre-commit hook) ---
+    shard_sets: Annotated[bool, typer.Option("--shard-sets", help="Scan a named shard as part of its sharded set (the *.weights.json index beside it that lists it).")] = False,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Exit 0, not 3, when nothing scannable was found (a commit without checkpoints).")] = False,
 ) -> int:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
     from ..discover import discover, mlflow_paths, with_uris
@@ -121,7 +124,12 @@ def scan(
         except CkptscanError as exc:
             error_line(exc)
             return exit_code(unreadable=True)
-        return _run(lambda: discover(with_uris(paths), strict=strict), options, fmt, output, level, jobs, executor, cache, labels)
+        if shard_sets:
+            from ..integrations.shardsets import resolve_shards
+
+            paths = resolve_shards(paths)
+        code = _run(lambda: discover(with_uris(paths), strict=strict), options, fmt, output, level, jobs, executor, cache, labels)
+    return ExitCode.OK if allow_empty and code == ExitCode.NOTHING else code
 
 
 def _open_report(output: str | None):

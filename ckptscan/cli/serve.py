@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,18 +26,18 @@ def _size(text: str) -> int:
 
 @app.command()
 def serve(
-    allow: Annotated[List[str], typer.Option("--allow", help="URI prefix the server may read (repeat): s3://models/, file:///srv/models/, models:/, hf://org/.")],
+    allow: Annotated[list[str], typer.Option("--allow", help="URI prefix the server may read (repeat): s3://models/, file:///srv/models/, models:/, hf://org/.")],
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Scan worker processes.")] = 2,
     queue: Annotated[int, typer.Option("--queue", min=0, help="Scan requests admitted beyond one per worker; more get 429.")] = 16,
-    token_file: Annotated[Optional[str], typer.Option("--token-file", help="File holding the API bearer token (else CKPTSCAN_TOKEN).")] = None,
+    token_file: Annotated[str | None, typer.Option("--token-file", help="File holding the API bearer token (else CKPTSCAN_TOKEN).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Give up on a file after this many seconds (0: no limit).")] = 300.0,
     max_body: Annotated[str, typer.Option("--max-body", metavar="SIZE", help="Largest request body (413 past it).")] = "1M",
-    mlflow_secret_file: Annotated[Optional[str], typer.Option("--mlflow-secret-file", help="MLflow webhook secret (else CKPTSCAN_MLFLOW_SECRET).")] = None,
-    hf_secret_file: Annotated[Optional[str], typer.Option("--hf-secret-file", help="Hugging Face webhook secret (else CKPTSCAN_HF_SECRET).")] = None,
-    lakefs_secret_file: Annotated[Optional[str], typer.Option("--lakefs-secret-file", help="lakeFS hook secret (else CKPTSCAN_LAKEFS_SECRET).")] = None,
-    mlflow_block_alias: Annotated[Optional[str], typer.Option("--mlflow-block-alias", help="Move this alias only to versions that pass; tag the ones that fail.")] = None,
+    mlflow_secret_file: Annotated[str | None, typer.Option("--mlflow-secret-file", help="MLflow webhook secret (else CKPTSCAN_MLFLOW_SECRET).")] = None,
+    hf_secret_file: Annotated[str | None, typer.Option("--hf-secret-file", help="Hugging Face webhook secret (else CKPTSCAN_HF_SECRET).")] = None,
+    lakefs_secret_file: Annotated[str | None, typer.Option("--lakefs-secret-file", help="lakeFS hook secret (else CKPTSCAN_LAKEFS_SECRET).")] = None,
+    mlflow_block_alias: Annotated[str | None, typer.Option("--mlflow-block-alias", help="Move this alias only to versions that pass; tag the ones that fail.")] = None,
     grace: Annotated[float, typer.Option("--grace", min=0, help="On SIGTERM, seconds running scans get to finish.")] = 30.0,
 ) -> ExitCode:
     """Serve scans over HTTP (POST /v1/scan) and the webhooks of MLflow, S3, the HF Hub and lakeFS."""

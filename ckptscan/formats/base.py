@@ -135,7 +135,7 @@ class Checkpoint:
     def close(self) -> None:
         """Release file handles."""
 
-    def __enter__(self) -> "Checkpoint":
+    def __enter__(self) -> Checkpoint:
         return self
 
     def __exit__(self, *exc: object) -> None:

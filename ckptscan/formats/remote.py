@@ -318,15 +318,15 @@ class RemoteSource(Source):
     def is_file(self) -> bool:
         return bool(backend_call(self.where, self.fs.isfile, self.path))
 
-    def child(self, name: str) -> "RemoteSource":
+    def child(self, name: str) -> RemoteSource:
         return RemoteSource(self.fs, posixpath.join(self.path, name), f"{self.where.rstrip('/')}/{name}",
                             self.stats, self.block_size)
 
-    def sibling(self, name: str) -> "RemoteSource":
+    def sibling(self, name: str) -> RemoteSource:
         return RemoteSource(self.fs, posixpath.join(posixpath.dirname(self.path), name),
                             f"{self.where.rsplit('/', 1)[0]}/{name}", self.stats, self.block_size)
 
-    def reader(self) -> "RangeReader":
+    def reader(self) -> RangeReader:
         if self._reader is None or self._reader.closed:
             size = self._info.get("size") if self._info else None
             if self.top:

@@ -44,11 +44,11 @@ class Source(ABC):
         """True for an existing regular file."""
 
     @abstractmethod
-    def child(self, name: str) -> "Source":
+    def child(self, name: str) -> Source:
         """The entry ``name`` of this folder."""
 
     @abstractmethod
-    def sibling(self, name: str) -> "Source":
+    def sibling(self, name: str) -> Source:
         """The file ``name`` next to this one (a shard next to its index)."""
 
     @abstractmethod
@@ -71,7 +71,7 @@ class Source(ABC):
     def open_h5(self, where: str | None = None) -> tuple[h5py.File, Any]:
         """The HDF5 file, and the file object to close with it (or None); errors name ``where``."""
 
-    def release(self) -> None:
+    def release(self) -> None:  # noqa: B027 - an optional hook: doing nothing is the default
         """Close what :meth:`head` or :meth:`read_small` kept open (nothing, locally)."""
 
     def finish(self, ckpt):
@@ -101,10 +101,10 @@ class LocalSource(Source):
     def is_file(self) -> bool:
         return self.path.is_file()
 
-    def child(self, name: str) -> "LocalSource":
+    def child(self, name: str) -> LocalSource:
         return LocalSource(self.path / name)
 
-    def sibling(self, name: str) -> "LocalSource":
+    def sibling(self, name: str) -> LocalSource:
         return LocalSource(self.path.parent / name)
 
     def head(self, n: int = HEAD_BYTES) -> bytes:

@@ -206,7 +206,7 @@ def journal_unit(path: str | os.PathLike) -> str | None:
 # --- the checkpoint ------------------------------------------------------------------------
 
 
-def open_tf(path: str | os.PathLike, config: dict | None = None) -> "TFCheckpoint":
+def open_tf(path: str | os.PathLike, config: dict | None = None) -> TFCheckpoint:
     """Open a TensorFlow checkpoint named any way :func:`locate` accepts."""
     where = str(path)
     prefix, meta, fmt = locate(path)
@@ -300,6 +300,26 @@ class TFCheckpoint(Checkpoint):
 
     # --- values ---------------------------------------------------------------------------
 
+    def read(self, var: Variable) -> np.ndarray:
+        """The whole tensor as a new array, its CRC32C verified (as :meth:`iter_blocks`).
+
+        A tensor of at most one block (BN vectors and biases, which the BN rules read
+        whole) is read with one ``preadv`` straight into the array returned, with no
+        generator, pooled buffer or block copy; larger ones and bfloat16 go through the
+        block stream.
+        """
+        entry = self._entries.get(var.path)
+        if (entry is None or not entry.numeric or var.dtype == "bfloat16" or var.size == 0
+                or var.size > DEFAULT_BLOCK_ELEMS):
+            return super().read(var)
+        out = np.empty(var.size, dtype=_storage(var.dtype))
+        got = os.preadv(self._io.fd(var.file), [out], var.offset)
+        if got != var.nbytes:
+            raise MalformedArchiveError(self.path, f"{var.path}: data shard ends early (truncated)")
+        if entry.crc32c is not None and crc.mask(crc.crc32c(out, self.path)) != entry.crc32c:
+            self.integrity_failures.append((var, "stored bytes do not match the checksum in the index"))
+        return out.astype(np.dtype(var.dtype), copy=False).reshape(var.shape)
+
     def iter_blocks(self, var: Variable, block_elems: int = DEFAULT_BLOCK_ELEMS) -> Iterator[np.ndarray]:
         """Stream the tensor's values from its data shard, verifying its CRC32C on the way.
 
@@ -323,11 +343,11 @@ class TFCheckpoint(Checkpoint):
             pos = 0
             while pos < total:
                 count = min(block_elems, total - pos)
-                view = memoryview(raw[: count * step])
-                got = os.preadv(fd, [view], var.offset + pos * step)
+                chunk = raw[: count * step]
+                got = os.preadv(fd, [chunk], var.offset + pos * step)
                 if got != count * step:
                     raise MalformedArchiveError(self.path, f"{var.path}: data shard ends early (truncated)")
-                running = crc.crc32c(view, self.path, running)
+                running = crc.crc32c(chunk, self.path, running)  # the buffer itself: no copy
                 pos += count
                 yield decode(raw[: count * step].view(storage))
             if entry.crc32c is not None and crc.mask(running) != entry.crc32c:

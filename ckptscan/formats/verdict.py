@@ -52,17 +52,17 @@ class Verdict:
     """The format id (:func:`ckptscan.formats.detect`) of a ``keras`` file."""
 
     @classmethod
-    def keras(cls, fmt: str) -> "Verdict":
+    def keras(cls, fmt: str) -> Verdict:
         """A readable Keras archive of format ``fmt``."""
         return cls("keras", "", fmt)
 
     @classmethod
-    def not_keras(cls, reason: str) -> "Verdict":
+    def not_keras(cls, reason: str) -> Verdict:
         """Not a Keras archive (skipped in a folder)."""
         return cls("not_keras", reason)
 
     @classmethod
-    def unreadable(cls, reason: str) -> "Verdict":
+    def unreadable(cls, reason: str) -> Verdict:
         """Claims to be a Keras archive but cannot be read."""
         return cls("unreadable", reason)
 

@@ -53,7 +53,7 @@ class _Choice(str, Enum):
     """A command-line choice: :meth:`of` names the choices when a value is not one."""
 
     @classmethod
-    def of(cls, value: str) -> "_Choice":
+    def of(cls, value: str) -> _Choice:
         """The member named ``value`` (ValueError listing the choices otherwise)."""
         try:
             return cls(value)

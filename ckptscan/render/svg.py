@@ -206,8 +206,8 @@ def glance(layers: Sequence[dict], decades: float, ident: str) -> str:
         elif not math.isfinite(r):
             out.append(f'<text class="ax" x="{left + 2}" y="{y + 10.5}">no finite variance</text>')
         x = cx
-        for kind, key, text in (("nan", "nonfinite", "non-finite"), ("negative", "negative", "negative"),
-                                ("above_f16", "above_f16", "> 65504")):
+        for kind, key, _label in (("nan", "nonfinite", "non-finite"), ("negative", "negative", "negative"),
+                                  ("above_f16", "above_f16", "> 65504")):
             n = int(num(s.get(key)) or 0)
             if n:
                 out.append(mark(kind, x + 4, y + 7, 4, f' data-kind="{kind}" data-count="{n}"'))

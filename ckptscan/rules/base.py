@@ -61,7 +61,7 @@ class Thresholds:
     """BN006: a folded scale or offset beyond this in float32 is broken."""
 
     @classmethod
-    def from_mapping(cls, data: dict) -> "Thresholds":
+    def from_mapping(cls, data: dict) -> Thresholds:
         """Build from a settings table, accepting ``kebab-case`` or ``snake_case`` keys."""
         names = {f.name: f for f in fields(cls)}
         kwargs = {}

@@ -125,13 +125,15 @@ def file_timeout(seconds: float | None, path: object, hard: bool = True) -> Iter
             fired.append(True)
             raise FileTimeoutError(path, f"timed out after {seconds:g} s (--timeout)")
 
-    signal.signal(signal.SIGALRM, _on_alarm)
-    _DEADLINE.at, _DEADLINE.path, _DEADLINE.seconds = start + seconds, path, seconds
     hard_saved = watchdog._CH.armed
-    if hard:
-        watchdog._arm((start + seconds + watchdog.HARD_GRACE, float(seconds), str(path)))
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
+        # armed inside the try: a short timeout fires within setitimer itself, and the
+        # finally must still restore the deadline, the handler and the watchdog
+        signal.signal(signal.SIGALRM, _on_alarm)
+        _DEADLINE.at, _DEADLINE.path, _DEADLINE.seconds = start + seconds, path, seconds
+        if hard:
+            watchdog._arm((start + seconds + watchdog.HARD_GRACE, float(seconds), str(path)))
+        signal.setitimer(signal.ITIMER_REAL, seconds)
         yield
     finally:
         try:

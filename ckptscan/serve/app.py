@@ -54,8 +54,8 @@ class Server:
         self.pool: WorkerPool | None = None
         self.in_flight = 0
         self._lock = threading.Lock()
-        self.jobs: "OrderedDict[str, Job]" = OrderedDict()
-        self.verdicts: "OrderedDict[str, FileResult]" = OrderedDict()
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.verdicts: OrderedDict[str, FileResult] = OrderedDict()
         """Object checksum (ETag, sha) -> result: hooks do not read an unchanged object twice."""
         self.started = time.time()
         self.tasks: set = set()

@@ -65,7 +65,7 @@ def hook_routes(server) -> list:
     from .http import HttpError, Job
 
     cfg = server.config
-    seen: "OrderedDict[str, float]" = OrderedDict()
+    seen: OrderedDict[str, float] = OrderedDict()
 
     def enabled(secret, env: str) -> None:
         if not secret:

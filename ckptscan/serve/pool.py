@@ -78,7 +78,7 @@ class _Task:
 class _Worker:
     """One worker process and the parent thread that feeds it."""
 
-    def __init__(self, pool: "WorkerPool", slot: int):
+    def __init__(self, pool: WorkerPool, slot: int):
         self.pool, self.slot = pool, slot
         self.proc = None
         self.conn = None
@@ -190,7 +190,7 @@ class WorkerPool:
     def __init__(self, workers: int = 2, max_memory: int | None = None):
         self.size = max(1, workers)
         self.max_memory = max_memory
-        self._tasks: "queue.Queue[_Task | None]" = queue.Queue()
+        self._tasks: queue.Queue[_Task | None] = queue.Queue()
         self._closing = threading.Event()
         self._cancel = False
         self._died = 0

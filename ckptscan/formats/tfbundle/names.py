@@ -106,7 +106,7 @@ def check_graph(nodes: list[proto.Node], where: str) -> None:
             for ref in (s.original, s.slot):
                 if not 0 <= ref < n:
                     raise MalformedArchiveError(where, f"object graph: node {i} refers to missing node {ref}")
-    for i, node in enumerate(nodes):
+    for node in nodes:
         for ref in node.slots:
             if ref.slot == ref.original:
                 raise MalformedArchiveError(where, f"object graph: node {ref.slot} is a slot of itself (cycle)")
@@ -172,6 +172,22 @@ def _is_container(node: proto.Node) -> bool:
     return any(_CONTAINER_EDGE.fullmatch(name) for _cid, name in node.children)
 
 
+class _Containers(dict):
+    """node id → :func:`_is_container`, each node's edges matched once per graph (the
+    walk of every variable asks again about the model and the layers above it)."""
+
+    def __init__(self, nodes: list[proto.Node]):
+        super().__init__()
+        self.nodes = nodes
+
+    def __missing__(self, nid: int) -> bool:
+        value = self[nid] = _is_container(self.nodes[nid])
+        return value
+
+
+_DEVICE_SUFFIX = re.compile(r":\d+$")
+
+
 def _variable_attr(node: proto.Node) -> proto.Attribute | None:
     for a in node.attributes:
         if a.name == VARIABLE_VALUE:
@@ -213,7 +229,7 @@ def object_names(
     for node in nodes:
         for s in node.slots:
             slot_parent.setdefault(s.slot, (s.original, s.slot_name))
-    config_at: dict[int, dict] = {}
+    containers = _Containers(nodes)
     named_by_node: dict[int, Named] = {}
     for nid in paths.order:  # depth-first pre-order: the model's own order of layers and variables
         attr = _variable_attr(nodes[nid])
@@ -221,8 +237,8 @@ def object_names(
             continue
         if nid in slot_parent:
             continue  # named below, once the original variable is
-        named = _name_variable(nid, attr, nodes, paths.steps(nid), edges, metadata, model_config, config_at)
-        named.full_name = re.sub(r":\d+$", "", attr.full_name or "")
+        named = _name_variable(nid, attr, nodes, paths.steps(nid), edges, metadata, model_config, containers)
+        named.full_name = _DEVICE_SUFFIX.sub("", attr.full_name or "")
         if named.key in out:
             raise MalformedArchiveError(where, f"object graph names checkpoint key {named.key!r} twice")
         out[named.key] = named
@@ -248,8 +264,8 @@ def object_names(
     return out
 
 
-def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, config_at) -> Named:
-    comps = [c for c in re.sub(r":\d+$", "", attr.full_name or "").split("/") if c]
+def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, containers: _Containers) -> Named:
+    comps = [c for c in _DEVICE_SUFFIX.sub("", attr.full_name or "").split("/") if c]
     edges_names = [name for _n, name in steps]
     if "keras_api" in edges_names:  # SavedModel: compiled metrics' state, named by its key
         parts = attr.checkpoint_key.split("/")
@@ -267,15 +283,13 @@ def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, confi
     inferred = False
     top_seen = False
     layer_meta: LayerMeta | None = None
-    cfg_here: dict | None = None
     container_depth = 0
-    cur_cfg = model_config if _is_container(nodes[0]) else None
+    cur_cfg = model_config if containers[0] else None
     owner_step = None
     for depth, (node_id, edge) in enumerate(steps[:-1]):
-        node = nodes[node_id]
         parent = steps[depth - 1][0] if depth else 0
-        if _is_container(node) and not top_seen:
-            if container_depth == 0 and not _is_container(nodes[parent]):
+        if containers[node_id] and not top_seen:
+            if container_depth == 0 and not containers[parent]:
                 # the top model (under a tf.train.Checkpoint root): excluded from paths
                 cur_cfg = model_config
                 container_depth += 1
@@ -296,7 +310,6 @@ def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, confi
             entry = _child_config(cur_cfg, node_id, parent, edges)
             if layer_meta is None and entry is not None:
                 layer_meta = LayerMeta(_entry_name(entry) or "", entry.get("class_name"), entry.get("config"))
-            cfg_here = entry
     if not top_seen:
         # a variable held directly by the root or a container (not inside a layer)
         base = [c for c in comps[:-1]] if comps else []

@@ -86,7 +86,73 @@ def fields(buf, start: int = 0, end: int | None = None):
         yield num, wt, v
 
 
+#: Largest span decoded into a list by :func:`field_list` (a field takes at least two
+#: bytes, so the list holds at most 4,096 fields, ~0.5 MB); longer spans are iterated.
+LIST_SPAN = 8192
+
+
+def field_list(buf, start: int = 0, end: int | None = None):
+    """:func:`fields`, decoded in one loop into a list (same checks, same errors).
+
+    The object graph of a ResNet101V2 checkpoint is ~17,000 fields and its index ~550
+    entries of ~8 fields each: one generator resumption and two calls per field were
+    most of the time spent opening it. Here the one-byte varints that nearly every key,
+    length and small value are take no call, and the fields come back as one list.
+    A span longer than :data:`LIST_SPAN` bytes is handed to the :func:`fields`
+    generator instead, so a hostile message of millions of tiny fields never becomes a
+    list of millions (the callers' own caps apply while they iterate).
+    """
+    end = len(buf) if end is None else end
+    if end - start > LIST_SPAN:
+        return fields(buf, start, end)
+    out: list[tuple[int, int, object]] = []
+    append = out.append
+    pos = start
+    while pos < end:
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = read_varint(buf, pos, end)
+        num = key >> 3
+        wt = key & 7
+        if num == 0:
+            raise ProtoError("field number 0")
+        if wt == LEN:
+            if pos < end and buf[pos] < 0x80:
+                n = buf[pos]
+                pos += 1
+            else:
+                n, pos = read_varint(buf, pos, end)
+            if n > end - pos:
+                raise ProtoError("length-delimited field runs past the end")
+            append((num, LEN, (pos, pos + n)))
+            pos += n
+        elif wt == VARINT:
+            if pos < end and buf[pos] < 0x80:
+                append((num, VARINT, buf[pos]))
+                pos += 1
+            else:
+                v, pos = read_varint(buf, pos, end)
+                append((num, VARINT, v))
+        elif wt == FIXED32:
+            if pos + 4 > end:
+                raise ProtoError("fixed32 runs past the end")
+            append((num, FIXED32, int.from_bytes(bytes(buf[pos : pos + 4]), "little")))
+            pos += 4
+        elif wt == FIXED64:
+            if pos + 8 > end:
+                raise ProtoError("fixed64 runs past the end")
+            append((num, FIXED64, int.from_bytes(bytes(buf[pos : pos + 8]), "little")))
+            pos += 8
+        else:
+            raise ProtoError(f"unsupported wire type {wt}")
+    return out
+
+
 def _str(buf, span) -> str:
+    if type(buf) is bytes:
+        return buf[span[0] : span[1]].decode("utf-8", "replace")
     return bytes(buf[span[0] : span[1]]).decode("utf-8", "replace")
 
 
@@ -148,11 +214,11 @@ def parse_shape(buf, start: int, end: int) -> tuple[tuple[int, ...], bool]:
     """``TensorShapeProto``: dim = 2 (Dim: size = 1, name = 2), unknown_rank = 3."""
     dims: list[int] = []
     unknown = False
-    for num, wt, v in fields(buf, start, end):
+    for num, wt, v in field_list(buf, start, end):
         if num == 2:
             _need(wt, LEN, "shape dim")
             size = 0
-            for n2, w2, v2 in fields(buf, *v):
+            for n2, w2, v2 in field_list(buf, *v):
                 if n2 == 1:
                     _need(w2, VARINT, "dim size")
                     size = to_int64(v2)
@@ -167,11 +233,11 @@ def parse_shape(buf, start: int, end: int) -> tuple[tuple[int, ...], bool]:
 def parse_slice(buf, start: int, end: int) -> tuple[tuple[int, int], ...]:
     """``TensorSliceProto``: extent = 1 (Extent: start = 1, length = 2)."""
     out = []
-    for num, wt, v in fields(buf, start, end):
+    for num, wt, v in field_list(buf, start, end):
         if num == 1:
             _need(wt, LEN, "slice extent")
             s, length = 0, -1
-            for n2, w2, v2 in fields(buf, *v):
+            for n2, w2, v2 in field_list(buf, *v):
                 if n2 == 1 and w2 == VARINT:
                     s = to_int64(v2)
                 elif n2 == 2 and w2 == VARINT:
@@ -185,7 +251,7 @@ def parse_slice(buf, start: int, end: int) -> tuple[tuple[int, int], ...]:
 def parse_entry(buf) -> BundleEntry:
     """Decode a ``BundleEntryProto``."""
     e = BundleEntry()
-    for num, wt, v in fields(buf):
+    for num, wt, v in field_list(buf):
         if num == 1:
             _need(wt, VARINT, "dtype")
             e.dtype = v
@@ -254,19 +320,19 @@ def parse_object_graph(buf) -> list[Node]:
     """Decode a ``TrackableObjectGraph`` (nodes = 1)."""
     nodes: list[Node] = []
     items = 0
-    for num, wt, v in fields(buf):
+    for num, wt, v in field_list(buf):
         if num != 1:
             continue
         _need(wt, LEN, "node")
         node = Node()
-        for n2, w2, v2 in fields(buf, *v):
+        for n2, w2, v2 in field_list(buf, *v):
             items += 1
             if items > MAX_GRAPH_ITEMS:
                 raise ProtoError(f"object graph has more than {MAX_GRAPH_ITEMS} references")
             if n2 == 1:
                 _need(w2, LEN, "child")
                 nid, name = 0, ""
-                for n3, w3, v3 in fields(buf, *v2):
+                for n3, w3, v3 in field_list(buf, *v2):
                     if n3 == 1 and w3 == VARINT:
                         nid = v3
                     elif n3 == 2 and w3 == LEN:
@@ -275,7 +341,7 @@ def parse_object_graph(buf) -> list[Node]:
             elif n2 == 2:
                 _need(w2, LEN, "attribute")
                 a = Attribute()
-                for n3, w3, v3 in fields(buf, *v2):
+                for n3, w3, v3 in field_list(buf, *v2):
                     if w3 != LEN:
                         continue
                     if n3 == 1:
@@ -288,7 +354,7 @@ def parse_object_graph(buf) -> list[Node]:
             elif n2 == 3:
                 _need(w2, LEN, "slot variable")
                 s = SlotRef()
-                for n3, w3, v3 in fields(buf, *v2):
+                for n3, w3, v3 in field_list(buf, *v2):
                     if n3 == 1 and w3 == VARINT:
                         s.original = v3
                     elif n3 == 2 and w3 == LEN:
