@@ -22,8 +22,9 @@ from .settings import Settings, find_settings_file, load_settings
 __all__ = ["options_for", "settings_for"]
 
 
-@lru_cache(maxsize=1024)
 def _nearest(folder: str) -> str | None:
+    # not cached: a settings file created or removed between two scans of one process
+    # (``serve``, the in-process CLI) must count; a few stat calls per folder level
     p = find_settings_file(folder)
     return str(p) if p is not None else None
 
