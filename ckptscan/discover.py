@@ -94,14 +94,16 @@ def natural_key(path: str) -> list:
 # --- scan: by content ------------------------------------------------------------------
 
 
-def discover(paths: Iterable[str | os.PathLike], strict: bool = False) -> list[Candidate]:
+def discover(paths: Iterable[str | os.PathLike], strict: bool = False, named_verdicts: bool = False) -> list[Candidate]:
     """Expand files, directories (recursive, by content) and globs into candidates.
 
     Each file found in a folder or matched by a glob gets its
     :func:`ckptscan.formats.verdict.classify` verdict: ``keras`` and ``unreadable`` files
     are scanned (the reader reports why an unreadable one cannot be read: exit 2),
     ``not_keras`` ones are skipped with the reason (``strict``: a well-formed non-Keras
-    HDF5/zip is unreadable instead). A file named explicitly is always scanned.
+    HDF5/zip is unreadable instead). A file named explicitly is always scanned, unless
+    ``named_verdicts`` (``scan --skip-non-keras``, the pre-commit hook, which names every
+    staged file): then it gets the folder verdict too.
     """
     from .formats.verdict import classify
 
@@ -129,6 +131,8 @@ def discover(paths: Iterable[str | os.PathLike], strict: bool = False) -> list[C
         if os.path.isdir(p) and not is_keras_dir(p):
             for c in _by_content(p, strict):
                 add(c)
+        elif named_verdicts and os.path.isfile(p) and (v := classify(p, strict=strict)).outcome == "not_keras":
+            add(Candidate(p, v.reason))
         else:
             add(Candidate(p, explicit=True))
     return out

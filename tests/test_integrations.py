@@ -53,7 +53,7 @@ def _hook() -> dict:
 def test_precommit_manifest():
     hook = _hook()
     assert hook["id"] == "ckptscan" and hook["language"] == "python"
-    assert hook["entry"] == "ckptscan scan --shard-sets --allow-empty"
+    assert hook["entry"] == "ckptscan scan --shard-sets --skip-non-keras --allow-empty"
     assert hook["require_serial"] is True  # one run sees a shard and its index together
     files = re.compile(hook["files"])
     for name in ("a.h5", "dir/b.hdf5", "c.keras", "x/y.weights.h5", "model.weights.json", "m/model_00001.weights.h5"):
@@ -121,6 +121,19 @@ def test_scan_allow_empty(tmp_path):
     cmd = [sys.executable, "-m", "ckptscan", "scan", str(tmp_path)]
     assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 3
     assert subprocess.run([*cmd, "--allow-empty"], capture_output=True, timeout=60).returncode == 0
+
+
+def test_scan_skip_non_keras_named(tmp_path):
+    """pre-commit names every staged file: --skip-non-keras gives a named file the folder verdict."""
+    data = _data_h5(tmp_path / "data.h5")
+    raw = (K3 / "seed_legacy.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(raw[: len(raw) * 999 // 1000])
+    cmd = [sys.executable, "-m", "ckptscan", "scan"]
+    assert subprocess.run([*cmd, str(data)], capture_output=True, timeout=60).returncode == 2
+    p = subprocess.run([*cmd, "--skip-non-keras", str(data), str(K3 / "seed.keras")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "data.h5: HDF5 file, but not a Keras weight archive" in p.stdout, p.stdout + p.stderr
+    p = subprocess.run([*cmd, "--skip-non-keras", "--allow-empty", str(tmp_path / "cut.h5")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "cut.h5: truncated" in p.stderr, p.stderr
 
 
 # --- the real pre-commit tool -----------------------------------------------------------------

@@ -91,6 +91,7 @@ def scan(
     strict: Annotated[bool, typer.Option("--strict", help="A well-formed HDF5 file or zip in a folder that is not a Keras archive is unreadable (exit 2), not skipped.")] = False,
     # --- gates (the pre-commit hook) ---
     shard_sets: Annotated[bool, typer.Option("--shard-sets", help="Scan a named shard as part of its sharded set (the *.weights.json index beside it that lists it).")] = False,
+    skip_non_keras: Annotated[bool, typer.Option("--skip-non-keras", help="A named file that is well-formed HDF5 or zip but not a Keras archive is skipped (listed), as in a folder.")] = False,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Exit 0, not 3, when nothing scannable was found (a commit without checkpoints).")] = False,
 ) -> int:
     """Find non-finite tensors and unhealthy BatchNormalization statistics; say what they break."""
@@ -128,7 +129,7 @@ def scan(
             from ..integrations.shardsets import resolve_shards
 
             paths = resolve_shards(paths)
-        code = _run(lambda: discover(with_uris(paths), strict=strict), options, fmt, output, level, jobs, executor, cache, labels)
+        code = _run(lambda: discover(with_uris(paths), strict=strict, named_verdicts=skip_non_keras), options, fmt, output, level, jobs, executor, cache, labels)
     return ExitCode.OK if allow_empty and code == ExitCode.NOTHING else code
 
 
