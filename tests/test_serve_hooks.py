@@ -44,6 +44,9 @@ def moto_env():
     os.environ.update(env)
     import s3fs
 
+    # an S3FileSystem cached by fsspec in an earlier test module points at that module's
+    # (stopped) moto endpoint; the in-process handlers here must build theirs from this env
+    s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     for bucket in ("models", "other", "lakerepo"):
         fs.mkdir(bucket)
