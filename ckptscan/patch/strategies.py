@@ -18,7 +18,7 @@ zero       0, as a freshly built optimizer starts (never a counter, a       opti
 =========  ===============================================================  =============
 
 Every strategy's values are healthy by ckptscan's own rules, so the next ``scan`` reports
-none of the findings a fix repaired and none it created (tests/test_fix_scan_agree.py).
+none of the findings a fix repaired and none it created (tests/patch/test_fix_scan_agree.py).
 
 By default only the bad elements change; ``whole_tensor`` rewrites the variable.
 A strategy that cannot apply raises :class:`PatchRefusedError` naming the ones that do.

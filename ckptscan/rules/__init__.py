@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Tensor rules that yield nothing for a tensor without NaN/±Inf: the scan engine does
-#: not call them for clean tensors (``tests/test_rules.py`` checks the claim).
+#: not call them for clean tensors (``tests/rules/test_rules.py`` checks the claim).
 NONFINITE_ONLY = frozenset({"NUM001", "F16001", "OPT001"})
 
 #: Every rule, in ID order.

@@ -7,7 +7,7 @@ scan, the diverged run's timeline, the diff of its last good and first bad epoch
 opens each page in the system Chromium through Playwright with the network blocked,
 and saves a full-page PNG. Then writes ``stamp.json``: a hash of everything the
 pictures depend on (the report code, the fixtures, the commands, the version).
-``tests/test_screenshots.py`` recomputes it, so a change to the report code without
+``tests/render/test_screenshots.py`` recomputes it, so a change to the report code without
 new screenshots fails the tests.
 """
 

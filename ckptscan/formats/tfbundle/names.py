@@ -10,7 +10,7 @@ slots as ``slot_variables`` of the optimizer node (original variable, slot name,
 node). tf-keras containers (Functional, Sequential) name their edges ``layer-N`` (the
 N-th entry of ``model.layers``) and ``layer_with_weights-N``.
 
-The naming rule is the one ``tests/test_naming_keras.py`` states for Keras: for a
+The naming rule is the one ``tests/formats/test_naming_keras.py`` states for Keras: for a
 variable owned by a layer L reached through nested containers P (top model excluded),
 layer path = P + [L.name] + the components of ``full_name`` after L's name, variable
 name = the last component. L's name is the first component of ``full_name`` (tf-keras

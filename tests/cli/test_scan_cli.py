@@ -14,7 +14,7 @@ import pytest
 from conftest import FIXTURES, ROOT, fixture_path, run_cli
 
 SCHEMA = json.loads((ROOT / "ckptscan" / "schema" / "report.schema.json").read_text())
-SARIF_SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-2.1.0.json").read_text())
+SARIF_SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "data" / "sarif-2.1.0.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from ckptscan.graph import build_graph
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _keras3_nested_config() -> dict:

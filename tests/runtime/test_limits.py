@@ -5,7 +5,7 @@ of a 3-minute seed-1 run) on which libhdf5 loops forever inside one C call holdi
 without allocating (RSS stays ~60 MB): neither SIGALRM nor the Python-level deadline checks
 can stop it, only another process. The CLI runs here keep the default memory cap.
 (``tests/data/hdf5_btree_loop.keras``, the first such find, also allocates ~450 MB/s: the
-memory cap ends it first, see ``tests/test_memory.py``.)
+memory cap ends it first, see ``tests/runtime/test_memory.py``.)
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from ckptscan.render import OutputFormat, render
 from ckptscan.report import FileResult, Finding, Report, Severity
 from ckptscan.settings import SettingsError, parse_toml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "ckptscan" / "schema" / "report.schema.json").read_text())
-SARIF_SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-2.1.0.json").read_text())
+SARIF_SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "data" / "sarif-2.1.0.json").read_text())
 
 
 def _f(sev, rule="BN002", layer="net/bn\x07", var="moving_variance"):

@@ -15,7 +15,7 @@ from ckptscan.rules import ALL_RULES, BNContext, BNLayer, ModelContext, TensorCo
 from ckptscan.rules.docs import SECTIONS, pages
 from ckptscan.stats import array_stats
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TH = Thresholds()
 
 

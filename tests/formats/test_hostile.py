@@ -247,7 +247,7 @@ def test_inspect_timeout_is_one_clean_line():
     """``--timeout`` fires on a real file: exit 2, one line naming the limit.
 
     A real process: a timeout this short fires before ``file_timeout`` restores its state,
-    which then leaks into later calls of the same process (tests/test_timeout_state.py)."""
+    which then leaks into later calls of the same process (tests/runtime/test_timeout_state.py)."""
     big = H.seed_files()["legacy_h5"]
     out = run_cli("inspect", "--timeout", "0.000001", big, process=True)
     assert out.returncode == 2, out.stderr
