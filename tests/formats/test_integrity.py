@@ -11,7 +11,6 @@ import io
 import os
 import shutil
 import zipfile
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -23,69 +22,8 @@ from ckptscan.formats import open_checkpoint
 from ckptscan.formats.integrity import integrity_problem
 from ckptscan.formats.verdict import classify
 
-from conftest import FIXTURES, run_cli
-
-K3 = FIXTURES / "k3"
-HEALTHY = K3 / "fp16.keras"
-
-
-def _stored_keras_with_cut_member(dst: Path) -> None:
-    """A consistent zip (central directory intact) whose stored weights member is cut in half."""
-    with zipfile.ZipFile(K3 / "seed.keras") as src, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as out:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "model.weights.h5":
-                data = data[: len(data) // 2]
-            out.writestr(info.filename, data)
-
-
-def _write_kind(folder: Path, kind: str) -> tuple[str, str]:
-    """Put the broken file of ``kind`` in ``folder``; (its name, a substring of the reason)."""
-    sources = {"h5": (K3 / "seed_legacy.h5", "model.h5"), "weights": (K3 / "seed.weights.h5", "model.weights.h5"),
-               "keras": (K3 / "seed.keras", "model.keras")}
-    if kind.startswith("cut"):
-        _, fmt, frac = kind.split(":")
-        src, name = sources[fmt]
-        f = float(frac)
-        data = src.read_bytes()
-        (folder / name).write_bytes(data[: (1 if f == -1 else int(len(data) * f))])
-        if f == 0:
-            return name, "empty file"
-        return name, "truncated"
-    if kind == "empty.keras":
-        (folder / "empty.keras").write_bytes(b"")
-        return "empty.keras", "empty file"
-    if kind == "random.h5":
-        (folder / "random.h5").write_bytes(np.random.default_rng(7).bytes(4096))
-        return "random.h5", "neither zip, HDF5 nor a sharded index"
-    if kind == "random.keras":
-        (folder / "random.keras").write_bytes(np.random.default_rng(8).bytes(4096))
-        return "random.keras", "neither zip, HDF5 nor a sharded index"
-    if kind == "text.h5":
-        (folder / "notes.h5").write_text("these are my notes, not a model\n")
-        return "notes.h5", "neither zip, HDF5 nor a sharded index"
-    if kind == "text.weights.json":
-        (folder / "model.weights.json").write_text("{\"hello\": 1}\n")
-        return "model.weights.json", "no weight_map"
-    if kind in ("shard-missing", "shard-cut"):
-        for p in K3.glob("seed_sharded*"):
-            shutil.copy(p, folder / p.name)
-        shard = folder / "seed_sharded_00001.weights.h5"
-        if kind == "shard-missing":
-            shard.unlink()
-            return "seed_sharded.weights.json", "shard seed_sharded_00001.weights.h5 is missing"
-        shard.write_bytes(shard.read_bytes()[:-100])
-        return "seed_sharded.weights.json", "shard seed_sharded_00001.weights.h5: truncated: HDF5 end-of-file address"
-    if kind == "member-cut":
-        _stored_keras_with_cut_member(folder / "stored.keras")
-        return "stored.keras", "truncated: HDF5 end-of-file address"
-    raise AssertionError(kind)
-
-
-KINDS = [f"cut:{fmt}:{frac}" for fmt in ("h5", "weights", "keras") for frac in ("0", "-1", "0.5", "0.999")] + [
-    "empty.keras", "random.h5", "random.keras", "text.h5", "text.weights.json", "shard-missing", "shard-cut",
-    "member-cut",
-]
+from conftest import run_cli
+from gate_kinds import HEALTHY, K3, KINDS, stored_keras_with_cut_member, write_kind
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -93,7 +31,7 @@ def test_folder_with_a_broken_file_exits_2(tmp_path, kind):
     folder = tmp_path / "ckpts"
     folder.mkdir()
     shutil.copy(HEALTHY, folder / "healthy.keras")
-    name, reason = _write_kind(folder, kind)
+    name, reason = write_kind(folder, kind)
     for args in (["scan", str(folder)], ["scan", "--jobs", "2", str(folder)]):
         out = run_cli(*args)
         assert out.returncode == 2, (args, out.stdout, out.stderr)
@@ -161,7 +99,7 @@ def test_classify_outcomes(tmp_path):
     k.write_bytes(z[:-10])
     assert classify(k).reason == f"truncated: zip end-of-central-directory record not found (file size {len(z) - 10})"
     # a consistent zip whose stored weights member is cut: the member's own end-of-file address
-    _stored_keras_with_cut_member(k)
+    stored_keras_with_cut_member(k)
     assert classify(k).reason.startswith("truncated: HDF5 end-of-file address ")
     assert "> member model.weights.h5 size" in classify(k).reason
     # central directory pointing past its end record
