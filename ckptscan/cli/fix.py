@@ -128,7 +128,7 @@ def fix(
     backup: Annotated[bool, typer.Option("--backup", help="Keep the original as <file>.bak (never overwritten: .bak.1, .bak.2 … when it exists).")] = False,
     backup_to: Annotated[str | None, typer.Option("--backup-to", help="Keep the original at this path (refused if it exists).")] = None,
     manifest: Annotated[str | None, typer.Option("--manifest", help="Write the JSON patch manifest here.")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Files patched in parallel.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Files patched in parallel (0: one per CPU).")] = 1,
     verify: Annotated[str, typer.Option(
         "--verify", help="full: re-hash every tensor and check zip CRCs; targets: re-read changed tensors only.")] = "full",
     config: Annotated[str | None, typer.Option("--config", help="config.json naming the variables of a bare .weights.h5.")] = None,

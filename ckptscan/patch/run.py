@@ -38,7 +38,7 @@ def fix_request(paths, req: FixRequest, *, jobs: int = 1, manifest: str | None =
     """Repair ``paths`` (files, folders, ``file://`` and remote URIs) as ``req`` says.
 
     Local checkpoints (``file://`` URIs included) are fixed by :func:`fix_file`, on
-    ``jobs`` processes when there are several; a remote object only into ``req.output``
+    ``jobs`` processes (``0``: one per CPU, as for scan) when there are several; a remote object only into ``req.output``
     (:func:`ckptscan.patch.remote.fix_remote`), never in place.
     """
     from ..discover import expand
@@ -54,6 +54,8 @@ def fix_request(paths, req: FixRequest, *, jobs: int = 1, manifest: str | None =
     remote = {i for i, f in enumerate(files) if is_uri(f)}
     local = [(i, f) for i, f in enumerate(files) if i not in remote]
     results: list[FileFix | None] = [None] * len(files)
+    if jobs == 0:  # as for scan: one per CPU
+        jobs = os.cpu_count() or 1
     if jobs > 1 and len(local) > 1:
         # the scan's pool: a worker that dies (a file stuck in libhdf5 past --timeout, a
         # crash) fails only its own file, and the others are still patched

@@ -242,7 +242,7 @@ def test_bulk_jobs_summary_and_exit_codes(fixmodels, tmp_path):
     assert out.stderr.endswith("ckptscan fix: 6 file(s): 4 fixed, 1 unchanged, 0 refused or left unfixed, 1 failed\n")
     out = run_cli("fix", d / "0", d / "1")
     assert out.returncode == 0 and out.stderr.endswith("0 fixed, 2 unchanged, 0 refused or left unfixed, 0 failed\n")
-    out = run_cli("fix", d / "0", "--output", tmp_path / "x.keras", "--jobs", "0")
+    out = run_cli("fix", d / "0", "--output", tmp_path / "x.keras", "--jobs", "-1")  # 0 is one per CPU, as for scan
     assert out.returncode == 4
 
 
