@@ -28,8 +28,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
-from .base import DEFAULT_BLOCK_ELEMS, Checkpoint, LayerInfo, Variable, _Decoder, _storage
-from .tfbundle import crc, names, proto
+from .base import DEFAULT_BLOCK_ELEMS, Checkpoint, LayerInfo, Variable, _Decoder, _storage, bf16_to_f32
+from .tfbundle import crc, names, proto, slices
 from .tfbundle.bundle import Bundle
 from .tfbundle.table import FOOTER_LEN, MAGIC_BYTES
 
@@ -236,6 +236,8 @@ class TFCheckpoint(Checkpoint):
         self.integrity_failures: list[tuple[Variable, str]] = []
         self.slots: dict[str, tuple[str, str]] = {}
         """Optimizer slot path → (variable path, slot name)."""
+        self.partitioned: dict[str, list[slices.Piece]] = {}
+        """Partitioned variable path → its slices (read stitched: :mod:`.tfbundle.slices`)."""
         entries = self.bundle.entries
         metadata = None
         own_config = None
@@ -259,7 +261,6 @@ class TFCheckpoint(Checkpoint):
             self.format = "tf1-checkpoint" if fmt == "tf-checkpoint" else fmt
         if self.model_config is not None:
             self._layers_from_config()
-        sliced = 0
         order = {k: i for i, k in enumerate(named)}
         for key in sorted(entries, key=lambda k: (order.get(k, len(order)), k)):
             e = entries[key]
@@ -270,18 +271,26 @@ class TFCheckpoint(Checkpoint):
                 if not e.numeric:
                     continue  # object attributes (configs as strings), not variables
                 n = _name_from_key(key)
+            pieces = None
             if e.sliced:
-                sliced += 1
-                self.notes.append(f"{n.layer_path}/{n.name}: partitioned variable ({len(self.bundle.slice_keys)} slice entries); not read")
-                continue
+                if not e.numeric:
+                    self.notes.append(f"{n.layer_path}/{n.name}: partitioned {e.dtype} variable; not read")
+                    continue
+                pieces = slices.resolve(where, key, tuple(e.shape), e.dtype, e.slices, self.bundle.slice_entries.get)
+                first = pieces[0].entry if pieces else e
             info = self.layers.get(n.layer_path)
             var = Variable(
                 layer_path=n.layer_path, name=n.name, layer_name=n.layer_name or (n.layer_path.split("/")[0] if n.layer_path else ""),
                 layer_class=n.layer_class or (info.class_name if info else None), shape=tuple(e.shape), dtype=e.dtype,
-                h5path=key, file=e.shard, member=os.path.basename(e.shard), offset=e.offset, nbytes=e.size,
+                h5path=key, file=e.shard if pieces is None else first.shard,
+                member=os.path.basename(e.shard if pieces is None else first.shard),
+                offset=e.offset if pieces is None else None,
+                nbytes=e.size if pieces is None else sum(p.entry.size for p in pieces),
                 naming=n.naming, kind=n.kind,
             )
             self.variables.append(var)
+            if pieces is not None:
+                self.partitioned[var.path] = pieces
             if n.slot_of is not None:
                 self.slots[var.path] = n.slot_of
         self._entries = {v.path: entries[v.h5path] for v in self.variables}
@@ -310,7 +319,7 @@ class TFCheckpoint(Checkpoint):
         """
         entry = self._entries.get(var.path)
         if (entry is None or not entry.numeric or var.dtype == "bfloat16" or var.size == 0
-                or var.size > DEFAULT_BLOCK_ELEMS):
+                or var.size > DEFAULT_BLOCK_ELEMS or var.offset is None):
             return super().read(var)
         out = np.empty(var.size, dtype=_storage(var.dtype))
         got = os.preadv(self._io.fd(var.file), [out], var.offset)
@@ -330,6 +339,9 @@ class TFCheckpoint(Checkpoint):
         if entry is None or not entry.numeric:
             raise MalformedArchiveError(self.path, f"{var.path}: {var.dtype} tensor holds no numeric values")
         if var.size == 0:
+            return
+        if var.path in self.partitioned:
+            yield from self._iter_partitioned(var, block_elems)
             return
         storage = _storage(var.dtype)
         step = storage.itemsize
@@ -355,6 +367,25 @@ class TFCheckpoint(Checkpoint):
         finally:
             decode.release()
             self._io.give(raw)
+
+
+    def _pread_entry(self, entry, offset: int, nbytes: int) -> bytes:
+        """``nbytes`` stored bytes of ``entry`` from ``offset`` (relative to the entry)."""
+        return os.pread(self._io.fd(entry.shard), nbytes, entry.offset + offset)
+
+    def _iter_partitioned(self, var: Variable, block_elems: int) -> Iterator[np.ndarray]:
+        """A partitioned variable's values in the full tensor's C order, stitched from its
+        slices; each slice's CRC32C is checked (a mismatch is an integrity failure)."""
+        storage = _storage(var.dtype)
+        for block, crcs in slices.stitch(self.path, var.path, var.shape, storage, self.partitioned[var.path],
+                                         block_elems, self._pread_entry,
+                                         lambda data, running: crc.crc32c(data, self.path, running)):
+            for piece, running in crcs:
+                if piece.entry.crc32c is not None and crc.mask(running) != piece.entry.crc32c:
+                    self.integrity_failures.append(
+                        (var, f"stored bytes of slice {slices.box(piece)} do not match the checksum in the index"))
+            if block.size:
+                yield bf16_to_f32(block) if var.dtype == "bfloat16" else block
 
 
 def _name_from_key(key: str) -> names.Named:

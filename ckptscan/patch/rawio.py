@@ -34,6 +34,9 @@ def read_raw(ckpt: Checkpoint, var: Variable) -> np.ndarray:
         if got != buf.nbytes:
             raise PatchRefusedError(var.file, f"{var.h5path}: data ends early (truncated file)")
         return buf
+    if var.path in getattr(ckpt, "partitioned", {}):  # a TensorFlow partitioned variable, stitched
+        values = np.asarray(ckpt.read(var)).reshape(-1)
+        return f32_to_bf16_bits(values) if var.dtype == "bfloat16" else values.astype(dt)
     ds = ckpt._dataset(var)
     arr = np.asarray(ds[()])
     if var.dtype == "bfloat16":

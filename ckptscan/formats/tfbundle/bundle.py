@@ -59,6 +59,9 @@ class Entry:
     """Masked CRC32C from the entry (None when absent)."""
     sliced: bool = False
     """A partitioned variable: the values live in per-slice entries, not here."""
+    slices: tuple = ()
+    """A partitioned variable's slices: per slice, ``(start, length)`` per dimension
+    (length -1: the whole dimension); see :mod:`.slices`."""
 
     @property
     def numeric(self) -> bool:
@@ -106,12 +109,14 @@ class Bundle:
         self.shard_sizes: dict[int, int] = {}
         self.entries: dict[str, Entry] = {}
         self.slice_keys: list[str] = []
+        self.slice_entries: dict[bytes, Entry] = {}
+        """Validated slice entries by raw key (read through :func:`.slices.resolve`)."""
         for kb, vb in raw[1:]:
             key = kb.decode("utf-8", "surrogateescape")
             if kb[:1] == b"\x00":  # an encoded slice key (checkpoint::EncodeTensorNameSlice)
                 self.slice_keys.append(key)
                 e = proto.decode(self.where, f"entry {key!r}", proto.parse_entry, vb)
-                self._validate(key, e)  # its bytes must still lie inside a shard
+                self.slice_entries[kb] = self._validate(key, e)  # its bytes must still lie inside a shard
                 continue
             e = proto.decode(self.where, f"entry {key!r}", proto.parse_entry, vb)
             self.entries[key] = self._validate(key, e)
@@ -140,7 +145,7 @@ class Bundle:
         sliced = bool(e.slices)
         if sliced:
             _elements(e.shape, MAX_ELEMENTS, w, key)
-            return Entry(key, dtype, e.shape, "", e.shard_id, 0, 0, e.crc32c, True)
+            return Entry(key, dtype, e.shape, "", e.shard_id, 0, 0, e.crc32c, True, tuple(e.slices))
         if not 0 <= e.shard_id < self.header.num_shards:
             raise MalformedArchiveError(w, f"{key}: shard id {e.shard_id} outside the {self.header.num_shards} shard(s)")
         if e.offset < 0 or e.size < 0:
