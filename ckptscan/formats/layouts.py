@@ -15,7 +15,8 @@ format id              what it is (detected from the bytes, never the file name)
 =====================  ==============================================================
 
 TensorFlow layouts (:func:`tf_layout`, :func:`open_tf_layout`) are read from local
-paths only: a TensorFlow checkpoint behind a URI is refused with one clear error.
+paths (:mod:`.tf`) and from URIs (:mod:`.tfremote`: the index whole, the data shards by
+ranged requests).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .h5util import find_hdf5_superblock, has_attr, open_h5
 from .integrity import integrity_problem
 from .legacy import LegacyCheckpoint
 from .source import LocalSource, Source
-from .tf import SHARD_RE, detect_tf, open_tf
+from .tf import detect_tf, open_tf
 from .v3 import H5Part, V3Checkpoint
 from .zipmember import (
     check_member_names,
@@ -63,14 +64,12 @@ def is_keras_dir(src: Source) -> bool:
 def tf_layout(src: Source) -> str | None:
     """The TensorFlow format id of ``src`` (``tf-checkpoint``, ``tf-savedmodel``, or
     :data:`~.tf.DATA_SHARD` for a data shard named alone); None when it is no TensorFlow
-    layout. A TensorFlow checkpoint behind a URI is refused (UnsupportedFormatError)."""
+    layout. A remote object that is a file costs no request beyond the one already made."""
     if isinstance(src, LocalSource):
         return detect_tf(src.path)
-    name = src.where.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    if name.endswith(".index") or SHARD_RE.match(name) or name == "variables":
-        raise UnsupportedFormatError(src.where, "TensorFlow checkpoint behind a URI: TensorFlow checkpoints are "
-                                                "read from local paths only (copy it locally first)")
-    return None
+    from .tfremote import remote_layout  # remote sources only: fsspec stays unimported for local paths
+
+    return remote_layout(src)
 
 
 def sniff(src: Source) -> str:
@@ -215,12 +214,14 @@ def open_source(src: Source, cfg: dict | None) -> Checkpoint:
 
 
 def open_tf_layout(src: Source, cfg: dict | None) -> Checkpoint:
-    """A local TensorFlow checkpoint named any way :func:`~.tf.locate` accepts (index,
-    prefix, folder with a state file, SavedModel). Never recovers a journal: readers
+    """A TensorFlow checkpoint named any way :func:`~.tf.locate` accepts (index,
+    prefix, folder with a state file, SavedModel), local or remote. Never recovers a journal: readers
     never write (an interrupted fix is reported by the scan as JRN001)."""
-    if not isinstance(src, LocalSource):  # pragma: no cover - tf_layout refuses URIs first
-        raise UnsupportedFormatError(src.where, "TensorFlow checkpoints are read from local paths only")
-    return open_tf(src.where, cfg)
+    if isinstance(src, LocalSource):
+        return open_tf(src.where, cfg)
+    from .tfremote import open_remote_tf
+
+    return open_remote_tf(src, cfg)
 
 
 def open_h5_file(src: Source, cfg: dict | None) -> Checkpoint:

@@ -315,6 +315,11 @@ class RemoteSource(Source):
     def is_dir(self) -> bool:
         return self._stat().get("type") == "directory"
 
+    def kind(self) -> str:
+        """``file``, ``directory``, or ``missing`` (no object by that name: maybe a
+        TensorFlow prefix, or a folder a plain HTTP server cannot describe)."""
+        return str(self._stat().get("type") or "file")
+
     def is_file(self) -> bool:
         return bool(backend_call(self.where, self.fs.isfile, self.path))
 
@@ -377,7 +382,10 @@ def remote_source(uri: str, storage_options: dict | None = None, block_size: int
     """The :class:`RemoteSource` of ``uri`` (one metadata request; never a listing of a file)."""
     fs, path = filesystem(uri, storage_options)
     stats = FetchStats()
-    info = backend_call(uri, fs.info, path)
+    try:
+        info = backend_call(uri, fs.info, path)
+    except NotAnArchiveError:  # a TensorFlow prefix names no object: the openers decide (reading says "no such file")
+        info = {"type": "missing"}
     return RemoteSource(fs, path, uri, stats, block_size, top=True, info=info)
 
 

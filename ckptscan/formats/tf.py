@@ -130,23 +130,13 @@ def _has_shards(prefix: str) -> bool:
 def _latest_from_state(d: str, where: str) -> str:
     """The prefix the ``checkpoint`` state file names, or the best fallback beside it."""
     state = _state_file(d)
-    names_in_state: list[str] = []
     if state is not None:
         try:
             with open(state, "rb") as fh:
                 text = fh.read(MAX_STATE_BYTES).decode("utf-8", "replace")
         except OSError:
             text = ""
-        latest = None
-        for line in text.splitlines():
-            m = re.match(r'\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"', line)
-            if m:
-                value = m.group(2).encode("utf-8").decode("unicode_escape", "replace")
-                if m.group(1) == "model_checkpoint_path":
-                    latest = value
-                else:
-                    names_in_state.append(value)
-        candidates = ([latest] if latest else []) + names_in_state[::-1]
+        candidates = state_candidates(text)
         for cand in candidates:
             for prefix in (cand if os.path.isabs(cand) else os.path.join(d, cand), os.path.join(d, _basename(cand))):
                 if os.path.isfile(prefix + ".index"):
@@ -160,6 +150,21 @@ def _latest_from_state(d: str, where: str) -> str:
     if not present:
         raise NotAnArchiveError(where, "folder with a checkpoint state file but no .index file beside it")
     return max(present)[2]
+
+
+def state_candidates(text: str) -> list[str]:
+    """The prefixes a ``checkpoint`` state file names, latest first, then the others newest first."""
+    latest = None
+    kept: list[str] = []
+    for line in text.splitlines():
+        m = re.match(r'\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"', line)
+        if m:
+            value = m.group(2).encode("utf-8").decode("unicode_escape", "replace")
+            if m.group(1) == "model_checkpoint_path":
+                latest = value
+            else:
+                kept.append(value)
+    return ([latest] if latest else []) + kept[::-1]
 
 
 def _basename(p: str) -> str:
@@ -229,10 +234,10 @@ class TFCheckpoint(Checkpoint):
     """
 
     def __init__(self, where: str, prefix: str, metadata_path: str | None = None, config: dict | None = None,
-                 fmt: str = "tf-checkpoint"):
+                 fmt: str = "tf-checkpoint", bundle: Bundle | None = None, metadata_bytes: bytes | None = None):
         super().__init__(where)
         self.prefix = prefix
-        self.bundle = Bundle(prefix, where)
+        self.bundle = bundle or Bundle(prefix, where)
         self.integrity_failures: list[tuple[Variable, str]] = []
         self.slots: dict[str, tuple[str, str]] = {}
         """Optimizer slot path → (variable path, slot name)."""
@@ -243,6 +248,8 @@ class TFCheckpoint(Checkpoint):
         own_config = None
         if metadata_path is not None:
             metadata, own_config = _read_metadata(metadata_path, where)
+        elif metadata_bytes is not None:
+            metadata, own_config = parse_metadata(metadata_bytes, where)
         self.model_config = own_config or (dict(config) if isinstance(config, dict) else None)
         if self.model_config is not None:
             from .. import naming
@@ -400,6 +407,10 @@ def _read_metadata(path: str, where: str):
     size = os.path.getsize(path)
     if size > MAX_METADATA_BYTES:
         raise UnsafeArchiveError(where, f"keras_metadata.pb is {size} bytes (too large)")
-    data = Path(path).read_bytes()
+    return parse_metadata(Path(path).read_bytes(), where)
+
+
+def parse_metadata(data: bytes, where: str):
+    """(per-layer metadata, model config) of a SavedModel's ``keras_metadata.pb`` bytes."""
     saved = proto.decode(where, "keras_metadata.pb", proto.parse_saved_metadata, data)
     return names.keras_metadata(saved)

@@ -3,7 +3,8 @@
 The object (and the reference, when it is a URI) is copied to a temporary folder,
 :func:`ckptscan.patch.api.fix_file` writes a patched copy there, and only a complete,
 verified copy is uploaded to the output (one PUT: object stores never show a partial
-object) or moved to a local output. Only single-file checkpoints (``.keras``, ``.h5``).
+object) or moved to a local output. Only single-file checkpoints (``.keras``, ``.h5``); a
+TensorFlow checkpoint behind a URI is refused (:data:`TF_REMOTE_REFUSAL`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,17 @@ def fix_remote_request(uri: str, req: FixRequest, storage_options: dict | None =
         return FileFix(uri, "failed", reason=exc.reason)
 
 
+#: Why a TensorFlow checkpoint behind a URI is not repaired (an index and its data shards
+#: are several objects; a copy of each would have to be patched and uploaded together).
+TF_REMOTE_REFUSAL = ("TensorFlow checkpoint behind a URI: fix works on a local copy only "
+                     "(download the .index and its data shards, fix them, upload them)")
+
+
 def _fix_remote(uri: str, req: FixRequest, storage_options: dict | None) -> FileFix:
+    from ..formats.tfremote import names_tf_checkpoint
+
+    if names_tf_checkpoint(uri, storage_options):
+        return FileFix(uri, "refused", reason=TF_REMOTE_REFUSAL)
     output = req.output
     with tempfile.TemporaryDirectory(prefix="ckptscan-fix-") as tmp:
         name = posixpath.basename(filesystem(uri, storage_options)[1]) or "checkpoint"

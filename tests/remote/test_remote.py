@@ -29,7 +29,7 @@ from conftest import need_module
 need_module("fsspec")
 
 from ckptscan import open_checkpoint  # noqa: E402
-from ckptscan.errors import NotAnArchiveError, UnsupportedFormatError  # noqa: E402
+from ckptscan.errors import NotAnArchiveError  # noqa: E402
 from ckptscan.inventory import inventory  # noqa: E402
 from ckptscan.formats import open_checkpoint as open_any, open_remote  # noqa: E402
 from ckptscan.formats.remote import RangeReader, RemoteError  # noqa: E402
@@ -258,18 +258,6 @@ def test_http_missing_object(http_server):
     assert str(exc.value) == f"{uri}: no such file or directory"
     p = run_cli("inspect", uri)
     assert p.returncode == 2 and p.stderr == f"ckptscan: error: {uri}: no such file or directory\n"
-
-
-def test_http_tensorflow_checkpoint_is_refused_with_one_line(http_server):
-    """TensorFlow layouts are read from local paths only: a URI naming one gets one clear line."""
-    for rel in ("tfckpt/tf1/model.ckpt.index", "tfckpt/tf1/model.ckpt.data-00000-of-00001"):
-        uri = f"{http_server.url}/fixtures/{rel}"
-        with pytest.raises(UnsupportedFormatError, match="local paths only"):
-            open_remote(uri)
-        p = run_cli("inspect", uri)
-        assert p.returncode == 2, p.stderr
-        assert p.stderr == (f"ckptscan: error: {uri}: TensorFlow checkpoint behind a URI: TensorFlow checkpoints "
-                            "are read from local paths only (copy it locally first)\n")
 
 
 def test_http_truncated_zip_is_an_error_not_a_crash(http_server, tmp_path):

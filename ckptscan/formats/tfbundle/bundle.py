@@ -20,7 +20,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from ...errors import MalformedArchiveError, UnsafeArchiveError, UnsupportedFormatError
+from ...errors import MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
 from . import crc, proto
 from .table import Table, read_index_bytes
 
@@ -88,12 +88,15 @@ def _elements(shape: tuple[int, ...], cap: int, where: str, key: str) -> int:
 class Bundle:
     """The entries of one ``PREFIX.index`` with their shard files (read-only)."""
 
-    def __init__(self, prefix: str, where: str | None = None):
+    def __init__(self, prefix: str, where: str | None = None, files=None):
         self.prefix = prefix
         self.index_path = prefix + ".index"
         self.where = where or self.index_path
+        self.files = files
+        """Where the bytes are when not in local files (:class:`ckptscan.formats.tfremote.RemoteFiles`:
+        ``index_bytes()``, ``size(path)``, ``pread(path, offset, n)``); None: local files."""
         crc.require(self.where)
-        data = read_index_bytes(self.index_path, self.where)
+        data = read_index_bytes(self.index_path, self.where) if files is None else files.index_bytes()
         table = Table(data, self.where)
         raw: list[tuple[bytes, bytes]] = list(table.items())
         if not raw or raw[0][0] != HEADER_KEY:
@@ -126,8 +129,8 @@ class Bundle:
         if size is None:
             path = shard_name(self.prefix, shard_id, self.header.num_shards)
             try:
-                size = os.path.getsize(path)
-            except OSError:
+                size = os.path.getsize(path) if self.files is None else self.files.size(path)
+            except (OSError, NotAnArchiveError):
                 raise MalformedArchiveError(self.where, f"data shard {os.path.basename(path)} is missing") from None
             self.shard_sizes[shard_id] = size
         return size
@@ -169,6 +172,11 @@ class Bundle:
 
     def read_bytes(self, entry: Entry) -> bytes:
         """The stored bytes of ``entry`` (whole: for small tensors and strings only)."""
+        if self.files is not None:
+            data = self.files.pread(entry.shard, entry.offset, entry.size)
+            if len(data) != entry.size:
+                raise MalformedArchiveError(self.where, f"{entry.key}: data shard ends early (truncated)")
+            return data
         with open(entry.shard, "rb") as fh:
             fh.seek(entry.offset)
             data = fh.read(entry.size)
