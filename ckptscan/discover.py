@@ -202,10 +202,12 @@ def expand_uris(paths) -> list[str]:
     Local paths, ``file://`` and ``http(s)://`` URIs (no listing) pass through
     unchanged, as does a URI that cannot be listed (opening it reports the error).
     A folder holding ``config.json`` is an unzipped ``.keras`` and stays one entry;
-    in other folders, files named ``*.keras``, ``*.h5``, ``*.hdf5`` and
-    ``*.weights.json`` are kept, except the shards an index in the same folder lists.
+    in other folders, files named ``*.keras``, ``*.h5``, ``*.hdf5``, ``*.weights.json`` and
+    ``*.index`` are kept, except the shards an index in the same folder lists; a SavedModel
+    folder and a folder with a TensorFlow ``checkpoint`` state file are one entry each.
     """
     from .formats.remote import FetchStats, RemoteSource, filesystem, is_uri
+    from .formats.tfremote import checkpoint_units
 
     out: list[str] = []
     for raw in paths:
@@ -223,7 +225,8 @@ def expand_uris(paths) -> list[str]:
             if info.get("type") != "directory" or fs.isfile(posixpath.join(path, "config.json")):
                 out.append(p)
                 continue
-            files = sorted(f for f in fs.find(path) if f.endswith(CANDIDATE_SUFFIXES))
+            listed = [str(f) for f in fs.find(path)]
+            files = checkpoint_units(sorted(f for f in listed if f.endswith(CANDIDATE_SUFFIXES)), listed)
             shards: set[str] = set()
             for idx in (f for f in files if f.endswith(".weights.json")):
                 src = RemoteSource(fs, idx, _unstrip(p, idx), FetchStats())

@@ -101,7 +101,15 @@ def remote_layout(src: RemoteSource) -> str | None:
 
 
 def _locate(src: RemoteSource) -> tuple[str, str | None, str] | None:
-    """``(prefix, keras_metadata.pb path or None, format id)`` of the checkpoint ``src`` names."""
+    """``(prefix, keras_metadata.pb path or None, format id)`` of the checkpoint ``src``
+    names (probed once per source: detecting and opening ask the same question)."""
+    found = getattr(src, "_tf_located", False)
+    if found is False:
+        found = src._tf_located = _probe(src)
+    return found
+
+
+def _probe(src: RemoteSource) -> tuple[str, str | None, str] | None:
     path = src.path.rstrip("/")
     name = posixpath.basename(path)
     kind = src.kind()
@@ -149,6 +157,24 @@ def _latest_from_state(src: RemoteSource, folder: str, state: str) -> str:
     if not present:
         raise NotAnArchiveError(src.where, "folder with a checkpoint state file but no .index file found beside it")
     return max(present)[1]
+
+
+def checkpoint_units(files: list[str], listed: list[str]) -> list[str]:
+    """``files`` (paths a remote folder listing kept) with each TensorFlow checkpoint made
+    one entry, as a local walk makes it: a SavedModel's ``variables/variables.index`` becomes
+    its folder, the ``.index`` files of a folder with a ``checkpoint`` state file become that
+    folder (its latest is scanned). ``listed`` is the whole listing."""
+    state_dirs = {posixpath.dirname(f) for f in listed if posixpath.basename(f) == "checkpoint"}
+    out: list[str] = []
+    for f in files:
+        unit = f
+        if f.endswith("/variables/variables.index"):
+            unit = posixpath.dirname(posixpath.dirname(f))
+        elif f.endswith(".index") and posixpath.dirname(f) in state_dirs:
+            unit = posixpath.dirname(f)
+        if unit not in out:
+            out.append(unit)
+    return out
 
 
 def names_tf_checkpoint(uri: str, storage_options: dict | None = None) -> bool:

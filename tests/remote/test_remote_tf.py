@@ -183,3 +183,20 @@ def test_fix_of_a_remote_tensorflow_checkpoint_is_refused(s3_url, tmp_path):
         assert "1 refused" in p.stderr
         assert not (tmp_path / "out").exists()
     assert {p: fs.cat_file(p) for p in fs.find("tfck/run/partitioned")} == before
+
+
+def test_s3_folder_scan_takes_each_tensorflow_checkpoint_once_as_locally(s3_url):
+    """``scan s3://…/run`` lists the folder: a SavedModel and each state-file folder are one
+    checkpoint, as in a local walk, and every verdict equals the local one."""
+    base, _ = s3_url
+    local = run_cli("scan", "--format", "json", str(TF))
+    remote = run_cli("scan", "--format", "json", base)
+    assert remote.returncode == local.returncode == 1, remote.stderr
+
+    def verdicts(doc, root):
+        return {f["path"][len(root):].strip("/"): (f["status"], f["format"], sorted(
+            (x["rule_id"], x["path"], tuple(x["indices"])) for x in f["findings"])) for f in doc["files"]
+            if f["status"] != "skipped"}  # the local walk also lists the .json files it skips
+
+    got, want = verdicts(json.loads(remote.stdout), base), verdicts(json.loads(local.stdout), str(TF))
+    assert got == want and {"nested_broken_sm", "mgr", "partitioned", "tf1"} <= set(got), (sorted(got), sorted(want))
