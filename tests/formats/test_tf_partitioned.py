@@ -174,3 +174,19 @@ def test_hostile_slices_are_one_error_line(tmp_path, capsys, slices, stored, nee
         assert len(errors) == 1 and "partitioned variable v" in errors[0] and needle in errors[0], captured.err
         assert "Traceback" not in captured.err
     assert _snapshot(tmp_path) == before
+
+
+def test_many_slices_check_and_stitch_in_bounded_time(tmp_path):
+    """4,096 one-row slices (axis 0) and a 64 x 64 grid of slices: both read, quickly."""
+    import time
+
+    n = 4096
+    _partitioned(tmp_path / "rows", (n,), [[(i, 1)] for i in range(n)], {((i, 1),): ((1,), [i]) for i in range(n)})
+    grid = {((i, 1), (j, 1)): ((1, 1), [i * 64 + j]) for i in range(64) for j in range(64)}
+    _partitioned(tmp_path / "grid", (64, 64), [list(k) for k in grid], grid)
+    t0 = time.monotonic()
+    with open_checkpoint(tmp_path / "rows") as ck:
+        assert ck.read(ck.find("v")).tolist() == list(range(n))
+    with open_checkpoint(tmp_path / "grid") as ck:
+        assert ck.read(ck.find("v")).reshape(-1).tolist() == list(range(64 * 64))
+    assert time.monotonic() - t0 < 60  # a hang guard, not a speed test

@@ -201,20 +201,37 @@ def _spec(sl) -> str:
     return ":".join("-" if ln == -1 else f"{s},{ln}" for s, ln in sl)
 
 
+#: Most box comparisons made to prove a partitioned variable's slices disjoint (real
+#: partitions, split along one axis, need about one per slice; a hostile grid of tens of
+#: thousands of slices would need billions).
+MAX_OVERLAP_CHECKS = 2_000_000
+
+
 def _check_tiling(where: str, label: str, shape: tuple[int, ...], pieces: list[Piece]) -> None:
     """No two pieces overlap and together they hold every element exactly once."""
-    order = sorted(pieces, key=lambda p: p.starts)
-    active: list[Piece] = []
-    for p in order:
-        # pieces that end (on axis 0) at or before this one starts can overlap nothing after it
-        active = [q for q in active if q.starts[0] + q.lengths[0] > p.starts[0]] if shape else active
-        for q in active:
-            if all(a < c + d and c < a + b for a, b, c, d in zip(p.starts, p.lengths, q.starts, q.lengths)) and (
-                    math.prod(p.lengths) and math.prod(q.lengths)):
-                raise MalformedArchiveError(where, f"{label}: slices {box(q)} and {box(p)} overlap")
-        active.append(p)
+    if shape and len(pieces) > 1:
+        _check_disjoint(where, label, shape, pieces)
     if sum(math.prod(p.lengths) for p in pieces) != math.prod(shape):
         raise MalformedArchiveError(where, f"{label}: its slices do not cover the whole tensor {list(shape)}")
+
+
+def _check_disjoint(where: str, label: str, shape: tuple[int, ...], pieces: list[Piece]) -> None:
+    """A sweep along the axis with the most distinct slice starts (the split axis): only the
+    pieces still open on that axis are compared with the next one, within a budget."""
+    axis = max(range(len(shape)), key=lambda d: len({p.starts[d] for p in pieces}))
+    budget = MAX_OVERLAP_CHECKS
+    active: list[Piece] = []
+    for p in sorted(pieces, key=lambda q: (q.starts[axis], q.starts)):
+        if not math.prod(p.lengths):
+            continue
+        active = [q for q in active if q.starts[axis] + q.lengths[axis] > p.starts[axis]]
+        budget -= len(active)
+        if budget < 0:
+            raise UnsafeArchiveError(where, f"{label}: {len(pieces)} slices too entangled to check for overlaps")
+        for q in active:
+            if all(a < c + d and c < a + b for a, b, c, d in zip(p.starts, p.lengths, q.starts, q.lengths)):
+                raise MalformedArchiveError(where, f"{label}: slices {box(q)} and {box(p)} overlap")
+        active.append(p)
 
 
 def box(p: Piece) -> str:
@@ -246,10 +263,15 @@ def stitch(where: str, name: str, shape: tuple[int, ...], storage: np.dtype, pie
                                         f"is more than {MAX_ROW_BYTES >> 20} MiB (not stitched)")
     rows_per = max(1, block_elems // max(row, 1))
     running = {p.key: 0 for p in pieces}
+    waiting = sorted(pieces, key=lambda q: q.starts[0], reverse=True)  # by first row, next at the end
+    open_: list[Piece] = []
     for r0 in range(0, shape[0], rows_per):
         r1 = min(shape[0], r0 + rows_per)
+        while waiting and waiting[-1].starts[0] < r1:  # pieces reaching into this block of rows
+            open_.append(waiting.pop())
+        open_ = [p for p in open_ if p.starts[0] + p.lengths[0] > r0]
         out = np.empty((r1 - r0,) + tuple(shape[1:]), dtype=storage)
-        for p in pieces:
+        for p in open_:
             a, b = max(r0, p.starts[0]), min(r1, p.starts[0] + p.lengths[0])
             if a >= b:
                 continue
