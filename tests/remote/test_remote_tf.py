@@ -200,3 +200,14 @@ def test_s3_folder_scan_takes_each_tensorflow_checkpoint_once_as_locally(s3_url)
 
     got, want = verdicts(json.loads(remote.stdout), base), verdicts(json.loads(local.stdout), str(TF))
     assert got == want and {"nested_broken_sm", "mgr", "partitioned", "tf1"} <= set(got), (sorted(got), sorted(want))
+
+
+def test_http_index_over_the_bound_is_refused_before_it_is_fetched(http_url, monkeypatch):
+    from ckptscan.formats import tfremote
+
+    base, _ = http_url
+    monkeypatch.setattr(tfremote, "MAX_INDEX_BYTES", 100)
+    uri = f"{base}/tf1/model.ckpt"
+    p = run_cli("inspect", uri)
+    assert p.returncode == 2
+    assert p.stderr.startswith(f"ckptscan: error: {uri}: index file is ") and "bytes (more than 0 MiB)" in p.stderr
