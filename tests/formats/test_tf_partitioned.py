@@ -190,3 +190,13 @@ def test_many_slices_check_and_stitch_in_bounded_time(tmp_path):
     with open_checkpoint(tmp_path / "grid") as ck:
         assert ck.read(ck.find("v")).reshape(-1).tolist() == list(range(64 * 64))
     assert time.monotonic() - t0 < 60  # a hang guard, not a speed test
+
+
+def test_raw_bits_of_a_partitioned_variable_are_the_stitched_tensor():
+    """What ``fix --from`` reads from a reference checkpoint (``patch.rawio.read_raw``)."""
+    from ckptscan.patch.rawio import read_raw
+
+    with open_checkpoint(PREFIX) as ck:
+        var = ck.find("dense/kernel")
+        raw = read_raw(ck, var)
+        assert raw.dtype == np.dtype("<f4") and raw.tolist() == ck.read(var).reshape(-1).tolist()
