@@ -248,8 +248,91 @@ def parse_slice(buf, start: int, end: int) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+def _varint63(buf, pos: int, end: int) -> tuple[int, int]:
+    """A varint of at most 9 bytes (below 2**63) for the fast paths; (-1, pos) when it
+    is longer, negative as int64 or runs past ``end`` (the generic decoder then decides)."""
+    v = shift = 0
+    while pos < end and shift <= 56:
+        b = buf[pos]
+        pos += 1
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            return v, pos
+        shift += 7
+    return -1, pos
+
+
+def _shape_fast(buf, pos: int, end: int) -> tuple[int, ...] | None:
+    """A shape whose dims hold only a size (what TensorFlow writes), else None."""
+    dims: list[int] = []
+    while pos < end:
+        if pos + 2 > end or buf[pos] != 0x12:  # dim = 2, LEN, one-byte length
+            return None
+        n = buf[pos + 1]
+        pos += 2
+        if n == 0:
+            dims.append(0)
+        else:
+            if n >= 0x80 or pos + n > end or buf[pos] != 0x08:  # Dim.size = 1, VARINT
+                return None
+            v, q = _varint63(buf, pos + 1, pos + n)
+            if v < 0 or q != pos + n:
+                return None
+            dims.append(v)
+            pos = q
+        if len(dims) > MAX_RANK:
+            return None
+    return tuple(dims)
+
+
+def _entry_fast(buf) -> BundleEntry | None:
+    """The entries TensorFlow writes (one-byte keys and lengths, sizes below 2**63, no
+    slices, no unknown rank) in one loop; None for anything else (:func:`parse_entry`
+    then decodes it field by field, with the same checks and errors as ever)."""
+    end = len(buf)
+    pos = 0
+    dtype = shard = offset = size = 0
+    crc32c = None
+    shape: tuple[int, ...] = ()
+    while pos < end:
+        k = buf[pos]
+        pos += 1
+        if k == 0x35:  # crc32c = 6, FIXED32
+            if pos + 4 > end:
+                return None
+            crc32c = int.from_bytes(buf[pos : pos + 4], "little")
+            pos += 4
+        elif k == 0x12:  # shape = 2, LEN
+            n = buf[pos] if pos < end else 0x80
+            if n >= 0x80 or pos + 1 + n > end:
+                return None
+            got = _shape_fast(buf, pos + 1, pos + 1 + n)
+            if got is None:
+                return None
+            shape = got
+            pos += 1 + n
+        elif k in (0x08, 0x18, 0x20, 0x28):  # dtype, shard_id, offset, size: VARINT
+            v, pos = _varint63(buf, pos, end)
+            if v < 0:
+                return None
+            if k == 0x08:
+                dtype = v
+            elif k == 0x18:
+                shard = v
+            elif k == 0x20:
+                offset = v
+            else:
+                size = v
+        else:
+            return None
+    return BundleEntry(dtype, shape, False, shard, offset, size, crc32c)
+
+
 def parse_entry(buf) -> BundleEntry:
-    """Decode a ``BundleEntryProto``."""
+    """Decode a ``BundleEntryProto`` (the common layout in one loop: :func:`_entry_fast`)."""
+    fast = _entry_fast(buf)
+    if fast is not None:
+        return fast
     e = BundleEntry()
     for num, wt, v in field_list(buf):
         if num == 1:
