@@ -399,6 +399,28 @@ MAX_NODES = 1 << 20
 MAX_GRAPH_ITEMS = 1 << 21
 
 
+def _attribute_fast(buf, pos: int, end: int) -> Attribute | None:
+    """A ``SerializedTensor`` of string fields with one-byte keys and lengths (what
+    TensorFlow writes for keys under 128 bytes), else None (decoded field by field)."""
+    a = Attribute()
+    while pos < end:
+        if pos + 2 > end:
+            return None
+        k, n = buf[pos], buf[pos + 1]
+        if n >= 0x80 or pos + 2 + n > end:
+            return None
+        if k == 0x0A:
+            a.name = _str(buf, (pos + 2, pos + 2 + n))
+        elif k == 0x12:
+            a.full_name = _str(buf, (pos + 2, pos + 2 + n))
+        elif k == 0x1A:
+            a.checkpoint_key = _str(buf, (pos + 2, pos + 2 + n))
+        else:
+            return None
+        pos += 2 + n
+    return a
+
+
 def parse_object_graph(buf) -> list[Node]:
     """Decode a ``TrackableObjectGraph`` (nodes = 1)."""
     nodes: list[Node] = []
@@ -414,6 +436,12 @@ def parse_object_graph(buf) -> list[Node]:
                 raise ProtoError(f"object graph has more than {MAX_GRAPH_ITEMS} references")
             if n2 == 1:
                 _need(w2, LEN, "child")
+                a, b = v2
+                if a < b and buf[a] == 0x08:  # as TensorFlow writes it: node_id, then local_name
+                    nid, p = _varint63(buf, a + 1, b)
+                    if nid >= 0 and p + 2 <= b and buf[p] == 0x12 and buf[p + 1] < 0x80 and p + 2 + buf[p + 1] == b:
+                        node.children.append((nid, _str(buf, (p + 2, b))))
+                        continue
                 nid, name = 0, ""
                 for n3, w3, v3 in field_list(buf, *v2):
                     if n3 == 1 and w3 == VARINT:
@@ -423,6 +451,10 @@ def parse_object_graph(buf) -> list[Node]:
                 node.children.append((nid, name))
             elif n2 == 2:
                 _need(w2, LEN, "attribute")
+                a = _attribute_fast(buf, *v2)
+                if a is not None:
+                    node.attributes.append(a)
+                    continue
                 a = Attribute()
                 for n3, w3, v3 in field_list(buf, *v2):
                     if w3 != LEN:
