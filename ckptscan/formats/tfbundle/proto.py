@@ -328,11 +328,12 @@ def _entry_fast(buf) -> BundleEntry | None:
     return BundleEntry(dtype, shape, False, shard, offset, size, crc32c)
 
 
-def parse_entry(buf) -> BundleEntry:
-    """Decode a ``BundleEntryProto`` (the common layout in one loop: :func:`_entry_fast`)."""
-    fast = _entry_fast(buf)
-    if fast is not None:
-        return fast
+def parse_entry(buf, fast: bool = True) -> BundleEntry:
+    """Decode a ``BundleEntryProto`` (the common layout in one loop: :func:`_entry_fast`;
+    ``fast=False``: field by field only, the reference the tests compare it with)."""
+    got = _entry_fast(buf) if fast else None
+    if got is not None:
+        return got
     e = BundleEntry()
     for num, wt, v in field_list(buf):
         if num == 1:
@@ -421,8 +422,10 @@ def _attribute_fast(buf, pos: int, end: int) -> Attribute | None:
     return a
 
 
-def parse_object_graph(buf) -> list[Node]:
-    """Decode a ``TrackableObjectGraph`` (nodes = 1)."""
+def parse_object_graph(buf, fast: bool = True) -> list[Node]:
+    """Decode a ``TrackableObjectGraph`` (nodes = 1). Children and attributes laid out
+    as TensorFlow writes them take a shorter path (``fast=False``: never; the tests
+    compare the two)."""
     nodes: list[Node] = []
     items = 0
     for num, wt, v in field_list(buf):
@@ -437,7 +440,7 @@ def parse_object_graph(buf) -> list[Node]:
             if n2 == 1:
                 _need(w2, LEN, "child")
                 a, b = v2
-                if a < b and buf[a] == 0x08:  # as TensorFlow writes it: node_id, then local_name
+                if fast and a < b and buf[a] == 0x08:  # as TensorFlow writes it: node_id, then local_name
                     nid, p = _varint63(buf, a + 1, b)
                     if nid >= 0 and p + 2 <= b and buf[p] == 0x12 and buf[p + 1] < 0x80 and p + 2 + buf[p + 1] == b:
                         node.children.append((nid, _str(buf, (p + 2, b))))
@@ -451,7 +454,7 @@ def parse_object_graph(buf) -> list[Node]:
                 node.children.append((nid, name))
             elif n2 == 2:
                 _need(w2, LEN, "attribute")
-                a = _attribute_fast(buf, *v2)
+                a = _attribute_fast(buf, *v2) if fast else None
                 if a is not None:
                     node.attributes.append(a)
                     continue
