@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, need_module
-from precommit_hook import run_hook, try_repo
+from precommit_hook import run_hook
 
 yaml = need_module("yaml")
 
@@ -149,9 +149,9 @@ def _data_h5(path: Path) -> Path:
 K3 = ROOT / "fixtures" / "k3"
 
 
-def test_precommit_try_repo_healthy_and_data_file_pass(hook_repo, tmp_path):
+def test_precommit_healthy_and_data_file_pass(hook_repo, tmp_path):
     data = _data_h5(tmp_path / "data.h5")
-    p = try_repo(hook_repo, tmp_path, {"models/seed.keras": K3 / "seed.keras", "data/data.h5": data},
+    p = run_hook(hook_repo, tmp_path, {"models/seed.keras": K3 / "seed.keras", "data/data.h5": data},
                   ["models/seed.keras", "data/data.h5"])
     assert p.returncode == 0, p.stdout + p.stderr
     assert re.search(r"ckptscan \(Keras checkpoint health\)\.+Passed", p.stdout), p.stdout
