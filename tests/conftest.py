@@ -121,3 +121,11 @@ def cli_imports(args: list[str]) -> tuple[set[str], str]:
 def cli():
     """The :func:`run_cli` helper as a fixture."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def hook_repo(tmp_path_factory):
+    """This checkout's pre-commit hook as a committed repository, for ``tests/precommit_hook.py``."""
+    from precommit_hook import make_hook_repo
+
+    return make_hook_repo(tmp_path_factory)

@@ -1,9 +1,10 @@
 """TensorFlow-format checkpoints written by tf-keras (``fixtures/tfckpt/``, issue 14).
 
-Names: ckptscan's (layer path, variable, shape, dtype) set equals what tf-keras itself
+Names: ckptscan's (layer path, variable, shape, dtype) set equals what tf-keras
 reported when it wrote the file (``manifest.json``, recorded by ``fixtures/gen_tfckpt.py``
-from ``model.layers`` / ``layer.weights`` and from the optimizer's own slot lists);
-faults found at their exact layer, variable and indices; clean files have no finding;
+from ``model.layers`` / ``layer.weights`` and from the optimizer's own slot lists); the
+same is asserted against tf-keras restoring each checkpoint during the test in
+``test_tf_names_tfkeras.py``, which does not read the manifest. Faults found at their exact layer, variable and indices; clean files have no finding;
 checksums verified; detection by content in every way a user names a checkpoint.
 """
 

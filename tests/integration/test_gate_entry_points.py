@@ -3,8 +3,8 @@
 Each broken-file kind sits in its own folder beside a healthy ``.keras``; every entry point
 a gate uses must refuse the folder: ``scan DIR``, ``scan --jobs 2 DIR``, the GitHub Action,
 the docs/api.md recipes (``publish_if_healthy``, ``publish_last_good``) and, for a
-representative subset (``pre-commit try-repo`` builds a venv and is slow), the real
-pre-commit tool. A healthy file beside a well-formed non-Keras ``data.h5`` passes them all.
+representative subset, the real pre-commit tool (``pre-commit run`` on a config naming
+this checkout's hook, tests/precommit_hook.py). A healthy file beside a well-formed non-Keras ``data.h5`` passes them all.
 The kinds are written by tests/gate_kinds.py (shared with tests/formats/test_integrity.py).
 """
 
@@ -20,13 +20,14 @@ import pytest
 
 from conftest import run_cli
 from gate_kinds import HEALTHY, write_kind
-from test_integrations import _doc_blocks, _try_repo, hook_repo, run_action_locally  # noqa: F401 (hook_repo: fixture)
+from precommit_hook import run_hook
+from test_integrations import _doc_blocks, run_action_locally
 
 # the issue's list: truncated at 0 bytes, 1 byte, 50 % and 99.9 % of each format; an empty
 # .keras; random bytes and text named .h5; a shard missing from its index
 GATE_KINDS = [f"cut:{fmt}:{frac}" for fmt in ("h5", "weights", "keras") for frac in ("0", "-1", "0.5", "0.999")] + [
     "empty.keras", "random.h5", "text.h5", "shard-missing"]
-TRY_REPO_KINDS = ["cut:keras:0.5", "random.h5", "shard-missing"]
+PRECOMMIT_KINDS = ["cut:keras:0.5", "random.h5", "shard-missing"]
 HEALTHY_NAME = "a_healthy.keras"  # sorts before every broken name: the earlier "epoch" for publish_last_good
 
 
@@ -78,11 +79,11 @@ def test_every_entry_point_refuses_a_folder_with_a_broken_file(tmp_path, kind, c
     assert f"{broken} is bad: " in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind", TRY_REPO_KINDS)
-def test_precommit_try_repo_refuses_a_broken_file(hook_repo, tmp_path, kind):  # noqa: F811 (the fixture)
+@pytest.mark.parametrize("kind", PRECOMMIT_KINDS)
+def test_precommit_refuses_a_broken_file(hook_repo, tmp_path, kind):
     folder, broken, _ = _broken_folder(tmp_path, kind)
     files = {f"ckpts/{p.name}": p.read_bytes() for p in sorted(folder.iterdir())}
-    p = _try_repo(hook_repo, tmp_path, files, sorted(files))
+    p = run_hook(hook_repo, tmp_path, files, sorted(files))
     assert p.returncode == 1, p.stdout + p.stderr  # pre-commit's own code for a failed hook
     assert "- exit code: 2" in p.stdout, p.stdout
     assert re.search(rf"^ckptscan: error: ckpts/{re.escape(broken.name)}: .+$", p.stdout, re.M), p.stdout
@@ -117,9 +118,9 @@ def test_every_entry_point_passes_healthy_file_beside_data_h5(tmp_path, capsys):
     assert "refusing" not in capsys.readouterr().err
 
 
-def test_precommit_try_repo_passes_healthy_file_beside_data_h5(hook_repo, tmp_path):  # noqa: F811 (the fixture)
+def test_precommit_passes_healthy_file_beside_data_h5(hook_repo, tmp_path):
     folder = _healthy_folder(tmp_path)
     files = {f"ckpts/{p.name}": p.read_bytes() for p in sorted(folder.iterdir())}
-    p = _try_repo(hook_repo, tmp_path, files, sorted(files))
+    p = run_hook(hook_repo, tmp_path, files, sorted(files))
     assert p.returncode == 0, p.stdout + p.stderr
     assert re.search(r"ckptscan \(Keras checkpoint health\)\.+Passed", p.stdout), p.stdout

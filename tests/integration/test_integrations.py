@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, need_module
+from precommit_hook import run_hook
 
 yaml = need_module("yaml")
 
@@ -136,55 +137,7 @@ def test_scan_skip_non_keras_named(tmp_path):
     assert p.returncode == 2 and "cut.h5: truncated" in p.stderr, p.stderr
 
 
-# --- the real pre-commit tool -----------------------------------------------------------------
-def _tool(name: str) -> str:
-    """The executable ``name`` (this venv's first); under CI=true a missing tool fails the test."""
-    exe = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    if exe is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{name} is not installed (pip install -e '.[dev]'; apt-get install git)")
-        pytest.skip(f"{name} is not installed")
-    return exe
-
-
-@pytest.fixture(scope="module")
-def hook_repo(tmp_path_factory) -> tuple[str, dict]:
-    """This checkout's hook as a committed repository (what a project's ``repo:`` points at),
-    and the environment for pre-commit (its own cache, so the hook's venv is built once)."""
-    git = _tool("git")
-    precommit = _tool("pre-commit")
-    d = tmp_path_factory.mktemp("hookrepo")
-    listed = subprocess.run([git, "ls-files", "-co", "--exclude-standard", "ckptscan", "pyproject.toml", "README.md",
-                             ".pre-commit-hooks.yaml"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for rel in listed:
-        if (ROOT / rel).is_file():
-            (d / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, d / rel)
-    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path_factory.mktemp("pchome")), "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "hook"]):
-        subprocess.run([git, *cmd], cwd=d, env=env, check=True, capture_output=True)
-    return precommit, {"repo": str(d), "env": env, "git": git}
-
-
-def _try_repo(hook_repo, tmp_path: Path, files: dict[str, Path | bytes], staged: list[str]) -> subprocess.CompletedProcess:
-    """``pre-commit try-repo <hook repo> ckptscan --files <staged>`` in a new git repository holding ``files``."""
-    precommit, ctx = hook_repo
-    work = tmp_path / "project"
-    work.mkdir()
-    for rel, src in files.items():
-        (work / rel).parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(src, bytes):
-            (work / rel).write_bytes(src)
-        else:
-            shutil.copy(src, work / rel)
-    subprocess.run([ctx["git"], "init", "-q"], cwd=work, env=ctx["env"], check=True)
-    subprocess.run([ctx["git"], "add", "-A"], cwd=work, env=ctx["env"], check=True)
-    return subprocess.run([precommit, "try-repo", ctx["repo"], "ckptscan", "--verbose", "--files", *staged], cwd=work,
-                          env=ctx["env"], capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
-
-
+# --- the real pre-commit tool (tests/precommit_hook.py) ---------------------------------------
 def _data_h5(path: Path) -> Path:
     import h5py
 
@@ -196,32 +149,32 @@ def _data_h5(path: Path) -> Path:
 K3 = ROOT / "fixtures" / "k3"
 
 
-def test_precommit_try_repo_healthy_and_data_file_pass(hook_repo, tmp_path):
+def test_precommit_healthy_and_data_file_pass(hook_repo, tmp_path):
     data = _data_h5(tmp_path / "data.h5")
-    p = _try_repo(hook_repo, tmp_path, {"models/seed.keras": K3 / "seed.keras", "data/data.h5": data},
+    p = run_hook(hook_repo, tmp_path, {"models/seed.keras": K3 / "seed.keras", "data/data.h5": data},
                   ["models/seed.keras", "data/data.h5"])
     assert p.returncode == 0, p.stdout + p.stderr
     assert re.search(r"ckptscan \(Keras checkpoint health\)\.+Passed", p.stdout), p.stdout
 
 
-def test_precommit_try_repo_only_data_file_passes(hook_repo, tmp_path):
+def test_precommit_only_data_file_passes(hook_repo, tmp_path):
     data = _data_h5(tmp_path / "data.h5")
-    p = _try_repo(hook_repo, tmp_path, {"data.h5": data, "notes.txt": b"hello\n"}, ["data.h5", "notes.txt"])
+    p = run_hook(hook_repo, tmp_path, {"data.h5": data, "notes.txt": b"hello\n"}, ["data.h5", "notes.txt"])
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_precommit_try_repo_broken_shard_named_by_its_set(hook_repo, tmp_path):
+def test_precommit_broken_shard_named_by_its_set(hook_repo, tmp_path):
     files = {f"ckpt/{f.name}": f for f in K3.glob("seed_broken_sharded*")}
-    p = _try_repo(hook_repo, tmp_path, files, ["ckpt/seed_broken_sharded_00001.weights.h5"])
+    p = run_hook(hook_repo, tmp_path, files, ["ckpt/seed_broken_sharded_00001.weights.h5"])
     assert p.returncode == 1, p.stdout + p.stderr
     assert "- exit code: 1" in p.stdout
     assert "BN001   resnet101v2/post_bn/moving_variance" in p.stdout and "NUM001" not in p.stdout, p.stdout
     assert "ckpt/seed_broken_sharded.weights.json" in p.stdout
 
 
-def test_precommit_try_repo_truncated_h5_fails(hook_repo, tmp_path):
+def test_precommit_truncated_h5_fails(hook_repo, tmp_path):
     raw = (K3 / "seed_legacy.h5").read_bytes()
-    p = _try_repo(hook_repo, tmp_path, {"seed.keras": K3 / "seed.keras", "cut.h5": raw[: len(raw) // 2]},
+    p = run_hook(hook_repo, tmp_path, {"seed.keras": K3 / "seed.keras", "cut.h5": raw[: len(raw) // 2]},
                   ["seed.keras", "cut.h5"])
     assert p.returncode == 1, p.stdout + p.stderr  # pre-commit's own code for a failed hook
     assert "- exit code: 2" in p.stdout, p.stdout

@@ -2,10 +2,10 @@
 index's CRC32C of each changed tensor (and of its table block) rewritten, as one
 journaled transaction (the HDF5 in-place machinery of ``ckptscan.patch``).
 
-TensorFlow itself restoring a fixed checkpoint (``tf.train.load_checkpoint`` reading
-every tensor, which verifies each CRC32C, then tf-keras ``load_weights`` + ``predict``)
-was checked by hand with the fixture venv (see the issue-14 report); here ckptscan's own
-reader, which verifies the same checksums, re-reads the result.
+Here ckptscan's own reader, which verifies the same checksums, re-reads the result;
+TensorFlow itself restoring the fixed checkpoints (``load_weights``,
+``tf.train.Checkpoint.restore``, ``load_model``, a TF1 ``Saver``, all verifying CRC32C)
+and ``predict`` being finite is asserted in ``test_tf_fix_restore.py``.
 """
 
 from __future__ import annotations

@@ -248,8 +248,92 @@ def parse_slice(buf, start: int, end: int) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def parse_entry(buf) -> BundleEntry:
-    """Decode a ``BundleEntryProto``."""
+def _varint63(buf, pos: int, end: int) -> tuple[int, int]:
+    """A varint of at most 9 bytes (below 2**63) for the fast paths; (-1, pos) when it
+    is longer, negative as int64 or runs past ``end`` (the generic decoder then decides)."""
+    v = shift = 0
+    while pos < end and shift <= 56:
+        b = buf[pos]
+        pos += 1
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            return v, pos
+        shift += 7
+    return -1, pos
+
+
+def _shape_fast(buf, pos: int, end: int) -> tuple[int, ...] | None:
+    """A shape whose dims hold only a size (what TensorFlow writes), else None."""
+    dims: list[int] = []
+    while pos < end:
+        if pos + 2 > end or buf[pos] != 0x12:  # dim = 2, LEN, one-byte length
+            return None
+        n = buf[pos + 1]
+        pos += 2
+        if n == 0:
+            dims.append(0)
+        else:
+            if n >= 0x80 or pos + n > end or buf[pos] != 0x08:  # Dim.size = 1, VARINT
+                return None
+            v, q = _varint63(buf, pos + 1, pos + n)
+            if v < 0 or q != pos + n:
+                return None
+            dims.append(v)
+            pos = q
+        if len(dims) > MAX_RANK:
+            return None
+    return tuple(dims)
+
+
+def _entry_fast(buf) -> BundleEntry | None:
+    """The entries TensorFlow writes (one-byte keys and lengths, sizes below 2**63, no
+    slices, no unknown rank) in one loop; None for anything else (:func:`parse_entry`
+    then decodes it field by field, with the same checks and errors as ever)."""
+    end = len(buf)
+    pos = 0
+    dtype = shard = offset = size = 0
+    crc32c = None
+    shape: tuple[int, ...] = ()
+    while pos < end:
+        k = buf[pos]
+        pos += 1
+        if k == 0x35:  # crc32c = 6, FIXED32
+            if pos + 4 > end:
+                return None
+            crc32c = int.from_bytes(buf[pos : pos + 4], "little")
+            pos += 4
+        elif k == 0x12:  # shape = 2, LEN
+            n = buf[pos] if pos < end else 0x80
+            if n >= 0x80 or pos + 1 + n > end:
+                return None
+            got = _shape_fast(buf, pos + 1, pos + 1 + n)
+            if got is None:
+                return None
+            shape = got
+            pos += 1 + n
+        elif k in (0x08, 0x18, 0x20, 0x28):  # dtype, shard_id, offset, size: VARINT
+            v, pos = _varint63(buf, pos, end)
+            if v < 0:
+                return None
+            if k == 0x08:
+                dtype = v
+            elif k == 0x18:
+                shard = v
+            elif k == 0x20:
+                offset = v
+            else:
+                size = v
+        else:
+            return None
+    return BundleEntry(dtype, shape, False, shard, offset, size, crc32c)
+
+
+def parse_entry(buf, fast: bool = True) -> BundleEntry:
+    """Decode a ``BundleEntryProto`` (the common layout in one loop: :func:`_entry_fast`;
+    ``fast=False``: field by field only, the reference the tests compare it with)."""
+    got = _entry_fast(buf) if fast else None
+    if got is not None:
+        return got
     e = BundleEntry()
     for num, wt, v in field_list(buf):
         if num == 1:
@@ -316,8 +400,32 @@ MAX_NODES = 1 << 20
 MAX_GRAPH_ITEMS = 1 << 21
 
 
-def parse_object_graph(buf) -> list[Node]:
-    """Decode a ``TrackableObjectGraph`` (nodes = 1)."""
+def _attribute_fast(buf, pos: int, end: int) -> Attribute | None:
+    """A ``SerializedTensor`` of string fields with one-byte keys and lengths (what
+    TensorFlow writes for keys under 128 bytes), else None (decoded field by field)."""
+    a = Attribute()
+    while pos < end:
+        if pos + 2 > end:
+            return None
+        k, n = buf[pos], buf[pos + 1]
+        if n >= 0x80 or pos + 2 + n > end:
+            return None
+        if k == 0x0A:
+            a.name = _str(buf, (pos + 2, pos + 2 + n))
+        elif k == 0x12:
+            a.full_name = _str(buf, (pos + 2, pos + 2 + n))
+        elif k == 0x1A:
+            a.checkpoint_key = _str(buf, (pos + 2, pos + 2 + n))
+        else:
+            return None
+        pos += 2 + n
+    return a
+
+
+def parse_object_graph(buf, fast: bool = True) -> list[Node]:
+    """Decode a ``TrackableObjectGraph`` (nodes = 1). Children and attributes laid out
+    as TensorFlow writes them take a shorter path (``fast=False``: never; the tests
+    compare the two)."""
     nodes: list[Node] = []
     items = 0
     for num, wt, v in field_list(buf):
@@ -331,6 +439,12 @@ def parse_object_graph(buf) -> list[Node]:
                 raise ProtoError(f"object graph has more than {MAX_GRAPH_ITEMS} references")
             if n2 == 1:
                 _need(w2, LEN, "child")
+                a, b = v2
+                if fast and a < b and buf[a] == 0x08:  # as TensorFlow writes it: node_id, then local_name
+                    nid, p = _varint63(buf, a + 1, b)
+                    if nid >= 0 and p + 2 <= b and buf[p] == 0x12 and buf[p + 1] < 0x80 and p + 2 + buf[p + 1] == b:
+                        node.children.append((nid, _str(buf, (p + 2, b))))
+                        continue
                 nid, name = 0, ""
                 for n3, w3, v3 in field_list(buf, *v2):
                     if n3 == 1 and w3 == VARINT:
@@ -340,6 +454,10 @@ def parse_object_graph(buf) -> list[Node]:
                 node.children.append((nid, name))
             elif n2 == 2:
                 _need(w2, LEN, "attribute")
+                a = _attribute_fast(buf, *v2) if fast else None
+                if a is not None:
+                    node.attributes.append(a)
+                    continue
                 a = Attribute()
                 for n3, w3, v3 in field_list(buf, *v2):
                     if w3 != LEN:
