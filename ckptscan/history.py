@@ -514,22 +514,32 @@ def timeline(
 
     ``method``: ``scan`` or ``auto`` (the full rule set of :mod:`ckptscan.engine`) or
     ``nonfinite`` (NaN/Inf only). ``jobs``/``executor`` judge the checkpoints in
-    parallel (:func:`ckptscan.runtime.executor.run_many`; same result).
+    parallel (:func:`ckptscan.runtime.executor.run_many`; same result). A TensorFlow
+    checkpoint folder with a ``checkpoint`` state file (a ``CheckpointManager``
+    directory) stands for every checkpoint it lists
+    (:func:`ckptscan.discover.checkpoints_in`); one listed but gone is an ``error`` entry.
     """
-    items = natural_sort(paths) if sort else [str(p) for p in paths]
+    from .discover import Candidate, checkpoints_in
+
+    cands = [one for p in paths for one in checkpoints_in(Candidate(os.fspath(p), explicit=True))]
+    missing = {c.path: c.skip_reason for c in cands if c.skip_reason is not None}
+    items = [c.path for c in cands]
+    items = natural_sort(items) if sort else items
+    todo = [p for p in items if p not in missing]
     if health_fn is None:
         health_fn = nonfinite_health if method == "nonfinite" else scan_health
     if jobs == 1 and executor is None:
-        return Timeline(tuple(health_fn(p, include_optimizer) for p in items))
-    import functools
+        judged = {p: health_fn(p, include_optimizer) for p in todo}
+    else:
+        import functools
 
-    from .runtime.executor import run_many
+        from .runtime.executor import run_many
 
-    entries = []
-    for out in run_many(functools.partial(health_fn, include_optimizer=include_optimizer), items,
-                        jobs=jobs, executor=executor, ordered=True):
-        entries.append(out.value if out.ok else Health(items[out.index], "error", reason=out.error or ""))
-    return Timeline(tuple(entries))
+        judged = {}
+        for out in run_many(functools.partial(health_fn, include_optimizer=include_optimizer), todo,
+                            jobs=jobs, executor=executor, ordered=True):
+            judged[todo[out.index]] = out.value if out.ok else Health(todo[out.index], "error", reason=out.error or "")
+    return Timeline(tuple(judged[p] if p in judged else Health(p, "error", reason=missing[p]) for p in items))
 
 
 def render_timeline(tl: Timeline) -> str:
