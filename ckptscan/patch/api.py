@@ -99,7 +99,7 @@ def fix_file(path: str, req: FixRequest = FixRequest()) -> FileFix:
 def _fix_file(path: str, req: FixRequest) -> FileFix:
     from ..runtime.timeout import file_scope
 
-    if not os.path.exists(path):
+    if not os.path.exists(path) and not os.path.isfile(path + ".index"):  # a TensorFlow prefix names its .index
         return FileFix(path, "failed", reason="no such file or directory")
     writing = not req.dry_run
     if writing and req.output is None and os.path.isfile(path) and not path.endswith(".json"):
