@@ -74,6 +74,10 @@ def _content_files(path: str) -> list[str]:
         from .discover import shards_of
 
         files += shards_of(path)
+    elif path.endswith(".index"):  # a TensorFlow index: its data shards hold the values
+        import glob
+
+        files += sorted(glob.glob(glob.escape(path[: -len(".index")]) + ".data-[0-9]*-of-[0-9]*"))
     return files
 
 

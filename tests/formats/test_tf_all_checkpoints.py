@@ -116,3 +116,20 @@ def test_timeline_missing_listed_checkpoint_is_an_error_entry(mgr, capsys):
     assert [(c["path"], c["status"]) for c in doc["checkpoints"]] == [
         (str(mgr / "ckpt-0.index"), "error"), (str(mgr / "ckpt-1.index"), "good"), (str(mgr / "ckpt-2.index"), "bad")]
     assert "no .index is present" in out.err
+
+
+def test_cache_keys_a_tensorflow_index_by_its_data_shards_too(mgr, tmp_path, capsys):
+    """``--cache``: a changed data shard is not a cache hit (the index alone did not change)."""
+    cache = tmp_path / "cache"
+    _scan_json(capsys, "--all-checkpoints", "--cache", cache, mgr)
+    shard = mgr / "ckpt-1.data-00000-of-00001"
+    with ckptscan.open_checkpoint(mgr / "ckpt-1.index") as ck:
+        v = ck.find("head_a/kernel")
+    data = bytearray(shard.read_bytes())
+    data[v.offset:v.offset + 4] = b"\x00\x00\xc0\x7f"  # a NaN (float32, little-endian)
+    shard.write_bytes(bytes(data))
+    main(["scan", "--format", "json", "--all-checkpoints", "--cache", str(cache), str(mgr)])
+    out = capsys.readouterr()
+    assert "cache: 1 of 2 files unchanged" in out.err
+    first = json.loads(out.out)["files"][0]
+    assert ("NUM001", "head_a", "kernel") in _errors(first)
