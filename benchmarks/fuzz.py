@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             d = work / f"in{n}"
             main_path = H.copy_seed(src, d)
             target = main_path
-            if main_path.name.endswith(".weights.json") and rng.random() < 0.6:
+            if H.has_shards(main_path) and rng.random() < 0.6:
                 target = d / rng.choice(H.shard_files(src)).name
             data = target.read_bytes()
             for _ in range(rng.randint(1, 4)):

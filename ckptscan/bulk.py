@@ -74,6 +74,10 @@ def _content_files(path: str) -> list[str]:
         from .discover import shards_of
 
         files += shards_of(path)
+    elif path.endswith(".index"):  # a TensorFlow index: its data shards hold the values
+        import glob
+
+        files += sorted(glob.glob(glob.escape(path[: -len(".index")]) + ".data-[0-9]*-of-[0-9]*"))
     return files
 
 
@@ -283,6 +287,7 @@ def scan(
     timeout: float | None = None,
     progress: Callable[..., None] | None = None,
     strict: bool = False,
+    all_checkpoints: bool = False,
 ) -> Report:
     """Scan files, directories and globs; returns a :class:`~ckptscan.report.Report`.
 
@@ -294,7 +299,8 @@ def scan(
     as ``progress("file", index=i, total=n, path=p)`` and ``progress("bytes", done=,
     total=)``. Unreadable files become results with ``status="error"``; ``strict`` makes a
     well-formed non-Keras HDF5/zip found in a folder or a glob one of them
-    (:func:`ckptscan.discover.discover`).
+    (:func:`ckptscan.discover.discover`); ``all_checkpoints`` scans every checkpoint a
+    TensorFlow ``checkpoint`` state file lists, not only the latest.
     """
     from .discover import discover, mlflow_paths
     from .engine import make_options, scan_candidates
@@ -305,4 +311,4 @@ def scan(
     options = make_options(select=select, ignore=ignore, include_optimizer=include_optimizer, config=config,
                            settings=settings, thresholds=thresholds, timeout=timeout)
     with mlflow_paths(paths) as (paths, labels):  # models:/, runs:/ through MLFLOW_TRACKING_URI
-        return relabel(scan_candidates(discover(paths, strict=strict), options, progress), labels)
+        return relabel(scan_candidates(discover(paths, strict=strict, all_checkpoints=all_checkpoints), options, progress), labels)

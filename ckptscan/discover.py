@@ -94,7 +94,8 @@ def natural_key(path: str) -> list:
 # --- scan: by content ------------------------------------------------------------------
 
 
-def discover(paths: Iterable[str | os.PathLike], strict: bool = False, named_verdicts: bool = False) -> list[Candidate]:
+def discover(paths: Iterable[str | os.PathLike], strict: bool = False, named_verdicts: bool = False,
+             all_checkpoints: bool = False) -> list[Candidate]:
     """Expand files, directories (recursive, by content) and globs into candidates.
 
     Each file found in a folder or matched by a glob gets its
@@ -103,7 +104,9 @@ def discover(paths: Iterable[str | os.PathLike], strict: bool = False, named_ver
     ``not_keras`` ones are skipped with the reason (``strict``: a well-formed non-Keras
     HDF5/zip is unreadable instead). A file named explicitly is always scanned, unless
     ``named_verdicts`` (``scan --skip-non-keras``, the pre-commit hook, which names every
-    staged file): then it gets the folder verdict too.
+    staged file): then it gets the folder verdict too. A TensorFlow checkpoint folder
+    with a ``checkpoint`` state file is one candidate (its latest checkpoint), or with
+    ``all_checkpoints`` one per checkpoint it lists (:func:`checkpoints_in`).
     """
     from .formats.verdict import classify
 
@@ -111,10 +114,11 @@ def discover(paths: Iterable[str | os.PathLike], strict: bool = False, named_ver
     seen: set[str] = set()
 
     def add(c: Candidate) -> None:
-        key = os.path.normpath(c.path)
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
+        for one in checkpoints_in(c) if all_checkpoints else (c,):
+            key = os.path.normpath(one.path)
+            if key not in seen:
+                seen.add(key)
+                out.append(one)
 
     for raw in paths:
         p = str(raw)
@@ -136,6 +140,25 @@ def discover(paths: Iterable[str | os.PathLike], strict: bool = False, named_ver
         else:
             add(Candidate(p, explicit=True))
     return out
+
+
+def checkpoints_in(c: Candidate) -> list[Candidate]:
+    """A TensorFlow state-file folder's checkpoints, oldest first, each named by its
+    ``.index`` (:func:`ckptscan.formats.tfstate.listed_checkpoints`: stale or foreign
+    paths fall back to the index files present; a listed checkpoint that is gone is a
+    skipped candidate saying so); any other candidate unchanged."""
+    from .formats.tf import locate
+    from .formats.tfstate import listed_checkpoints
+
+    if c.skip_reason is not None or not os.path.isdir(c.path):
+        return [c]
+    try:
+        if locate(c.path)[2] != "tf-checkpoint-folder":
+            return [c]
+    except CkptscanError:
+        return [c]  # scanned as named: the reader says why it cannot be read
+    return [Candidate(x.prefix + ".index", x.missing, c.explicit and x.missing is None)
+            for x in listed_checkpoints(c.path)] or [c]
 
 
 def _by_content(root: str, strict: bool = False) -> Iterator[Candidate]:

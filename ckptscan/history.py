@@ -316,11 +316,17 @@ def diff_checkpoints(
     return DiffResult(ca.path, cb.path, ca.format, cb.format, tuple(out), tolerance)
 
 
-def diff(a: str | os.PathLike, b: str | os.PathLike, **kwargs) -> DiffResult:
-    """Open two checkpoints (paths or remote URIs) and :func:`diff_checkpoints` them."""
+def diff(a: str | os.PathLike, b: str | os.PathLike, config: str | os.PathLike | None = None, **kwargs) -> DiffResult:
+    """Open two checkpoints (paths or remote URIs) and :func:`diff_checkpoints` them.
+
+    ``config`` (a ``config.json``) names the variables of either side that carries no
+    config of its own (a bare ``.weights.h5``, a TensorFlow ``save_weights``
+    checkpoint), so a TensorFlow checkpoint and an ``.h5`` of the same model match by
+    the names tf-keras reports."""
     from .formats import open_checkpoint
 
-    with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
+    cfg = None if config is None else os.fspath(config)
+    with open_checkpoint(a, config=cfg) as ca, open_checkpoint(b, config=cfg) as cb:
         return diff_checkpoints(ca, cb, **kwargs)
 
 
@@ -408,12 +414,13 @@ class Health:
         }
 
 
-def nonfinite_health(path: str, include_optimizer: bool = False) -> Health:
-    """Health from a NaN/Inf count over every (weight) variable; never raises for bad input."""
+def nonfinite_health(path: str, include_optimizer: bool = False, config: str | None = None) -> Health:
+    """Health from a NaN/Inf count over every (weight) variable; never raises for bad input.
+    ``config`` names the variables of a checkpoint without its own config."""
     from .formats import open_checkpoint
 
     try:
-        with open_checkpoint(path) as ckpt:
+        with open_checkpoint(path, config=config) as ckpt:
             total = 0
             bad: list[str] = []
             for v in ckpt.weights(include_optimizer):
@@ -429,18 +436,18 @@ def nonfinite_health(path: str, include_optimizer: bool = False) -> Health:
     return Health(path, "good", method="nonfinite")
 
 
-def scan_health(path: str, include_optimizer: bool = False) -> Health:
+def scan_health(path: str, include_optimizer: bool = False, config: str | None = None) -> Health:
     """Health from the full rule set (:func:`ckptscan.engine.scan_file`) plus the NaN/Inf count.
 
     Bad: NaN/Inf weights or error-level findings (optimizer findings only with
     ``include_optimizer``). Module level, so worker processes can run it.
     """
-    base = nonfinite_health(path, include_optimizer)
+    base = nonfinite_health(path, include_optimizer, config)
     if base.status == "error":
         return base
     from .engine import ScanOptions, scan_file
 
-    result = scan_file(path, ScanOptions(profile="summary"))  # + BN summaries: float16 headroom
+    result = scan_file(path, ScanOptions(config=config, profile="summary"))  # + BN summaries: float16 headroom
     if result.status == "error":
         return Health(path, "error", reason=result.reason, method="scan")
     errors = [f for f in result.findings if f.severity.value == "error"]
@@ -471,6 +478,8 @@ class Timeline:
     """A series of checkpoints in order, each with its health."""
 
     entries: tuple[Health, ...]
+    config: str | None = None
+    """The ``--config`` the checkpoints were named with (repeated in :attr:`fix_command`)."""
 
     @property
     def first_bad(self) -> Health | None:
@@ -491,7 +500,8 @@ class Timeline:
         fb, lg = self.first_bad, self.last_good
         if fb is None or lg is None:
             return None
-        return f"ckptscan fix --from {shlex.quote(lg.path)} {shlex.quote(fb.path)}"
+        cfg = f" --config {shlex.quote(self.config)}" if self.config else ""
+        return f"ckptscan fix --from {shlex.quote(lg.path)}{cfg} {shlex.quote(fb.path)}"
 
     def to_dict(self) -> dict:
         """The ``timeline --json`` document."""
@@ -508,28 +518,42 @@ class Timeline:
 def timeline(
     paths: Iterable[str | os.PathLike], include_optimizer: bool = False, sort: bool = True,
     method: str = "auto", health_fn: Callable[[str, bool], Health] | None = None,
-    jobs: int = 1, executor: str | None = None,
+    jobs: int = 1, executor: str | None = None, config: str | os.PathLike | None = None,
 ) -> Timeline:
     """The health of each checkpoint, in natural order unless ``sort`` is False.
 
     ``method``: ``scan`` or ``auto`` (the full rule set of :mod:`ckptscan.engine`) or
     ``nonfinite`` (NaN/Inf only). ``jobs``/``executor`` judge the checkpoints in
-    parallel (:func:`ckptscan.runtime.executor.run_many`; same result).
+    parallel (:func:`ckptscan.runtime.executor.run_many`; same result). A TensorFlow
+    checkpoint folder with a ``checkpoint`` state file (a ``CheckpointManager``
+    directory) stands for every checkpoint it lists
+    (:func:`ckptscan.discover.checkpoints_in`); one listed but gone is an ``error`` entry.
+    ``config`` names the variables of checkpoints without their own config (a TensorFlow
+    ``save_weights`` checkpoint beside ``.h5`` files of the same model).
     """
-    items = natural_sort(paths) if sort else [str(p) for p in paths]
-    if health_fn is None:
-        health_fn = nonfinite_health if method == "nonfinite" else scan_health
-    if jobs == 1 and executor is None:
-        return Timeline(tuple(health_fn(p, include_optimizer) for p in items))
     import functools
 
-    from .runtime.executor import run_many
+    from .discover import Candidate, checkpoints_in
 
-    entries = []
-    for out in run_many(functools.partial(health_fn, include_optimizer=include_optimizer), items,
-                        jobs=jobs, executor=executor, ordered=True):
-        entries.append(out.value if out.ok else Health(items[out.index], "error", reason=out.error or ""))
-    return Timeline(tuple(entries))
+    cands = [one for p in paths for one in checkpoints_in(Candidate(os.fspath(p), explicit=True))]
+    missing = {c.path: c.skip_reason for c in cands if c.skip_reason is not None}
+    items = [c.path for c in cands]
+    items = natural_sort(items) if sort else items
+    todo = [p for p in items if p not in missing]
+    if health_fn is None:
+        health_fn = nonfinite_health if method == "nonfinite" else scan_health
+    cfg = None if config is None else os.fspath(config)
+    judge = functools.partial(health_fn, include_optimizer=include_optimizer, **({"config": cfg} if cfg else {}))
+    if jobs == 1 and executor is None:
+        judged = {p: judge(p) for p in todo}
+    else:
+        from .runtime.executor import run_many
+
+        judged = {}
+        for out in run_many(judge, todo,
+                            jobs=jobs, executor=executor, ordered=True):
+            judged[todo[out.index]] = out.value if out.ok else Health(todo[out.index], "error", reason=out.error or "")
+    return Timeline(tuple(judged[p] if p in judged else Health(p, "error", reason=missing[p]) for p in items), cfg)
 
 
 def render_timeline(tl: Timeline) -> str:

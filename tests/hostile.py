@@ -60,6 +60,9 @@ def seed_files() -> dict[str, Path]:
         "legacy_h5": FIXTURES / "k3" / "seed_legacy.h5",
         "sharded": FIXTURES / "k3" / "seed_sharded.weights.json",
         "bf16_keras": FIXTURES / "k3" / "bf16.keras",
+        # a TensorFlow-format checkpoint (tf-keras save_weights: object graph, float16): its
+        # .index and data shard are mutated apart (the tfbundle reader, issue 14)
+        "tf_ckpt": FIXTURES / "tfckpt" / "mixed16_sw" / "ckpt.index",
     }
     tf2 = FIXTURES / "tf2"
     for suffix, key in ((".keras", "tf2_keras"), (".h5", "tf2_h5")):
@@ -72,8 +75,17 @@ def seed_files() -> dict[str, Path]:
     return want
 
 
+def has_shards(path: Path) -> bool:
+    """True for a seed read with companion files: a sharded index (``.weights.json``) or a
+    TensorFlow ``.index`` (its data shards)."""
+    return path.name.endswith((".weights.json", ".index"))
+
+
 def shard_files(index: Path) -> list[Path]:
-    """The shard files named by a sharded index."""
+    """The shard files named by a sharded index, or the data shards of a TensorFlow ``.index``."""
+    if index.name.endswith(".index"):
+        prefix = index.name[: -len(".index")]
+        return sorted(p for p in index.parent.glob(glob_escape(prefix) + ".data-*") if p.is_file())
     doc = json.loads(index.read_text())
     names: list[str] = []
     for v in doc["weight_map"].values():
@@ -83,10 +95,17 @@ def shard_files(index: Path) -> list[Path]:
     return [index.parent / n for n in names]
 
 
+def glob_escape(name: str) -> str:
+    """``name`` with glob characters escaped."""
+    import glob
+
+    return glob.escape(name)
+
+
 def copy_seed(seed: Path, dest_dir: Path, name: str | None = None) -> Path:
     """Copy a seed (and its shards) into ``dest_dir``; returns the new main path."""
     dest_dir.mkdir(parents=True, exist_ok=True)
-    if seed.name.endswith(".weights.json"):
+    if has_shards(seed):
         for shard in shard_files(seed):
             shutil.copyfile(shard, dest_dir / shard.name)
     out = dest_dir / (name or seed.name)
@@ -139,27 +158,34 @@ def mutate_struct(data: bytes, rng: random.Random) -> bytes:
     return bytes(buf)
 
 
-def wrong_magic(data: bytes) -> list[bytes]:
-    """The file with its signature damaged in two ways."""
+def wrong_magic(data: bytes, name: str = "") -> list[bytes]:
+    """The file with its signature damaged in two ways (a TensorFlow ``.index`` ends with
+    its magic; a TensorFlow data shard has none: no variant)."""
+    if name.endswith(".index"):
+        return [data[:-8] + b"\x00" * 8, data[:-2] + b"X" + data[-1:]]
+    if re.search(r"\.data-\d{5}-of-\d{5}$", name):
+        return []
     return [b"\x00" * 8 + data[8:], data[:1] + b"X" + data[2:]]
 
 
 def mutated_corpus(tmp: Path, flips_per_seed: int = 12, seed: int = 1234) -> list[tuple[str, Path]]:
     """A deterministic set of broken copies of every seed: ``(label, path)``.
 
-    For a sharded set, the index and one shard are each mutated (the other files copied).
+    For a sharded set, the index and one shard are each mutated (the other files copied);
+    for a TensorFlow checkpoint, the ``.index`` and its data shard.
     """
     rng = random.Random(seed)
     out: list[tuple[str, Path]] = []
     for key, src in seed_files().items():
         targets = [src]
-        if src.name.endswith(".weights.json"):
-            targets.append(shard_files(src)[1])
+        if has_shards(src):
+            shards = shard_files(src)
+            targets.append(shards[1] if len(shards) > 1 else shards[0])
         for target in targets:
             data = target.read_bytes()
             variants: list[tuple[str, bytes]] = []
             variants += [(f"trunc{o}", data[:o]) for o in truncation_offsets(len(data))]
-            variants += [(f"magic{i}", d) for i, d in enumerate(wrong_magic(data))]
+            variants += [(f"magic{i}", d) for i, d in enumerate(wrong_magic(data, target.name))]
             variants += [(f"mut{i}", mutate_struct(data, rng)) for i in range(flips_per_seed)]
             for label, blob in variants:
                 d = tmp / f"{key}-{target.name}-{label}"
@@ -655,7 +681,7 @@ def snapshot(path: Path) -> dict:
     the names in its folder (a command must leave no temporary or journal file)."""
     path = Path(path)
     files = [path]
-    if path.name.endswith(".json") and path.is_file():
+    if path.name.endswith((".json", ".index")) and path.is_file():
         try:
             files += shard_files(path)
         except Exception:  # a mutated index: its folder's .h5 files then

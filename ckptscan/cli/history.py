@@ -28,6 +28,7 @@ def diff(
     show_same: Annotated[bool, typer.Option("--all", help="Also list identical variables.")] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or html (html needs -o).")] = "table",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write the report to this file.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="config.json naming the variables of a side without its own config (a bare .weights.h5, a TensorFlow save_weights checkpoint).")] = None,
 ) -> int:
     """Compare two checkpoints variable by variable (layer-aware, NaN-aware, across formats)."""
     from ..history import diff as run_diff
@@ -37,7 +38,7 @@ def diff(
     if report_fmt is None:
         return exit_code(usage=True)
     try:
-        result = run_diff(a, b, include_optimizer=include_optimizer, tolerance=tolerance, layer_glob=layer)
+        result = run_diff(a, b, config=config, include_optimizer=include_optimizer, tolerance=tolerance, layer_glob=layer)
     except CkptscanError as exc:
         error_line(exc)
         return exit_code(unreadable=True)
@@ -65,6 +66,7 @@ def timeline(
     executor: Annotated[str | None, typer.Option("--executor", help="Judge them on dask://HOST:PORT.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or html (html needs -o).")] = "table",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write the report to this file.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="config.json naming the variables of checkpoints without their own config (a bare .weights.h5, a TensorFlow save_weights checkpoint).")] = None,
 ) -> int:
     """Health of a series of checkpoints: the first bad one, the last good one, and how to restore."""
     from ..discover import with_uris
@@ -77,7 +79,8 @@ def timeline(
     checkpoints = with_uris(checkpoints)  # s3://bucket/run/epoch_*.keras
     try:
         tl = run_timeline(checkpoints, include_optimizer=include_optimizer, sort=not keep_order,
-                          method="nonfinite" if nonfinite_only else "auto", jobs=jobs, executor=executor)
+                          method="nonfinite" if nonfinite_only else "auto", jobs=jobs, executor=executor,
+                          config=config)
     except CkptscanError as exc:  # an unusable executor
         error_line(exc)
         return exit_code(usage=True)

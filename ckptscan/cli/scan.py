@@ -88,6 +88,7 @@ def scan(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).")] = 1,
     executor: Annotated[str | None, typer.Option("--executor", help="Run the per-file work on dask://HOST:PORT (pip install 'ckptscan\\[dask]').")] = None,
     cache: Annotated[str | None, typer.Option("--cache", help="Content-hash cache folder: unchanged files are not read again.")] = None,
+    all_checkpoints: Annotated[bool, typer.Option("--all-checkpoints", help="In a TensorFlow checkpoint folder with a `checkpoint` state file, scan every checkpoint it lists, not only the latest.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="A well-formed HDF5 file or zip in a folder that is not a Keras archive is unreadable (exit 2), not skipped.")] = False,
     # --- gates (the pre-commit hook) ---
     shard_sets: Annotated[bool, typer.Option("--shard-sets", help="Scan a named shard as part of its sharded set (the *.weights.json index beside it that lists it).")] = False,
@@ -129,7 +130,8 @@ def scan(
             from ..integrations.shardsets import resolve_shards
 
             paths = resolve_shards(paths)
-        code = _run(lambda: discover(with_uris(paths), strict=strict, named_verdicts=skip_non_keras), options, fmt, output, level, jobs, executor, cache, labels)
+        code = _run(lambda: discover(with_uris(paths), strict=strict, named_verdicts=skip_non_keras,
+                                          all_checkpoints=all_checkpoints), options, fmt, output, level, jobs, executor, cache, labels)
     return ExitCode.OK if allow_empty and code == ExitCode.NOTHING else code
 
 

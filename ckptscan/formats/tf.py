@@ -32,14 +32,16 @@ from .base import DEFAULT_BLOCK_ELEMS, Checkpoint, LayerInfo, Variable, _Decoder
 from .tfbundle import crc, names, proto, slices
 from .tfbundle.bundle import Bundle
 from .tfbundle.table import FOOTER_LEN, MAGIC_BYTES
+from .tfstate import present_indexes, read_state
+from .tfstate import resolve as resolve_listed
+from .tfstate import state_file as _state_file
 
 TF_FORMATS = ("tf-checkpoint", "tf1-checkpoint", "tf-savedmodel")
 #: A data shard named on its own (read through its index only).
 DATA_SHARD = "tf-data-shard"
 SHARD_RE = re.compile(r"^(?P<prefix>.*)\.data-(?P<i>\d{5})-of-(?P<n>\d{5})$")
 _SHARD_RE = SHARD_RE
-#: Largest ``checkpoint`` state file / ``keras_metadata.pb`` read.
-MAX_STATE_BYTES = 1 << 20
+#: Largest ``keras_metadata.pb`` read (the state file's bound is :data:`.tfstate.MAX_STATE_BYTES`).
 MAX_METADATA_BYTES = 64 << 20
 ORBAX_MARKERS = ("orbax.checkpoint", "pytree.orbax-checkpoint", "checkpoint_metadata", "_CHECKPOINT_METADATA")
 
@@ -89,18 +91,6 @@ def dir_skip_reason(p: str) -> str | None:
     return "unsupported: Orbax checkpoint (TensorStore arrays; not read)" if is_orbax_dir(p) else None
 
 
-def _state_file(d: str) -> str | None:
-    f = os.path.join(d, "checkpoint")
-    if not os.path.isfile(f):
-        return None
-    try:
-        with open(f, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
-        return None
-    return f if b"model_checkpoint_path" in head else None
-
-
 def detect_tf(path: str | os.PathLike) -> str | None:
     """The TensorFlow format id of ``path`` (or :data:`DATA_SHARD`), None when it is none."""
     p = str(path)
@@ -128,47 +118,18 @@ def _has_shards(prefix: str) -> bool:
 
 
 def _latest_from_state(d: str, where: str) -> str:
-    """The prefix the ``checkpoint`` state file names, or the best fallback beside it."""
-    state = _state_file(d)
-    if state is not None:
-        try:
-            with open(state, "rb") as fh:
-                text = fh.read(MAX_STATE_BYTES).decode("utf-8", "replace")
-        except OSError:
-            text = ""
-        candidates = state_candidates(text)
-        for cand in candidates:
-            for prefix in (cand if os.path.isabs(cand) else os.path.join(d, cand), os.path.join(d, _basename(cand))):
-                if os.path.isfile(prefix + ".index"):
-                    return prefix
-    present = []
-    for name in os.listdir(d):
-        full = os.path.join(d, name)
-        if name.endswith(".index") and os.path.isfile(full):
-            m = re.search(r"-(\d+)\.index$", name)
-            present.append((int(m.group(1)) if m else -1, os.path.getmtime(full), full[: -len(".index")]))
+    """The prefix the ``checkpoint`` state file names, or the best fallback beside it
+    (:mod:`.tfstate`: as written, else the same base name beside it, else the newest
+    index present)."""
+    latest, kept = read_state(d)
+    for cand in ([latest] if latest else []) + kept[::-1]:
+        prefix = resolve_listed(d, cand)
+        if prefix is not None:
+            return prefix
+    present = present_indexes(d)
     if not present:
         raise NotAnArchiveError(where, "folder with a checkpoint state file but no .index file beside it")
-    return max(present)[2]
-
-
-def state_candidates(text: str) -> list[str]:
-    """The prefixes a ``checkpoint`` state file names, latest first, then the others newest first."""
-    latest = None
-    kept: list[str] = []
-    for line in text.splitlines():
-        m = re.match(r'\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"', line)
-        if m:
-            value = m.group(2).encode("utf-8").decode("unicode_escape", "replace")
-            if m.group(1) == "model_checkpoint_path":
-                latest = value
-            else:
-                kept.append(value)
-    return ([latest] if latest else []) + kept[::-1]
-
-
-def _basename(p: str) -> str:
-    return re.split(r"[\\/]", p)[-1]
+    return present[-1]
 
 
 def locate(path: str | os.PathLike) -> tuple[str, str | None, str]:
@@ -221,7 +182,7 @@ def open_tf(path: str | os.PathLike, config: dict | None = None) -> TFCheckpoint
     others = sorted(n[: -len(".index")] for n in os.listdir(where) if n.endswith(".index"))
     if len(others) > 1:
         ck.notes.append(f"scanned the latest of {len(others)} checkpoints in this folder ({os.path.basename(prefix)}); "
-                        "name another's .index to scan it")
+                        "name another's .index to scan it, or scan --all-checkpoints for every one listed")
     return ck
 
 

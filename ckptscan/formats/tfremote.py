@@ -11,7 +11,7 @@ or a prefix; only the state-file fallback needs a listing.
 
 The ``.index`` is read whole (at most :data:`~.tfbundle.table.MAX_INDEX_BYTES`), a
 ``keras_metadata.pb`` whole (at most :data:`~.tf.MAX_METADATA_BYTES`), a ``checkpoint``
-state file up to :data:`~.tf.MAX_STATE_BYTES`; tensor values are read from the data
+state file up to :data:`~.tfstate.MAX_STATE_BYTES`; tensor values are read from the data
 shards by ranged requests (:class:`~.remote.RangeReader`: small tensors through its
 block cache, large ones one request per block), the CRC32C of every tensor verified
 as locally. The result is a :class:`~.tf.TFCheckpoint` with ``direct_io = False``.
@@ -30,7 +30,8 @@ import numpy as np
 from ..errors import MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError
 from .base import DEFAULT_BLOCK_ELEMS, Checkpoint, Variable, _storage, bf16_to_f32
 from .remote import RangeReader, RemoteSource, backend_call
-from .tf import DATA_SHARD, MAX_METADATA_BYTES, MAX_STATE_BYTES, SHARD_RE, TFCheckpoint, state_candidates
+from .tf import DATA_SHARD, MAX_METADATA_BYTES, SHARD_RE, TFCheckpoint
+from .tfstate import MAX_STATE_BYTES, state_candidates
 from .tfbundle import crc
 from .tfbundle.bundle import Bundle
 from .tfbundle.table import MAX_INDEX_BYTES

@@ -208,10 +208,16 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
         ckpt.format != "keras-zip" or _member_stored(ckpt))
     if not in_place and len(targets) > 1:
         raise PatchRefusedError(path, "chunked or compressed tensors in several shards cannot be rewritten atomically")
+    tf_source = None
     if _is_tf(ckpt.format):
-        if not in_place or output is not None:
-            raise PatchRefusedError(path, "TensorFlow checkpoints are fixed in place only for now (no --output, no rewrite)")
+        if not in_place:
+            raise PatchRefusedError(path, "TensorFlow checkpoints are patched in place or into a copy (--output), "
+                                          "never rewritten whole")
         targets = sorted(set(targets) | {ckpt.bundle.index_path})  # the index holds each tensor's CRC32C
+        if output is not None:
+            from .tfcopy import source_of
+
+            tf_source = source_of(ckpt)
     jname = journal_name(ckpt)
     if output is None:
         check_writable(jname, [path] if ckpt.format == "keras-zip" else targets)
@@ -229,6 +235,17 @@ def apply_plan(ckpt: Checkpoint, plan: PatchPlan, *, reopen, output: str | None 
 
     w = _Write(fmt=fmt, prepared=prepared, regions=regions, physical=physical, expected=expected, hashes=hashes,
                verify=verify, reopen=reopen)
+    if tf_source is not None:  # a complete copy: index, every shard (a SavedModel: the folder)
+        from .tfcopy import write_tf_copy
+
+        def write(remap: dict) -> None:
+            _write_regions([journal.Region(remap[os.path.abspath(r.file)], r.offset, r.old, r.new) for r in regions])
+
+        out, out_files = write_tf_copy(tf_source, output, write,
+                                       lambda name: _verify(w.reopen(name), w.expected, w.hashes, w.verify))
+        after = {f: file_sha256(f) for f in out_files} if verify == "full" else {}
+        return FileFix(path, "fixed", format=fmt, mode="copy", output=out, sha256_before=before,
+                       sha256_after=after, changes=records, verified=verify)
     if output is not None:
         out = _write_copy(path, files, output, w)
         after = {f: file_sha256(f) for f in unit_files_of(out, fmt, files, path)} if verify == "full" else {}

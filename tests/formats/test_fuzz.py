@@ -48,6 +48,10 @@ def test_fixed_corpus(worker, corpus, command):
     """Every broken copy of every seed: refused cleanly, or read without a crash."""
     assert command in worker.commands, f"`ckptscan {command}` is not registered"
     assert len(corpus) >= 120
+    # the TensorFlow seed (tfbundle reader): its .index and its data shard, each mutated
+    labels = [label for label, _ in corpus]
+    assert any(lb.startswith("tf_ckpt:ckpt.index:magic") for lb in labels)
+    assert any(lb.startswith("tf_ckpt:ckpt.data-00000-of-00001:mut") for lb in labels)
     failures, tally = [], collections.Counter()
     for label, path in corpus:
         res = _run(worker, command, path)
@@ -81,7 +85,7 @@ def apply_mutation(src, dest_dir, m) -> tuple:
     """Write the mutated copy of seed ``src``; returns (main path, mutated file)."""
     main = H.copy_seed(src, dest_dir)
     target = main
-    if main.name.endswith(".weights.json") and m["shard"]:
+    if H.has_shards(main) and m["shard"]:  # a sharded set's shard, a TensorFlow data shard
         target = dest_dir / H.shard_files(src)[0].name
     data = bytearray(target.read_bytes())
     for pos, byte in m["edits"]:

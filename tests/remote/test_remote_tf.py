@@ -41,6 +41,8 @@ def _key(fr) -> str:
         d.pop(k, None)
     for f in d["findings"]:
         f.pop("file", None)
+    # scan --all-checkpoints expands local state-file folders only: the local note names it
+    d["notes"] = [n.replace(", or scan --all-checkpoints for every one listed", "") for n in d.get("notes") or []]
     return json.dumps(d, sort_keys=True, default=str).replace(fr.path, "<FILE>")
 
 
