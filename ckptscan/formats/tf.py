@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Generator, Iterator
 
 import numpy as np
 
@@ -311,10 +311,17 @@ class TFCheckpoint(Checkpoint):
         if var.path in self.partitioned:
             yield from self._iter_partitioned(var, block_elems)
             return
+        running = yield from self._stream(var, max(1, min(block_elems, var.size)))
+        if entry.crc32c is not None and crc.mask(running) != entry.crc32c:
+            self.integrity_failures.append((var, "stored bytes do not match the checksum in the index"))
+
+    def _stream(self, var: Variable, block_elems: int) -> Generator[np.ndarray, None, int]:
+        """Yield a contiguous tensor's values block by block (``preadv`` into a pooled
+        buffer); return the CRC32C of its stored bytes. :class:`.tfremote.RemoteTFCheckpoint`
+        streams by ranged requests instead."""
         storage = _storage(var.dtype)
         step = storage.itemsize
         total = var.size
-        block_elems = max(1, min(block_elems, total))
         raw = self._io.take(block_elems * step)
         decode = _Decoder(var.dtype, block_elems, self._io)
         running = 0
@@ -330,8 +337,7 @@ class TFCheckpoint(Checkpoint):
                 running = crc.crc32c(chunk, self.path, running)  # the buffer itself: no copy
                 pos += count
                 yield decode(raw[: count * step].view(storage))
-            if entry.crc32c is not None and crc.mask(running) != entry.crc32c:
-                self.integrity_failures.append((var, "stored bytes do not match the checksum in the index"))
+            return running
         finally:
             decode.release()
             self._io.give(raw)
