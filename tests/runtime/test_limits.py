@@ -276,11 +276,42 @@ def test_in_process_main_and_api_do_not_fork_a_supervisor():
     assert lines == ["PID-SAME True 0 scanned"]
 
 
-def _signalled(args, sig, target: str, delay: float):
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = [int(k) for k in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out
+
+
+def _wait_until_blocked_on_fifo(pid: int, timeout: float = 60) -> None:
+    """Until a process under ``pid`` waits in the kernel for the FIFO's writer (its
+    ``open()`` is under way: a signal now interrupts that call, not the start-up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for kid in _descendants(pid):
+            try:
+                if Path(f"/proc/{kid}/wchan").read_text().strip() == "wait_for_partner":
+                    return
+            except OSError:
+                pass
+        time.sleep(0.05)
+    pytest.fail(f"no process under {pid} blocked opening the FIFO within {timeout} s")
+
+
+def _signalled(args, sig, target: str, delay: float | None, ready=None):
     env, mark = _marked()
     p = subprocess.Popen([sys.executable, "-m", "ckptscan", *map(str, args)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True, text=True, env={**os.environ, **env})
-    time.sleep(delay)
+    if ready is not None:
+        ready(p.pid)
+    else:
+        time.sleep(delay)
     t0 = time.monotonic()
     if target == "group":  # what Ctrl-C does: the whole foreground process group
         os.killpg(p.pid, sig)
@@ -301,7 +332,9 @@ def test_ctrl_c_while_stuck_in_hdf5_exits_130():
 def test_ctrl_c_in_python_code_is_the_childs_own_130(tmp_path):
     fifo = tmp_path / "blocked.keras"
     os.mkfifo(fifo)  # open() blocks in the kernel; SIGINT interrupts it
-    rc, err, after, mark = _signalled(["inspect", "--timeout", "60", fifo], signal.SIGINT, "group", 3)
+    rc, err, after, mark = _signalled(["inspect", "--timeout", "60", fifo], signal.SIGINT, "group", None,
+                                      ready=_wait_until_blocked_on_fifo)  # not a fixed delay: a loaded
+    # machine may still be starting the child after seconds, and Ctrl-C then lands elsewhere
     assert rc == 130
     assert "Traceback" not in err and "interrupted" not in err  # no second report by the supervisor
     assert after < watchdog.INTERRUPT_GRACE
