@@ -213,7 +213,8 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
     mctx = ModelContext(layers, ckpt.model_config, ckpt.layers, th, list(getattr(ckpt, "integrity_failures", ())))
     for r in model_rules:
         hits += [(r, h) for h in r.check(mctx)]
-    findings = [_finding(r, h, ckpt.path) for r, h in hits]
+    refused = {(v.layer_path, v.name) for v in ckpt.variables if ckpt.patch_refusal(v) is not None}
+    findings = [_finding(r, h, ckpt.path, (h.layer_path, h.variable) not in refused) for r, h in hits]
     findings = [f for f in findings if not _ignored(f, options.settings)]
     findings.sort(key=_order_key(ckpt.variables))
     imp = impact(findings, ckpt.model_config)
@@ -226,14 +227,15 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
                           tuple(dict.fromkeys(layer_paths)), profile)
 
 
-def _finding(r: Rule, h, file: str) -> Finding:
+def _finding(r: Rule, h, file: str, patchable: bool = True) -> Finding:
+    """``patchable``: False when ``fix`` cannot patch this variable of this checkpoint."""
     inference_only = r.inference_only
     if r.id == "BN004":
         inference_only = h.variable == "moving_mean"
     return Finding(
         rule_id=r.id, rule_name=r.name, severity=r.severity, message=r.format(h), file=file,
         layer_path=h.layer_path, variable=h.variable, indices=tuple(int(i) for i in h.indices), count=int(h.count),
-        category=r.category, patchable=r.patchable, inference_only=inference_only, fix_hint=r.fix_hint,
+        category=r.category, patchable=r.patchable and patchable, inference_only=inference_only, fix_hint=r.fix_hint,
         details=dict(h.details),
     )
 

@@ -163,6 +163,10 @@ class Checkpoint:
         """The config description of the layer owning ``var``, if known."""
         return self.layers.get(var.layer_path)
 
+    def patch_refusal(self, var: Variable) -> str | None:
+        """Why ``fix`` cannot patch ``var`` in this checkpoint, or None (it can)."""
+        return None
+
     # --- values ----------------------------------------------------------------
     def _dataset(self, var: Variable):  # pragma: no cover - implemented by readers
         raise NotImplementedError

@@ -37,6 +37,8 @@ from .tfstate import resolve as resolve_listed
 from .tfstate import state_file as _state_file
 
 TF_FORMATS = ("tf-checkpoint", "tf1-checkpoint", "tf-savedmodel")
+#: Why ``fix`` leaves a partitioned variable's findings unfixed.
+PARTITIONED_REFUSAL = "partitioned variable: fix not supported (repair it with TensorFlow)"
 #: A data shard named on its own (read through its index only).
 DATA_SHARD = "tf-data-shard"
 SHARD_RE = re.compile(r"^(?P<prefix>.*)\.data-(?P<i>\d{5})-of-(?P<n>\d{5})$")
@@ -296,6 +298,13 @@ class TFCheckpoint(Checkpoint):
         if entry.crc32c is not None and crc.mask(crc.crc32c(out, self.path)) != entry.crc32c:
             self.integrity_failures.append((var, "stored bytes do not match the checksum in the index"))
         return out.astype(np.dtype(var.dtype), copy=False).reshape(var.shape)
+
+    def patch_refusal(self, var: Variable) -> str | None:
+        """A partitioned variable's values live in several slice entries, each with its own
+        checksum; the in-place patch path writes one tensor."""
+        if var.path in self.partitioned:
+            return PARTITIONED_REFUSAL
+        return None
 
     def iter_blocks(self, var: Variable, block_elems: int = DEFAULT_BLOCK_ELEMS) -> Iterator[np.ndarray]:
         """Stream the tensor's values from its data shard, verifying its CRC32C on the way.

@@ -128,8 +128,9 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
             for t in targets:
                 # only a BN vector's values choose its strategy; any other tensor is not read here
                 var = t.variable
-                if var.path in getattr(ckpt, "partitioned", {}):  # TensorFlow slices: no patch path
-                    unfixed.append(f"{var.path}: {PARTITIONED_REFUSAL}")
+                refusal = ckpt.patch_refusal(var)  # e.g. a partitioned TensorFlow variable
+                if refusal is not None:
+                    unfixed.append(f"{var.path}: {refusal}")
                     continue
                 values = decode(read_raw(ckpt, var), var).astype(np.float64) if is_bn_stat(var) else None
                 strat = choose(t, req.options, values, ref is not None)
@@ -165,11 +166,6 @@ def _fix_file(path: str, req: FixRequest) -> FileFix:
             ref.close()
         if lock is not None:
             lock.release()
-
-
-#: Why a partitioned TensorFlow variable's findings stay unfixed (its values live in several
-#: slice entries, each with its own checksum; the in-place patch path writes one tensor).
-PARTITIONED_REFUSAL = "partitioned variable: fix not supported (repair it with TensorFlow)"
 
 
 def _check_healthy(path: str, change) -> None:

@@ -15,6 +15,7 @@ import fnmatch
 import numpy as np
 
 from ..formats.base import Checkpoint, Variable
+from ..rules import get_rule
 from .strategies import Target, is_bn_stat
 
 
@@ -68,7 +69,9 @@ def find_targets(ckpt: Checkpoint, select=(), ignore=(), layer=None, include_opt
         sev = getattr(f.severity, "value", f.severity)
         explicit = any(f.rule_id == s or f.rule_id.startswith(s) for s in select if s)
         wanted = explicit or (f.category == "optimizer" and include_optimizer)
-        if not f.patchable or not f.variable or (sev != "error" and not wanted):
+        # the rule's patchability, not the finding's: a finding on a variable this checkpoint
+        # cannot patch (Checkpoint.patch_refusal) is still a target, reported unfixed with why
+        if not get_rule(f.rule_id).patchable or not f.variable or (sev != "error" and not wanted):
             continue
         if f.category == "optimizer" and not include_optimizer:
             continue

@@ -70,6 +70,14 @@ def test_scan_reports_the_nan_at_the_full_index_and_bn_rules_apply():
     assert res.status == "scanned", res.reason
     [f] = [f for f in res.findings if f.severity.value in ("error", "warning")]
     assert (f.rule_id, f.layer_path, f.variable, list(f.indices)) == ("BN001", "bn", "moving_variance", [9])
+    # fix leaves a partitioned variable unfixed, so the finding does not claim it can
+    assert f.patchable is False
+
+
+def test_a_finding_on_an_unpartitioned_tensor_stays_patchable():
+    res = scan(FIXTURES / "tfckpt" / "seed_broken_sw" / "ckpt").files[0]
+    bn = [f for f in res.findings if f.rule_id == "BN001"]
+    assert bn and all(f.patchable for f in bn)
 
 
 def test_slice_keys_are_tensorflows_ordered_code():
