@@ -14,7 +14,12 @@ and ``tf_keras``), TensorFlow's own restore is measured in a child process:
 timed (best of 3); when ``PREFIX.index`` does not exist that child first writes it
 with ``save_weights`` (this is how the checkpoint is built).
 
-    python benchmarks/tf_scan.py PREFIX [--repeat N] [--tf-python /work/tfvenv/bin/python]
+With ``--cold`` (root on Linux) the page cache is dropped before every timed read
+(``sync; echo 1 > /proc/sys/vm/drop_caches``), the floor's, the scan's and each of
+TensorFlow's loads: the data come from the disk, as for a checkpoint not read since it
+was written or copied in; the CRC32C-alone row stays in memory.
+
+    python benchmarks/tf_scan.py PREFIX [--repeat N] [--cold] [--tf-python /work/tfvenv/bin/python]
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ import subprocess
 import time
 
 import numpy as np
+
+
+def drop_page_cache() -> None:
+    """Evict every clean page (Linux, root): the next read of the checkpoint hits the disk."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("1\n")
 
 
 def floor(prefix: str) -> tuple[float, float, int]:
@@ -94,6 +106,10 @@ if not os.path.exists(prefix + ".index"):
     m.save_weights(prefix)
 loads = []
 for _ in range(3):
+    if len(sys.argv) > 2 and sys.argv[2] == "cold":
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
     t, c = time.perf_counter(), time.process_time()
     m.load_weights(prefix)
     loads.append((time.perf_counter() - t, time.process_time() - c))
@@ -102,8 +118,9 @@ print(json.dumps({"import": t1 - t0, "build": t2 - t1, "first_load": loads[0][0]
 """
 
 
-def tensorflow_load(python: str, prefix: str) -> dict:
-    out = subprocess.run([python, "-c", _TF_CHILD, prefix], check=True, capture_output=True, text=True).stdout
+def tensorflow_load(python: str, prefix: str, cold: bool = False) -> dict:
+    out = subprocess.run([python, "-c", _TF_CHILD, prefix, *(["cold"] if cold else [])], check=True,
+                         capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -112,20 +129,26 @@ def main() -> None:
     ap.add_argument("prefix")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--tf-python", help="a Python with tensorflow + tf_keras: measure (and if needed build) with it")
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before every timed read (root, Linux)")
     args = ap.parse_args()
-    tf = tensorflow_load(args.tf_python, args.prefix) if args.tf_python else None
+    tf = tensorflow_load(args.tf_python, args.prefix, args.cold) if args.tf_python else None
+    cold = drop_page_cache if args.cold else (lambda: None)
     floor(args.prefix), ckptscan_scan(args.prefix)  # warm the page cache and imports
     runs: dict[str, list[tuple[float, float]]] = {"floor": [], "scan": [], "open": [], "crc": []}
     nbytes = 0
     for _ in range(args.repeat):
+        cold()
         w, c, nbytes = floor(args.prefix)
         runs["floor"].append((w, c))
+        cold()
         runs["scan"].append(ckptscan_scan(args.prefix))
+        cold()
         runs["open"].append(ckptscan_open(args.prefix))
         runs["crc"].append(crc_only(nbytes))
     best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in runs.items()}
     f, s = best["floor"], best["scan"]
-    print(f"load average {os.getloadavg()[0]:.1f}; {nbytes / 1e6:.0f} MB of float32; best of {args.repeat}, wall s (CPU s)")
+    print(f"load average {os.getloadavg()[0]:.1f}; {nbytes / 1e6:.0f} MB of float32; best of {args.repeat}, "
+          f"wall s (CPU s); page cache {'dropped before each read' if args.cold else 'warm'}")
     for k, label in (("floor", "floor (preadv + isfinite)"), ("scan", "ckptscan.scan"), ("open", "  of which opening"),
                      ("crc", "CRC32C alone, same bytes")):
         print(f"  {label:28s} {best[k][0]:.4f} ({best[k][1]:.4f})")
