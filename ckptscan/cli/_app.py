@@ -12,6 +12,7 @@ Exit codes (every command), decided by :func:`exit_code` alone:
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -92,6 +93,19 @@ def _root(
 ) -> None:
     """ckptscan: static health checks and repairs for Keras checkpoints."""
     _memory_cap(max_memory)
+    _hard_grace()
+
+
+def _hard_grace() -> None:
+    """Refuse a malformed ``CKPTSCAN_HARD_GRACE`` before any file is read (exit 2)."""
+    from ..runtime.watchdog import HARD_GRACE_ENV, parse_hard_grace
+
+    text = os.environ.get(HARD_GRACE_ENV, "").strip()
+    if text:
+        try:
+            parse_hard_grace(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=HARD_GRACE_ENV) from None
 
 
 def _memory_cap(value: str | None) -> None:

@@ -88,7 +88,8 @@ def file_timeout(seconds: float | None, path: object, hard: bool = True) -> Iter
 
     ``hard``: a corrupt file can send the HDF5 C library into a loop that never returns
     to Python, so no signal handler runs. The process's watcher (:mod:`.watchdog`) then
-    stops it :data:`~.watchdog.HARD_GRACE` seconds after the deadline: under the CLI
+    stops it :func:`~.watchdog.hard_grace` seconds after the deadline (5 s unless
+    ``CKPTSCAN_HARD_GRACE`` says otherwise): under the CLI
     the supervisor prints ``ckptscan: error: <file>: timed out after N s (--timeout);
     stuck in the HDF5 library, stopped`` and exits 2; elsewhere the process's watchdog
     prints that line and SIGKILLs the process (``scan --jobs`` workers: the pool reports
@@ -132,7 +133,7 @@ def file_timeout(seconds: float | None, path: object, hard: bool = True) -> Iter
         signal.signal(signal.SIGALRM, _on_alarm)
         _DEADLINE.at, _DEADLINE.path, _DEADLINE.seconds = start + seconds, path, seconds
         if hard:
-            watchdog._arm((start + seconds + watchdog.HARD_GRACE, float(seconds), str(path)))
+            watchdog._arm((start + seconds + watchdog.hard_grace(), float(seconds), str(path)))
         signal.setitimer(signal.ITIMER_REAL, seconds)
         yield
     finally:

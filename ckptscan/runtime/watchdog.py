@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -27,14 +28,44 @@ import time
 #   pool's one-at-a-time retry of that file reports the timeout at once instead of hanging
 #   again; the other files' results are kept.
 
-#: Seconds past ``--timeout`` after which the watcher stops a process stuck in C code.
+#: Seconds past ``--timeout`` after which the watcher stops a process stuck in C code
+#: (the default; :func:`hard_grace` gives the one in force).
 HARD_GRACE = 5.0
+#: The environment variable that changes :data:`HARD_GRACE` (seconds, > 0).
+HARD_GRACE_ENV = "CKPTSCAN_HARD_GRACE"
 #: After Ctrl-C, seconds the supervisor waits for a child stuck in a file before stopping it.
 INTERRUPT_GRACE = 2.0
 #: The environment variable naming the list of files that hung a pool worker.
 STUCK_ENV = "CKPTSCAN_STUCK_FILE"
 #: Set to ``0`` to run the CLI without a supervisor process (debugging).
 SUPERVISOR_ENV = "CKPTSCAN_SUPERVISOR"
+
+
+def parse_hard_grace(text: str) -> float:
+    """A ``CKPTSCAN_HARD_GRACE`` value in seconds; ``ValueError`` unless a positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{text!r} is not a positive number of seconds (default {HARD_GRACE:g})")
+    return value
+
+
+def hard_grace() -> float:
+    """Seconds past ``--timeout`` before the hard stop: ``CKPTSCAN_HARD_GRACE`` when set,
+    else :data:`HARD_GRACE`. A shorter grace stops a stuck file sooner (it burns a core
+    until then); a longer one gives a slow but legitimate C call (a large compressed chunk
+    on a loaded machine) more time to return and time out softly. A malformed value falls
+    back to the default here, so it never fails a file; the CLI refuses it at start
+    (:func:`parse_hard_grace`, exit 2)."""
+    text = os.environ.get(HARD_GRACE_ENV, "").strip()
+    if not text:
+        return HARD_GRACE
+    try:
+        return parse_hard_grace(text)
+    except ValueError:
+        return HARD_GRACE
 
 
 def hard_reason(seconds: float) -> str:

@@ -12,7 +12,7 @@ of :func:`ckptscan.runtime.executor.mp_context`, the ``--max-memory`` cap of
 
 * each worker applies the memory cap and scans under :func:`ckptscan.runtime.timeout.file_scope`
   (``--timeout``; its watchdog stops a file stuck in C code);
-* the parent also watches each file: past ``timeout + HARD_GRACE + 5 s`` it kills the
+* the parent also watches each file: past ``timeout + hard grace + 5 s`` it kills the
   worker itself; a worker that dies (segfault, OOM kill, SIGKILL) fails the one file it
   held, ``worker process died (crash or out of memory)``, and is replaced;
 * files wait in one FIFO queue; :attr:`queued` is its depth (``/metrics``).
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..bulk import ScanJob, scan_job, warm_up
 from ..runtime.executor import call_item, ignore_sigint, mp_context
-from ..runtime.watchdog import HARD_GRACE
+from ..runtime.watchdog import hard_grace
 from ..report import FileResult
 
 #: Reason of a file whose worker died under it.
@@ -135,7 +135,7 @@ class _Worker:
     def _run(self, tid: int, task: _Task) -> FileResult:
         path = task.job.path
         start = time.monotonic()
-        limit = None if not task.timeout else task.timeout + HARD_GRACE + 5.0
+        limit = None if not task.timeout else task.timeout + hard_grace() + 5.0
         try:
             self.conn.send((tid, task.job))
         except (OSError, ValueError):
