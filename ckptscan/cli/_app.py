@@ -12,7 +12,6 @@ Exit codes (every command), decided by :func:`exit_code` alone:
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated
 
@@ -97,15 +96,13 @@ def _root(
 
 
 def _hard_grace() -> None:
-    """Refuse a malformed ``CKPTSCAN_HARD_GRACE`` before any file is read (exit 2)."""
-    from ..runtime.watchdog import HARD_GRACE_ENV, parse_hard_grace
+    """Refuse a malformed ``CKPTSCAN_HARD_GRACE`` before any file is read (exit 4)."""
+    from ..runtime.watchdog import HARD_GRACE_ENV, hard_grace
 
-    text = os.environ.get(HARD_GRACE_ENV, "").strip()
-    if text:
-        try:
-            parse_hard_grace(text)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint=HARD_GRACE_ENV) from None
+    try:
+        hard_grace(strict=True)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=HARD_GRACE_ENV) from None
 
 
 def _memory_cap(value: str | None) -> None:

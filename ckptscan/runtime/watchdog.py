@@ -41,31 +41,25 @@ STUCK_ENV = "CKPTSCAN_STUCK_FILE"
 SUPERVISOR_ENV = "CKPTSCAN_SUPERVISOR"
 
 
-def parse_hard_grace(text: str) -> float:
-    """A ``CKPTSCAN_HARD_GRACE`` value in seconds; ``ValueError`` unless a positive number."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{text!r} is not a positive number of seconds (default {HARD_GRACE:g})")
-    return value
-
-
-def hard_grace() -> float:
+def hard_grace(strict: bool = False) -> float:
     """Seconds past ``--timeout`` before the hard stop: ``CKPTSCAN_HARD_GRACE`` when set,
     else :data:`HARD_GRACE`. A shorter grace stops a stuck file sooner (it burns a core
     until then); a longer one gives a slow but legitimate C call (a large compressed chunk
-    on a loaded machine) more time to return and time out softly. A malformed value falls
-    back to the default here, so it never fails a file; the CLI refuses it at start
-    (:func:`parse_hard_grace`, exit 2)."""
+    on a loaded machine) more time to return and time out softly. A value that is not a
+    positive number of seconds raises ``ValueError`` when ``strict`` (the CLI refuses it at
+    start, exit 4), and otherwise falls back to the default, so it never fails a file."""
     text = os.environ.get(HARD_GRACE_ENV, "").strip()
     if not text:
         return HARD_GRACE
     try:
-        return parse_hard_grace(text)
+        value = float(text)
     except ValueError:
-        return HARD_GRACE
+        value = float("nan")
+    if 0 < value < float("inf"):
+        return value
+    if strict:
+        raise ValueError(f"{text!r} is not a positive number of seconds (default {HARD_GRACE:g})")
+    return HARD_GRACE
 
 
 def hard_reason(seconds: float) -> str:

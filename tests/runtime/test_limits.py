@@ -185,8 +185,9 @@ def test_fixture_really_hangs_without_the_hard_stop():
 
 
 @pytest.mark.parametrize(("command", "grace"), [("inspect", None), ("scan", GRACE)], ids=["inspect", "scan"])
-def test_cli_stuck_in_hdf5_exits_2_with_one_line(command, grace):
+def test_cli_stuck_in_hdf5_exits_2_with_one_line(command, grace, monkeypatch):
     """Stopped at --timeout + the grace: the default 5 s (inspect) or CKPTSCAN_HARD_GRACE (scan)."""
+    monkeypatch.delenv(watchdog.HARD_GRACE_ENV, raising=False)  # the default means the default
     env, mark = _marked(grace)
     out, elapsed = _cli(command, "--timeout", TIMEOUT, HANG, env=env)
     assert out.returncode == 2, out.stderr
