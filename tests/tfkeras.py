@@ -53,7 +53,8 @@ class TfFixture:
     """``ckptscan fix`` options for a fixture with faults; None for a clean one."""
     predict_broken: str = ""
     """What ``predict`` shows on the unrepaired file: ``nonfinite`` or ``collapsed`` (every
-    input gives the same output: NaN BN statistics feeding a ReLU, which TF maps to 0)."""
+    input gives the same output: NaN BN statistics feeding a ReLU, which TF maps to 0 on
+    some CPUs; on others the output is NaN)."""
 
     def path(self, root: Path) -> Path:
         return root / self.folder / self.prefix if self.prefix else root / self.folder

@@ -8,8 +8,8 @@ TensorFlow's own loaders, which verify every CRC32C they read: ``load_weights``
 and a TF1 ``Saver.restore`` into the rebuilt graph. Asserted:
 
 * the broken original shows its fault in ``predict`` (non-finite, or for the seed model,
-  whose NaN BN statistics feed a ReLU that TensorFlow maps to 0, the same output for every
-  input), and the repaired copy predicts finite, input-dependent outputs;
+  whose NaN BN statistics feed a ReLU that TensorFlow maps to 0 or to NaN depending on the
+  CPU's kernel, the same output for every input or a non-finite one), and the repaired copy predicts finite, input-dependent outputs;
 * every tensor the fix reported as changed holds new bytes, every other one is bit-identical
   to the original as TensorFlow reads it, and every other file of the folder is untouched.
 """
@@ -46,8 +46,13 @@ def test_tensorflow_restores_the_fixed_checkpoint_and_predicts_finite(tf, name):
     if fx.predict_broken == "nonfinite":
         assert before["predict_finite"] is False
     else:
+        # NaN BN statistics into a ReLU: TensorFlow's CPU kernel returns 0 for ReLU(NaN) on
+        # some instruction sets (every input then gives the same output) and NaN on others
+        # (seen on a machine whose TensorFlow build takes another SIMD path). Either way the
+        # original must not predict healthy, finite, input-dependent outputs.
         assert fx.predict_broken == "collapsed"
-        assert before["predict_finite"] is True and _spread(before["outputs"]) == 0.0
+        healthy = before["predict_finite"] is True and _spread(before["outputs"]) > 0.0
+        assert not healthy, before["outputs"]
     assert after["predict_finite"] is True
     assert _spread(after["outputs"]) > 0.0
 
