@@ -164,6 +164,13 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
     # selected, a clean tensor needs no rule call at all (the common case, by far)
     screened = all(r.id in NONFINITE_ONLY for r in tensor_rules)
     layer_paths = counters["layers"]
+    # with only those rules, a tensor the reader's fast pass found finite (and checked
+    # for integrity) needs nothing more; the BN vectors it keeps are read once
+    finite: dict[str, bool] = {}
+    if screened and need_values:
+        tick = (lambda n: progress("bytes", done=n, total=total)) if progress else None
+        finite = ckpt.screen([v for v in variables if v.is_float], {v.path for v in variables if id(v) in in_group}, tick)
+        done = sum(v.nbytes for v in variables if v.path in finite)
     for v in variables:
         if not v.is_float or not need_values:
             counters["skipped"] += 1
@@ -174,16 +181,18 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
             stats = array_counts(values, negatives=v.name == "moving_variance")
             bn_values[v.layer_path][v.name] = values.astype(np.float32, copy=False) if values.dtype != np.float32 else values
             bn_stats[v.layer_path][v.name] = stats
+        elif finite.get(v.path):
+            stats = None  # screened: finite, nothing for the rules
         else:
             stats = count_values(ckpt.iter_blocks(v), one_dimensional=len(v.shape) == 1)
         counters["variables"] += 1
         counters["bytes"] += v.nbytes
         if not layer_paths or layer_paths[-1] != v.layer_path:
             layer_paths.append(v.layer_path)
-        done += v.nbytes
-        if progress:
+        if progress and v.path not in finite:  # the screen reported its own
+            done += v.nbytes
             progress("bytes", done=done, total=total)
-        if screened and stats.n_nan == 0 and stats.n_posinf == 0 and stats.n_neginf == 0:
+        if stats is None or screened and stats.n_nan == 0 and stats.n_posinf == 0 and stats.n_neginf == 0:
             continue
         ctx = TensorContext(v, stats, grouped, th)
         for r in tensor_rules:

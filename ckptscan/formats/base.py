@@ -13,7 +13,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
@@ -168,6 +168,15 @@ class Checkpoint:
         return None
 
     # --- values ----------------------------------------------------------------
+    def screen(self, variables: Sequence[Variable], keep: Collection[str] = (),
+               progress: Callable[[int], None] | None = None) -> dict[str, bool]:
+        """Optional fast pass: path → "all values finite" for the variables it could
+        check, with their integrity verified; the values of the paths in ``keep`` are
+        held for :meth:`read`; ``progress(bytes done)`` as it goes. A variable missing
+        from the result goes through :meth:`iter_blocks` as usual. This reader has
+        none: an empty dict."""
+        return {}
+
     def _dataset(self, var: Variable):  # pragma: no cover - implemented by readers
         raise NotImplementedError
 

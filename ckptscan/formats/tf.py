@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import MalformedArchiveError, NotAnArchiveError, UnsafeArchiveError, UnsupportedFormatError
 from .base import DEFAULT_BLOCK_ELEMS, Checkpoint, LayerInfo, Variable, _Decoder, _storage, bf16_to_f32
 from .tfbundle import crc, names, proto, slices
+from .tfbundle import screen as screen_pass
 from .tfbundle.bundle import Bundle
 from .tfbundle.table import FOOTER_LEN, MAGIC_BYTES
 from .tfstate import present_indexes, read_state
@@ -264,6 +265,8 @@ class TFCheckpoint(Checkpoint):
             if n.slot_of is not None:
                 self.slots[var.path] = n.slot_of
         self._entries = {v.path: entries[v.h5path] for v in self.variables}
+        self._kept: dict[str, np.ndarray] = {}
+        """Values held by :meth:`screen` for :meth:`read` (each returned once)."""
         if any(v.naming == "inferred" for v in self.variables):
             self.notes.append("some layer names are inferred (the checkpoint does not name nested models: pass --config)")
 
@@ -279,6 +282,36 @@ class TFCheckpoint(Checkpoint):
 
     # --- values ---------------------------------------------------------------------------
 
+    def screen(self, variables, keep=(), progress=None) -> dict[str, bool]:
+        """Finiteness and CRC32C of every contiguous float16/32/64 tensor of ``variables``
+        in one pass over the local shards, on two threads (:mod:`.tfbundle.screen`).
+
+        A checksum mismatch is recorded in :attr:`integrity_failures` as the block stream
+        records it, except for a tensor found not finite and not kept: the engine streams
+        that one again (for its counts and indices), and the stream records it then.
+        """
+        if not self.direct_io:
+            return {}
+        keep = set(keep)
+        items = []
+        for v in variables:
+            e = self._entries.get(v.path)
+            if (e is None or v.offset is None or v.path in self.partitioned or v.size == 0
+                    or v.dtype not in ("float16", "float32", "float64")
+                    or (v.path in keep and v.nbytes > screen_pass.BLOCK)):
+                continue
+            items.append(screen_pass.Item(v.path, self._io.fd(v.file), v.offset, v.nbytes, _storage(v.dtype),
+                                          e.crc32c, v.path in keep))
+        if not items:
+            return {}
+        found = screen_pass.screen(self.path, items, progress=progress)
+        by_path = {v.path: v for v in variables}
+        for it in items:  # in the order given, as the stream would have recorded them
+            if not found.crc_ok[it.path] and (found.finite[it.path] or it.keep):
+                self.integrity_failures.append((by_path[it.path], "stored bytes do not match the checksum in the index"))
+        self._kept.update(found.values)
+        return {p: f for p, f in found.finite.items() if f is not None}
+
     def read(self, var: Variable) -> np.ndarray:
         """The whole tensor as a new array, its CRC32C verified (as :meth:`iter_blocks`).
 
@@ -287,6 +320,9 @@ class TFCheckpoint(Checkpoint):
         generator, pooled buffer or block copy; larger ones and bfloat16 go through the
         block stream.
         """
+        kept = self._kept.pop(var.path, None)
+        if kept is not None:  # read and verified by screen()
+            return kept.astype(np.dtype(var.dtype), copy=False).reshape(var.shape)
         entry = self._entries.get(var.path)
         if (entry is None or not entry.numeric or var.dtype == "bfloat16" or var.size == 0
                 or var.size > DEFAULT_BLOCK_ELEMS or var.offset is None):
