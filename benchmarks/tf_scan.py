@@ -2,7 +2,8 @@
 
 * floor: read every float tensor's bytes from the data shard (``preadv`` into one
   reused 512 KiB buffer, no naming, no checksum) and reduce them with ``np.isfinite``;
-* ckptscan: ``ckptscan.scan(PREFIX)``: naming, CRC32C of every tensor, statistics, rules;
+* ckptscan: ``ckptscan.scan(PREFIX)``: naming, one screening pass over the shard
+  (CRC32C of every tensor + "all finite?", ``formats/tfbundle/screen.py``), rules;
 * CRC32C alone: ``google_crc32c.value`` over the same number of bytes, the part of the
   scan the floor does not do and no reader that verifies checksums can skip.
 

@@ -284,7 +284,7 @@ class TFCheckpoint(Checkpoint):
 
     def screen(self, variables, keep=(), progress=None) -> dict[str, bool]:
         """Finiteness and CRC32C of every contiguous float16/32/64 tensor of ``variables``
-        in one pass over the local shards, on two threads (:mod:`.tfbundle.screen`).
+        in one pass over the local shards, in shard order (:mod:`.tfbundle.screen`).
 
         A checksum mismatch is recorded in :attr:`integrity_failures` as the block stream
         records it, except for a tensor found not finite and not kept: the engine streams

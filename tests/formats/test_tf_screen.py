@@ -1,11 +1,12 @@
 """The screening pass over TensorFlow data shards (``formats/tfbundle/screen.py``).
 
-The pass decides "all finite?" and "checksum matches?" for many tensors at once, on two
-threads, with a BLAS dot product standing in for ``np.isfinite(...).all()``. Checked
-here: the dot test is exact on this numpy; both threads and both finiteness tests agree
-with ``np.isfinite`` on NaN/±Inf at block edges, in the middle of multi-block tensors,
-for float16/32/64; a shard cut short in either thread's half is one error; and a whole
-scan of every tf-keras fixture finds exactly what it finds with the pass turned off.
+The pass decides "all finite?" and "checksum matches?" for many tensors in one read,
+with a BLAS dot product standing in for ``np.isfinite(...).all()``. Checked here: the
+dot test is exact on this numpy; both finiteness tests agree with ``np.isfinite`` on
+NaN/±Inf at window edges, in the middle of multi-window tensors, for float16/32/64, with
+tensors at offsets that are no multiple of their element size; a shard cut short is one
+error; and a whole scan of every tf-keras fixture finds exactly what it finds with the
+pass turned off.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _tensors():
         ("neginf_mid", per_block // 2, 1000, np.float64),
         ("f64_clean", 300_000, None, np.float64),
         ("f16_inf", 70_000, 69_999, np.float16),
-        ("f16_clean", 70_000, None, np.float16),
+        ("f16_clean_odd", 70_001, None, np.float16),  # every later tensor at offset 2 mod 4
         ("huge_but_finite", 4096, None, np.float32),
     ]:
         x = rng.standard_normal(n).astype(dt)
@@ -78,16 +79,14 @@ def _shard(tmp_path):
     return path, fd_items
 
 
-@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dot", [True, False])
-def test_screen_agrees_with_isfinite_and_the_checksums(tmp_path, monkeypatch, threads, dot):
-    monkeypatch.setattr(sp, "MIN_PARALLEL_BYTES", 0)
+def test_screen_agrees_with_isfinite_and_the_checksums(tmp_path, monkeypatch, dot):
     monkeypatch.setattr(sp, "_DOT_OK", dot)
     path, specs = _shard(tmp_path)
     fd = os.open(path, os.O_RDONLY)
     try:
         items = [sp.Item(n, fd, off, nb, np.dtype(dt), c, keep) for n, off, nb, dt, c, keep, _ in specs]
-        got = sp.screen(str(path), items, threads=threads)
+        got = sp.screen(str(path), items[::-1])  # any order in: shard order inside
     finally:
         os.close(fd)
     wrong = {n for n, x, w, k in _tensors() if w}
@@ -102,8 +101,7 @@ def test_screen_agrees_with_isfinite_and_the_checksums(tmp_path, monkeypatch, th
 
 
 @pytest.mark.parametrize("cut_in", ["first", "second"])
-def test_shard_cut_short_in_either_thread_is_one_error(tmp_path, monkeypatch, cut_in):
-    monkeypatch.setattr(sp, "MIN_PARALLEL_BYTES", 0)
+def test_shard_cut_short_is_one_error(tmp_path, cut_in):
     path = tmp_path / "shard"
     x = np.ones(sp.BLOCK // 4 * 2, np.float32)
     path.write_bytes(x.tobytes() * 2)
@@ -111,12 +109,12 @@ def test_shard_cut_short_in_either_thread_is_one_error(tmp_path, monkeypatch, cu
     fd = os.open(path, os.O_RDONLY)
     try:
         items = [sp.Item("a", fd, 0, n, np.dtype(np.float32), None), sp.Item("b", fd, n, n, np.dtype(np.float32), None)]
-        if cut_in == "first":  # the first thread's only item runs past the end
+        if cut_in == "first":  # the first item runs past the end
             items = [sp.Item("a", fd, 0, 3 * n, np.dtype(np.float32), None), items[1]]
         else:
             items = [items[0], sp.Item("b", fd, n, n + 8, np.dtype(np.float32), None)]
         with pytest.raises(MalformedArchiveError, match="data shard ends early"):
-            sp.screen(str(path), items, threads=2)
+            sp.screen(str(path), items)
     finally:
         os.close(fd)
 
@@ -127,7 +125,6 @@ def _findings(res):
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_a_scan_finds_the_same_with_and_without_the_screen(name, monkeypatch):
-    monkeypatch.setattr(sp, "MIN_PARALLEL_BYTES", 0)  # both threads, even on these small files
     doc = MANIFEST[name]
     cfg = str(TF / doc["config"]) if doc.get("config") else None
     fast = scan(TF / doc["path"], config=cfg, include_optimizer=True).files[0]
@@ -152,3 +149,21 @@ def test_checksum_mismatch_in_a_tensor_holding_nan_is_reported_once(tmp_path):
     got = [(f.rule_id, f.layer_path, f.variable, f.indices) for f in res.findings]
     assert got.count(("INT001", "out", "kernel", ())) == 1, got
     assert ("NUM001", "out", "kernel", (0,)) in got, got
+
+
+def test_overlapping_entries_are_each_checked_whole(tmp_path):
+    # a hostile index may point two entries into the same bytes; each is read in full
+    x = np.arange(3 * sp.BLOCK // 4, dtype=np.float32)
+    x[-1] = np.inf
+    path = tmp_path / "shard"
+    path.write_bytes(x.tobytes())
+    raw = x.tobytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        items = [sp.Item("whole", fd, 0, len(raw), np.dtype(np.float32), crc.mask(crc.crc32c(raw))),
+                 sp.Item("inner", fd, 400, 64, np.dtype(np.float32), crc.mask(crc.crc32c(raw[400:464])))]
+        got = sp.screen(str(path), items)
+    finally:
+        os.close(fd)
+    assert got.finite == {"whole": False, "inner": True}
+    assert got.crc_ok == {"whole": True, "inner": True}
