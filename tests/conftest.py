@@ -15,6 +15,14 @@ FIXTURES = ROOT / "fixtures"
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# XLA compiles every jitted JAX computation Keras runs here (each initializer's random draw
+# per distinct shape: ~1 s apiece for threefry at the default -O2, ~0.15 s at -O0; then the
+# predict/train steps). Keras is the test oracle, not the code under test, and its models
+# are tiny: optimised machine code never pays back its compile time. Set before JAX starts
+# its backend, inherited by every child (Keras subprocesses; TensorFlow ignores it unless it
+# JIT-compiles). Seeded initial values may differ from -O2 in the last bit (no FMA fusion).
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 
 def need_module(name: str):

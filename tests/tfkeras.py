@@ -5,8 +5,8 @@ ckptscan never imports TensorFlow; the tests that check it against TensorFlow ru
 ``<repo>/.tfvenv/bin/python`` (``.ci/run`` creates ``.tfvenv`` with ``tensorflow-cpu`` and
 ``tf-keras`` 2.21). Missing: a skip locally, a failure under ``CI=true``.
 
-:func:`tf_session` runs ONE child for the whole session (importing TensorFlow costs
-seconds): for every fixture in :data:`FIXTURES_TF` it restores the committed checkpoint
+:func:`tf_session` runs ONE child for the whole run, shared by the pytest-xdist workers
+(importing TensorFlow costs seconds): for every fixture in :data:`FIXTURES_TF` it restores the committed checkpoint
 and, for those with faults, a copy repaired by ``ckptscan fix`` (run here, in process,
 before the child starts) and reports what tf-keras sees (see ``tf_child.py``).
 """
@@ -209,18 +209,47 @@ def _job(fx: TfFixture, job_id: str, root: Path) -> dict:
             "optimizer": fx.optimizer, "policy": fx.policy, "input": fx.input}
 
 
+def _shared_root(tmp_path_factory) -> Path:
+    """The run's temporary root, shared by every pytest-xdist worker (as for ``hook_repo``)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
 def tf_session(tmp_path_factory) -> TfSession:
-    """Fix a copy of every broken fixture, then one TF child over originals and copies."""
+    """Fix a copy of every broken fixture, then one TF child over originals and copies.
+
+    Once per run: the first pytest-xdist worker to need it computes it under a lock in the
+    run's shared temporary root and writes what the child reported (and where the repaired
+    copies are, which the tests only read) to ``tf_session.json``; the other workers read
+    that instead of fixing the copies and starting TensorFlow again."""
     python = need_tf()
     if "s" not in _SESSION:
-        workdir = tmp_path_factory.mktemp("tf_fixed")
-        repairs = {name: _fix(BY_NAME[name], workdir) for name in BROKEN}
-        jobs = [_job(fx, "orig:" + fx.name, TF) for fx in FIXTURES_TF]
-        jobs += [_job(BY_NAME[name], "fixed:" + name, workdir) for name in BROKEN]
-        results = run_child(python, jobs)
+        import fcntl
+        import tempfile
+
+        root = _shared_root(tmp_path_factory)
+        done = root / "tf_session.json"
+        with open(root / "tf_session.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if done.is_file():
+                doc = json.loads(done.read_text())
+            else:
+                workdir = Path(tempfile.mkdtemp(prefix="tf_fixed", dir=root))
+                repairs = {name: _fix(BY_NAME[name], workdir) for name in BROKEN}
+                jobs = [_job(fx, "orig:" + fx.name, TF) for fx in FIXTURES_TF]
+                jobs += [_job(BY_NAME[name], "fixed:" + name, workdir) for name in BROKEN]
+                results = run_child(python, jobs)
+                doc = {"original": {fx.name: results["orig:" + fx.name] for fx in FIXTURES_TF},
+                       "fixed": {name: results["fixed:" + name] for name in BROKEN},
+                       "repairs": {name: {"folder": str(r.folder), "exit_code": r.exit_code, "output": r.output,
+                                          "manifest": r.manifest} for name, r in repairs.items()}}
+                tmp = done.with_suffix(".tmp")
+                tmp.write_text(json.dumps(doc))
+                tmp.replace(done)
         _SESSION["s"] = TfSession(
-            original={fx.name: results["orig:" + fx.name] for fx in FIXTURES_TF},
-            fixed={name: results["fixed:" + name] for name in BROKEN},
-            repairs=repairs,
+            original=doc["original"],
+            fixed=doc["fixed"],
+            repairs={name: Fixed(Path(r["folder"]), r["exit_code"], r["output"], r["manifest"])
+                     for name, r in doc["repairs"].items()},
         )
     return _SESSION["s"]

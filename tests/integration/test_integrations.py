@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, need_module
+from conftest import ROOT, need_module, run_cli
 from precommit_hook import run_hook
 
 yaml = need_module("yaml")
@@ -70,8 +70,7 @@ def _run_hook(repo: Path, staged: list[str]) -> subprocess.CompletedProcess:
     selected = [f for f in staged if pattern.search(f)]
     argv = shlex.split(hook["entry"])
     assert argv[0] == "ckptscan"
-    from conftest import run_cli  # main(argv) in this process: the hook's behaviour, not its process
-
+    # main(argv) in this process: the hook's behaviour, not its process
     return run_cli(*argv[1:], *hook.get("args", []), *selected, cwd=repo)
 
 
@@ -107,11 +106,9 @@ def test_scan_shard_sets_names_the_variable(tmp_path):
     for f in (ROOT / "fixtures" / "k3").glob("seed_broken_sharded*"):
         shutil.copy(f, tmp_path / f.name)
     shards = sorted(p.name for p in tmp_path.glob("seed_broken_sharded_0000*.weights.h5"))
-    alone = subprocess.run([sys.executable, "-m", "ckptscan", "scan", *shards], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=120)
+    alone = run_cli("scan", *shards, cwd=tmp_path)
     assert "NUM001  batch_normalization_21/vars/3" in alone.stdout  # what a shard alone says
-    p = subprocess.run([sys.executable, "-m", "ckptscan", "scan", "--shard-sets", *shards, "seed_broken_sharded.weights.json"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    p = run_cli("scan", "--shard-sets", *shards, "seed_broken_sharded.weights.json", cwd=tmp_path)
     assert p.returncode == 1, p.stderr
     assert "BN001   resnet101v2/post_bn/moving_variance" in p.stdout and "NUM001" not in p.stdout
     assert p.stderr.strip().splitlines()[-1].startswith("ckptscan: 1 file scanned, 1 with errors")
@@ -119,9 +116,8 @@ def test_scan_shard_sets_names_the_variable(tmp_path):
 
 def test_scan_allow_empty(tmp_path):
     (tmp_path / "notes.txt").write_text("no checkpoints here\n")
-    cmd = [sys.executable, "-m", "ckptscan", "scan", str(tmp_path)]
-    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 3
-    assert subprocess.run([*cmd, "--allow-empty"], capture_output=True, timeout=60).returncode == 0
+    assert run_cli("scan", tmp_path).returncode == 3
+    assert run_cli("scan", tmp_path, "--allow-empty").returncode == 0
 
 
 def test_scan_skip_non_keras_named(tmp_path):
@@ -129,11 +125,10 @@ def test_scan_skip_non_keras_named(tmp_path):
     data = _data_h5(tmp_path / "data.h5")
     raw = (K3 / "seed_legacy.h5").read_bytes()
     (tmp_path / "cut.h5").write_bytes(raw[: len(raw) * 999 // 1000])
-    cmd = [sys.executable, "-m", "ckptscan", "scan"]
-    assert subprocess.run([*cmd, str(data)], capture_output=True, timeout=60).returncode == 2
-    p = subprocess.run([*cmd, "--skip-non-keras", str(data), str(K3 / "seed.keras")], capture_output=True, text=True, timeout=60)
+    assert run_cli("scan", data).returncode == 2
+    p = run_cli("scan", "--skip-non-keras", data, K3 / "seed.keras")
     assert p.returncode == 0 and "data.h5: HDF5 file, but not a Keras weight archive" in p.stdout, p.stdout + p.stderr
-    p = subprocess.run([*cmd, "--skip-non-keras", "--allow-empty", str(tmp_path / "cut.h5")], capture_output=True, text=True, timeout=60)
+    p = run_cli("scan", "--skip-non-keras", "--allow-empty", tmp_path / "cut.h5")
     assert p.returncode == 2 and "cut.h5: truncated" in p.stderr, p.stderr
 
 
