@@ -117,6 +117,7 @@ def s3_server(big_keras):
     os.environ.update(env)
     import s3fs
 
+    s3fs.S3FileSystem.clear_instance_cache()  # a filesystem cached by another module points at its stopped server
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.mkdir("ckpts")
     for p in FIXTURES.rglob("*"):
@@ -130,6 +131,7 @@ def s3_server(big_keras):
         else:
             os.environ[k] = v
     server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def _clear_fsspec_cache():

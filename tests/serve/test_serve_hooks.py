@@ -71,6 +71,7 @@ def moto_env():
         else:
             os.environ[k] = v
     server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()  # nothing cached here outlives this server
 
 
 @pytest.fixture(scope="module")
