@@ -297,8 +297,7 @@ class TFCheckpoint(Checkpoint):
         for v in variables:
             e = self._entries.get(v.path)
             if (e is None or v.offset is None or v.path in self.partitioned or v.size == 0
-                    or v.dtype not in ("float16", "float32", "float64")
-                    or (v.path in keep and v.nbytes > screen_pass.BLOCK)):
+                    or v.dtype not in ("float16", "float32", "float64")):
                 continue
             items.append(screen_pass.Item(v.path, self._io.fd(v.file), v.offset, v.nbytes, _storage(v.dtype),
                                           e.crc32c, v.path in keep))

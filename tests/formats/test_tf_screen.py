@@ -127,7 +127,20 @@ def _findings(res):
 def test_a_scan_finds_the_same_with_and_without_the_screen(name, monkeypatch):
     doc = MANIFEST[name]
     cfg = str(TF / doc["config"]) if doc.get("config") else None
+    screened = []
+    real = TFCheckpoint.screen
+
+    def spy(self, variables, keep=(), progress=None):
+        got = real(self, variables, keep, progress)
+        screened.append((set(got), {v.path for v in variables if v.dtype in ("float16", "float32", "float64")
+                                    and v.size and v.path not in self.partitioned and v.path not in keep}))
+        return got
+
+    monkeypatch.setattr(TFCheckpoint, "screen", spy)
     fast = scan(TF / doc["path"], config=cfg, include_optimizer=True).files[0]
+    # the pass really ran: every contiguous float tensor that is not a kept BN vector is in it
+    ((got, expected),) = screened
+    assert got == expected
     monkeypatch.setattr(TFCheckpoint, "screen", lambda self, *a, **k: {})
     slow = scan(TF / doc["path"], config=cfg, include_optimizer=True).files[0]
     assert fast.status == slow.status == "scanned"

@@ -105,22 +105,24 @@ def _copy(rel, dst):
     return dst / src.name
 
 
-_BEFORE: dict[str, dict[str, str]] = {}
+_BEFORE: dict[tuple[str, str], dict[str, str]] = {}
 
 
-def _digests_before(file_sha: str, path: Path) -> dict[str, str]:
-    """``dataset_digests`` of an unrepaired copy, computed once per distinct content (the
-    sha256 of the copy's files): every strategy of a fixture starts from the same bytes."""
-    if file_sha not in _BEFORE:
-        _BEFORE[file_sha] = dataset_digests(path)
-    return _BEFORE[file_sha]
+def _digests_before(rel: str, file_sha: str, path: Path) -> dict[str, str]:
+    """``dataset_digests`` of an unrepaired copy of fixture ``rel``, computed once per
+    fixture and content (the sha256 of the file named): every strategy of a fixture starts
+    from the same bytes, and a fixture's other files (shards) come with its name."""
+    key = (rel, file_sha)
+    if key not in _BEFORE:
+        _BEFORE[key] = dataset_digests(path)
+    return _BEFORE[key]
 
 
 @pytest.mark.parametrize("rel,strategy,kwargs,expect", cases(), ids=lambda v: v if isinstance(v, str) else "")
 def test_fixture_repaired(models, tmp_path, rel, strategy, kwargs, expect):
     p = _copy(rel, tmp_path / "w")
     before_sha = sha256(p)
-    before = _digests_before(before_sha, p)
+    before = _digests_before(rel, before_sha, p)
     (f,) = ckptscan.fix(str(p), **kwargs).files
     if expect == "refused":
         assert f.status == "refused" and "no healthy channel left for median" in f.reason, f

@@ -56,8 +56,9 @@ class Item:
     crc32c: int | None
     """Masked CRC32C from the index (None: not checked)."""
     keep: bool = False
-    """Return the values instead of testing them (the caller counts them itself; meant
-    for small tensors, which are held in memory): ``finite`` is None for it."""
+    """Return the values instead of testing them (the caller counts them itself; they are
+    held in memory: the engine keeps only BN vectors, at most ``MAX_BN_VECTOR`` values):
+    ``finite`` is None for it."""
 
 
 @dataclass
@@ -103,8 +104,9 @@ def _check_dot() -> bool:
 
 
 def _zeros(dtype: np.dtype, n: int) -> np.ndarray:
+    """``n`` zeros of ``dtype`` (``n`` is at most a window's worth)."""
     z = _ZEROS.get(dtype.str)
-    if z is None or z.size < n:
+    if z is None:
         z = _ZEROS[dtype.str] = np.zeros(BLOCK // dtype.itemsize, dtype=dtype)
     return z[:n]
 
