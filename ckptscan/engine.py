@@ -46,7 +46,7 @@ from .rules import (
     select_rules,
 )
 from .settings import Settings
-from .stats import array_counts, count_values
+from .stats import count_values, vector_counts
 
 #: Keras' default BatchNormalization epsilon (Keras 3 and tf-keras).
 DEFAULT_BN_EPSILON = 1e-3
@@ -171,14 +171,20 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
         tick = (lambda n: progress("bytes", done=n, total=total)) if progress else None
         finite = ckpt.screen([v for v in variables if v.is_float], {v.path for v in variables if id(v) in in_group}, tick)
         done = sum(v.nbytes for v in variables if v.path in finite)
+    # the BN vectors, read whole (from the screen when it kept them) and counted at once
+    bn_read: dict[int, tuple[np.ndarray, object]] = {}
+    if need_values and in_group:
+        gv = [v for v in variables if v.is_float and id(v) in in_group]
+        vals = [np.asarray(ckpt.read(v)).reshape(-1) for v in gv]
+        counts = vector_counts(vals, [v.name == "moving_variance" for v in gv])
+        bn_read = {id(v): (x, c) for v, x, c in zip(gv, vals, counts)}
     for v in variables:
         if not v.is_float or not need_values:
             counters["skipped"] += 1
             continue
         grouped = id(v) in in_group
         if grouped:
-            values = np.asarray(ckpt.read(v)).reshape(-1)
-            stats = array_counts(values, negatives=v.name == "moving_variance")
+            values, stats = bn_read[id(v)]
             bn_values[v.layer_path][v.name] = values.astype(np.float32, copy=False) if values.dtype != np.float32 else values
             bn_stats[v.layer_path][v.name] = stats
         elif finite.get(v.path):

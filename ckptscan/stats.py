@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -280,6 +280,28 @@ def array_stats(values: np.ndarray) -> TensorStats:
     """Statistics of an in-memory array (1-D arrays keep every bad channel)."""
     arr = np.asarray(values)
     return tensor_stats([arr.reshape(-1)], one_dimensional=arr.ndim == 1)
+
+
+def vector_counts(vectors: Sequence[np.ndarray], negatives: Sequence[bool]) -> list[ValueCounts]:
+    """:func:`array_counts` of many small 1-D arrays (the BN vectors of a model) at once.
+
+    One ``isfinite`` and one ``x < 0`` over all of them concatenated, reduced per array
+    with ``reduceat``; only an array holding NaN/±Inf goes through :func:`array_counts`
+    for its counts and indices. The same results, without a hundred calls per model.
+    """
+    out: list[ValueCounts | None] = [None] * len(vectors)
+    idx = [i for i, x in enumerate(vectors) if x.ndim == 1 and x.size]
+    if idx:
+        sizes = [vectors[i].size for i in idx]
+        starts = np.cumsum([0] + sizes[:-1])
+        flat = np.concatenate([vectors[i] for i in idx])
+        finite = np.logical_and.reduceat(np.isfinite(flat), starts).tolist()
+        with np.errstate(invalid="ignore"):
+            neg = np.add.reduceat(flat < 0, starts, dtype=np.int64).tolist()
+        for j, i in enumerate(idx):
+            if finite[j]:
+                out[i] = ValueCounts(size=sizes[j], n_negative=int(neg[j]) if negatives[i] else None)
+    return [c if c is not None else array_counts(x, negatives=n) for c, x, n in zip(out, vectors, negatives)]
 
 
 def array_counts(values: np.ndarray, negatives: bool = False) -> ValueCounts:

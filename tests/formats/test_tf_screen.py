@@ -63,6 +63,8 @@ def _tensors():
             x[3] = np.nan
         out.append((f"vec{i}", x, i == 21, True))
     out.append(("bad_checksum_big", rng.standard_normal(per_block + 3).astype(np.float32), True, False))
+    out.append(("kept_across_windows", rng.standard_normal(per_block + 9).astype(np.float32), False, True))
+    out.append(("after_kept", rng.standard_normal(77).astype(np.float32), False, False))
     return out
 
 
@@ -79,16 +81,33 @@ def _shard(tmp_path):
     return path, fd_items
 
 
+def test_crc_of_a_concatenation_from_the_parts_crcs():
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        parts = [rng.integers(0, 256, int(rng.choice([0, 1, 3, 4, 1000, int(rng.integers(0, 300_000))])),
+                              dtype=np.uint8).tobytes() for _ in range(int(rng.integers(1, 9)))]
+        want = crc.crc32c(b"".join(parts))
+        assert crc.concatenated([crc.crc32c(p) for p in parts], [len(p) for p in parts]) == want, trial
+        if len(parts) > 1 and parts[0]:  # one changed byte anywhere changes the sum
+            bad = bytes([parts[0][0] ^ 1]) + parts[0][1:]
+            assert crc.concatenated([crc.crc32c(bad)] + [crc.crc32c(p) for p in parts[1:]],
+                                    [len(p) for p in parts]) != want
+    assert crc.concatenated([], []) == 0
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
 @pytest.mark.parametrize("dot", [True, False])
-def test_screen_agrees_with_isfinite_and_the_checksums(tmp_path, monkeypatch, dot):
+def test_screen_agrees_with_isfinite_and_the_checksums(tmp_path, monkeypatch, dot, nthreads):
     monkeypatch.setattr(sp, "_DOT_OK", dot)
     path, specs = _shard(tmp_path)
     fd = os.open(path, os.O_RDONLY)
+    seen = []
     try:
         items = [sp.Item(n, fd, off, nb, np.dtype(dt), c, keep) for n, off, nb, dt, c, keep, _ in specs]
-        got = sp.screen(str(path), items[::-1])  # any order in: shard order inside
+        got = sp.screen(str(path), items[::-1], seen.append, nthreads)  # any order in: shard order inside
     finally:
         os.close(fd)
+    assert seen == sorted(seen) and seen[-1] == got.done
     wrong = {n for n, x, w, k in _tensors() if w}
     for name, _, _, _, _, keep, x in specs:
         assert got.finite[name] == (None if keep else bool(np.isfinite(x).all())), name
@@ -100,8 +119,9 @@ def test_screen_agrees_with_isfinite_and_the_checksums(tmp_path, monkeypatch, do
     assert got.done == sum(s[2] for s in specs if not s[5])
 
 
+@pytest.mark.parametrize("nthreads", [1, 2])
 @pytest.mark.parametrize("cut_in", ["first", "second"])
-def test_shard_cut_short_is_one_error(tmp_path, cut_in):
+def test_shard_cut_short_is_one_error(tmp_path, cut_in, nthreads):
     path = tmp_path / "shard"
     x = np.ones(sp.BLOCK // 4 * 2, np.float32)
     path.write_bytes(x.tobytes() * 2)
@@ -114,7 +134,7 @@ def test_shard_cut_short_is_one_error(tmp_path, cut_in):
         else:
             items = [items[0], sp.Item("b", fd, n, n + 8, np.dtype(np.float32), None)]
         with pytest.raises(MalformedArchiveError, match="data shard ends early"):
-            sp.screen(str(path), items)
+            sp.screen(str(path), items, nthreads=nthreads)
     finally:
         os.close(fd)
 
@@ -164,7 +184,8 @@ def test_checksum_mismatch_in_a_tensor_holding_nan_is_reported_once(tmp_path):
     assert ("NUM001", "out", "kernel", (0,)) in got, got
 
 
-def test_overlapping_entries_are_each_checked_whole(tmp_path):
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_overlapping_entries_are_each_checked_whole(tmp_path, nthreads):
     # a hostile index may point two entries into the same bytes; each is read in full
     x = np.arange(3 * sp.BLOCK // 4, dtype=np.float32)
     x[-1] = np.inf
@@ -175,7 +196,7 @@ def test_overlapping_entries_are_each_checked_whole(tmp_path):
     try:
         items = [sp.Item("whole", fd, 0, len(raw), np.dtype(np.float32), crc.mask(crc.crc32c(raw))),
                  sp.Item("inner", fd, 400, 64, np.dtype(np.float32), crc.mask(crc.crc32c(raw[400:464])))]
-        got = sp.screen(str(path), items)
+        got = sp.screen(str(path), items, nthreads=nthreads)
     finally:
         os.close(fd)
     assert got.finite == {"whole": False, "inner": True}

@@ -16,17 +16,22 @@ process; where it does not hold (and for float16) the test is
 What it does not do: count NaN/Inf or find their indices. A tensor that is not all
 finite is left to the engine's full pass (:func:`ckptscan.stats.count_values`), which
 re-reads it; that is the rare case, and it keeps this pass small. Memory: one window
-plus the values kept for the caller (the BN vectors, a few KB each).
+per thread plus the values kept for the caller (the BN vectors, a few KB each).
 
-One thread: the same pass on two threads (each with its own window, taking runs of
-tensors from a shared queue) was measured on the 179 MB ResNet101V2 checkpoint at
-0.058-0.063 s against 0.063-0.064 s, for 15 ms more CPU, and slower with the page cache
-cold (docs/benchmarks.md): not worth a thread.
+Two threads where the process may use two CPUs (:func:`threads`): the caller screens
+the first half of the shard (by bytes) and a worker the second, each with its own
+window. Every call that moves data (``preadv``, the CRC32C, the dot product) is C code,
+and a run of adjacent tensors costs one of each per window (the CRC32C of the run is
+compared with the sum of its tensors' stored ones, :func:`.crc.concatenated`), so the
+threads seldom wait for the GIL: on the 179 MB ResNet101V2 checkpoint the pass took
+0.6-0.7x the time of one thread on two cores (docs/benchmarks.md). An earlier two-thread
+variant with a CRC32C and a test per tensor gained little.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -120,60 +125,207 @@ def _all_finite(x: np.ndarray, dot: bool) -> bool:
     return bool(np.isfinite(x).all())
 
 
+def _segments(items: list[Item]) -> list[list[int]]:
+    """``items`` (in shard order) grouped into runs of adjacent tensors of one dtype in one
+    shard, each tensor starting where the one before it ends, either all with a
+    checksum in the index or all without."""
+    segs: list[list[int]] = []
+    prev = None
+    for i, it in enumerate(items):
+        if (prev is not None and it.fd == prev.fd and it.offset == prev.offset + prev.nbytes
+                and it.dtype == prev.dtype and (it.crc32c is None) == (prev.crc32c is None)):
+            segs[-1].append(i)
+        else:
+            segs.append([i])
+        prev = it
+    return segs
+
+
 def _run(where: str, items: list[Item], out: Screened, dot: bool,
-         progress: Callable[[int], None] | None = None) -> None:
+         progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> None:
     """Screen ``items`` (in offset order) through a window of :data:`BLOCK` bytes.
 
     The window is one buffer, filled by ``os.preadv`` (no allocation per read: reading
     into a new ``bytes`` object per block cost up to 4x the time in page faults whenever
-    the allocator returned fresh memory). A tensor is checked piece by piece as the
-    window moves over it; the window is refreshed at the current position whenever it
-    does not hold the next whole element, so no element ever straddles two windows, and
-    in the last shard it never reads past the furthest tensor end.
+    the allocator returned fresh memory). The items are taken as runs of adjacent
+    tensors (:func:`_segments`; in a Keras checkpoint nearly every float tensor of the
+    shard is one run). A run is checked piece by piece as the window moves over it, each
+    piece with one CRC32C call and one finiteness test whatever the number of tensors
+    in it; the window is refreshed at the current position whenever it does not hold the
+    next whole element, so no element ever straddles two windows, and in the last shard
+    it never reads past the furthest tensor end.
+
+    The run's CRC32C is compared with the one its tensors' stored CRC32Cs add up to
+    (:func:`.crc.concatenated`); only when they differ is each tensor of the run
+    checksummed alone, to name the ones that do not match. Likewise a piece found not
+    all finite is tested again tensor by tensor. Few calls matter most with two
+    threads: each one is a hand-over of the GIL.
     """
     buf = np.empty(BLOCK, dtype=np.uint8)
     win = buf[:0]
     win_fd = win_off = -1
     last_fd = items[-1].fd if items else -1
     run_end = max((it.offset + it.nbytes for it in items if it.fd == last_fd), default=0)
+    finite: list[bool | None] = [None if it.keep else True for it in items]
+    crc_ok = [True] * len(items)
+    done = 0
     with np.errstate(invalid="ignore"):
-        for it in items:
+        for seg in _segments(items):
+            first = items[seg[0]]
+            dtype, step, fd = first.dtype, first.dtype.itemsize, first.fd
+            start = first.offset
+            end = items[seg[-1]].offset + items[seg[-1]].nbytes
+            check = first.crc32c is not None
+            kept = [i for i in seg if items[i].keep]
+            pieces: dict[int, list[np.ndarray]] = {i: [] for i in kept}
+            k = 0  # next kept tensor not yet wholly copied
+            kept_bytes = 0
             running = 0
-            finite = None if it.keep else True
-            kept = []
-            step = it.dtype.itemsize
-            pos, end = it.offset, it.offset + it.nbytes
+            pos = start
             while pos < end:
-                if win_fd != it.fd or pos < win_off or pos + step > win_off + len(win):
-                    n = BLOCK if it.fd != last_fd else max(step, min(BLOCK, run_end - pos))
-                    got = os.preadv(it.fd, [buf[:n]], pos)
-                    win, win_fd, win_off = buf[:got], it.fd, pos
+                if win_fd != fd or pos < win_off or pos + step > win_off + len(win):
+                    if stop is not None and stop.is_set():
+                        return
+                    n = BLOCK if fd != last_fd else max(step, min(BLOCK, run_end - pos))
+                    got = os.preadv(fd, [buf[:n]], pos)
+                    win, win_fd, win_off = buf[:got], fd, pos
                 lo = pos - win_off
                 hi = lo + (min(len(win), end - win_off) - lo) // step * step
                 if hi <= lo:
-                    raise MalformedArchiveError(where, f"{it.path}: data shard ends early (truncated)")
-                running = crc.crc32c(win[lo:hi], where, running)
-                values = win[lo:hi].view(it.dtype)
-                if it.keep:
-                    kept.append(values.copy())
-                elif finite:
-                    finite = _all_finite(values, dot)
-                pos = win_off + hi
-            if it.keep:
-                out.values[it.path] = kept[0] if len(kept) == 1 else np.concatenate(kept)
-            out.finite[it.path] = finite
-            out.crc_ok[it.path] = it.crc32c is None or crc.mask(running) == it.crc32c
-            if not it.keep:
-                out.done += it.nbytes
+                    raise MalformedArchiveError(where, f"{items[_at(items, seg, pos)].path}: data shard ends early (truncated)")
+                piece = win[lo:hi]
+                nxt = win_off + hi
+                if check:
+                    running = crc.crc32c(piece, where, running)
+                if not _all_finite(piece.view(dtype), dot):
+                    _attribute(items, seg, pos, nxt, piece, dtype, finite, dot)
+                while k < len(kept) and items[kept[k]].offset < nxt:
+                    it = items[kept[k]]
+                    a, z = max(it.offset, pos), min(it.offset + it.nbytes, nxt)
+                    pieces[kept[k]].append(piece[a - pos: z - pos].view(dtype).copy())
+                    kept_bytes += z - a
+                    if it.offset + it.nbytes > nxt:
+                        break
+                    k += 1
+                pos = nxt
+                out.done = done + (pos - start) - kept_bytes
                 if progress is not None:
                     progress(out.done)
+            if check and running != crc.concatenated([crc.unmask(items[i].crc32c) for i in seg],
+                                                     [items[i].nbytes for i in seg]):
+                _each_checksum(where, items, seg, crc_ok)
+            for i in kept:
+                ps = pieces[i]
+                out.values[items[i].path] = ps[0] if len(ps) == 1 else np.concatenate(ps) if ps else np.empty(0, dtype)
+            done += (end - start) - kept_bytes
+    for it, f, ok in zip(items, finite, crc_ok):
+        out.finite[it.path] = f
+        out.crc_ok[it.path] = ok
+    out.done = done
 
 
-def screen(where: str, items: list[Item], progress: Callable[[int], None] | None = None) -> Screened:
+def _at(items: list[Item], seg: list[int], pos: int) -> int:
+    """The index of the tensor of ``seg`` that holds byte ``pos``."""
+    for i in seg:
+        if items[i].offset <= pos < items[i].offset + items[i].nbytes:
+            return i
+    return seg[-1]
+
+
+def _attribute(items: list[Item], seg: list[int], pos: int, nxt: int, piece: np.ndarray, dtype: np.dtype,
+               finite: list[bool | None], dot: bool) -> None:
+    """The piece ``[pos, nxt)`` of a run holds a NaN/±Inf: test each tensor's part of it."""
+    for i in seg:
+        it = items[i]
+        a, z = max(it.offset, pos), min(it.offset + it.nbytes, nxt)
+        if a < z and finite[i] and not _all_finite(piece[a - pos: z - pos].view(dtype), dot):
+            finite[i] = False
+
+
+def _each_checksum(where: str, items: list[Item], seg: list[int], crc_ok: list[bool]) -> None:
+    """A run's checksum did not add up: checksum each of its tensors alone (the rare
+    path; read again through a buffer of its own, at most :data:`BLOCK` bytes)."""
+    tmp = np.empty(BLOCK, dtype=np.uint8)
+    for i in seg:
+        it = items[i]
+        running, pos, end = 0, it.offset, it.offset + it.nbytes
+        while pos < end:
+            got = os.preadv(it.fd, [tmp[: min(BLOCK, end - pos)]], pos)
+            if got <= 0:
+                raise MalformedArchiveError(where, f"{it.path}: data shard ends early (truncated)")
+            running = crc.crc32c(tmp[:got], where, running)
+            pos += got
+        crc_ok[i] = crc.mask(running) == it.crc32c
+
+
+def threads() -> int:
+    """Threads for one screening pass: 2 where this process may run on two CPUs or more,
+    else 1 (``CKPTSCAN_SCREEN_THREADS`` overrides: 1 or 2)."""
+    env = os.environ.get("CKPTSCAN_SCREEN_THREADS", "").strip()
+    if env in ("1", "2"):
+        return int(env)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return 2 if cpus >= 2 else 1
+
+
+def _halves(items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """``items`` (in shard order) cut at a tensor boundary near the middle byte."""
+    half = sum(it.nbytes for it in items) / 2
+    acc = 0
+    for i, it in enumerate(items):
+        if acc + it.nbytes / 2 >= half:
+            return items[:i], items[i:]
+        acc += it.nbytes
+    return items, []
+
+
+def screen(where: str, items: list[Item], progress: Callable[[int], None] | None = None,
+           nthreads: int | None = None) -> Screened:
     """CRC32C and finiteness of every item, read once in shard order (see the module
     docstring). Raises :class:`~ckptscan.errors.MalformedArchiveError` when a shard ends
-    before a tensor does. ``progress(bytes)`` after each tensor without ``keep``."""
+    before a tensor does. ``progress(bytes)`` after each tensor without ``keep``, always
+    from the calling thread.
+
+    With ``nthreads`` 2 (default: :func:`threads`), the second half of the shard (by
+    bytes) is screened by a worker thread while the caller screens the first (module
+    docstring). A failure in either half is raised here, after both have stopped.
+    """
     crc.require(where)
     out = Screened()
-    _run(where, sorted(items, key=lambda it: (it.fd, it.offset)), out, _dot_is_exact(), progress)
+    ordered = sorted(items, key=lambda it: (it.fd, it.offset))
+    dot = _dot_is_exact()
+    first, second = _halves(ordered) if (nthreads or threads()) > 1 and len(ordered) > 1 else (ordered, [])
+    if not second or not first:
+        _run(where, ordered, out, dot, progress)
+        return out
+    other = Screened()
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            _run(where, second, other, dot, None, stop)
+        except BaseException as exc:  # re-raised by the caller
+            failed.append(exc)
+
+    worker = threading.Thread(target=work, name="ckptscan-screen", daemon=True)
+    worker.start()
+    try:
+        tick = (lambda n: progress(n + other.done)) if progress is not None else None
+        _run(where, first, out, dot, tick, stop)
+    except BaseException:  # a bad shard, or --timeout: the worker stops at its next read
+        stop.set()
+        raise
+    finally:
+        worker.join()
+    if failed:
+        raise failed[0]
+    for name in ("finite", "crc_ok", "values"):
+        getattr(out, name).update(getattr(other, name))
+    out.done += other.done
+    if progress is not None and other.done:
+        progress(out.done)
     return out
