@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ckptscan.stats import MAX_INDICES, array_counts, count_values, tensor_stats
+from ckptscan.stats import MAX_INDICES, array_counts, count_values, tensor_stats, vector_counts
 
 from strategies import EDGY_FLOAT_ARRAYS
 
@@ -67,3 +67,22 @@ def test_many_nonfinite_keep_first_indices_only():
     v = np.full(5000, np.inf, np.float32)
     assert array_counts(v).nonfinite_indices == tuple(range(5000))
     assert array_counts(v).n_posinf == 5000 and array_counts(v).n_negative is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(EDGY_FLOAT_ARRAYS, st.booleans()), min_size=1, max_size=8))
+def test_vector_counts_equal_array_counts_of_each(vectors):
+    arrays = [a if i % 3 else a.reshape(1, -1) for i, (a, _) in enumerate(vectors)]  # some not 1-D
+    negs = [n for _, n in vectors]
+    arrays.append(np.empty(0, np.float32))  # an empty one among them
+    negs.append(True)
+    assert vector_counts(arrays, negs) == [array_counts(a, negatives=n) for a, n in zip(arrays, negs)]
+
+
+def test_vector_counts_of_mixed_dtypes():
+    vs = [np.array([1, -2, 0], np.float16), np.array([-0.0, 3], np.float64), np.array([np.inf, -1], np.float32),
+          np.array([-1e-40, 2], np.float32)]
+    negs = [True, True, True, False]
+    got = vector_counts(vs, negs)
+    assert got == [array_counts(a, negatives=n) for a, n in zip(vs, negs)]
+    assert [g.n_negative for g in got] == [1, 0, 1, None]
