@@ -502,7 +502,7 @@ def bn_folded_fp16_overflow(ctx: BNContext) -> Iterator[Hit]:
 
 def _is_default_stats(layer) -> bool:
     m, v = layer.values.get("moving_mean"), layer.values.get("moving_variance")
-    return m is not None and v is not None and m.size > 0 and bool(np.all(m == 0)) and bool(np.all(v == 1))
+    return m is not None and v is not None and m.size > 0 and not m.any() and bool((v == 1).all())
 
 
 def _has_trained_affine(layer) -> bool:
@@ -546,10 +546,11 @@ def bn_stats_never_updated(ctx: ModelContext) -> Iterator[Hit]:
     A freshly initialised (untrained) model is not reported: nothing in it is trained. A
     model where a few layers were edited by hand is not taken as trained either.
     """
-    updated = [ly for ly in ctx.bn_layers if not _is_default_stats(ly) and "moving_mean" in ly.values]
+    default = [_is_default_stats(ly) for ly in ctx.bn_layers]
+    updated = [ly for ly, d in zip(ctx.bn_layers, default) if not d and "moving_mean" in ly.values]
     trained_model = len(updated) * 2 >= len(ctx.bn_layers)
-    for ly in ctx.bn_layers:
-        if not _is_default_stats(ly):
+    for ly, d in zip(ctx.bn_layers, default):
+        if not d:
             continue
         if _has_trained_affine(ly):
             evidence = "gamma/beta are trained"
