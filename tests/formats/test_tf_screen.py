@@ -53,7 +53,7 @@ def _tensors():
     ]:
         x = rng.standard_normal(n).astype(dt)
         if name == "huge_but_finite":
-            x[:] = np.finfo(np.float32).max  # a plain sum would overflow; dot(x, 0) does not
+            x[:] = np.finfo(np.float32).max  # the sum of squares overflows: isfinite decides
         if bad_at is not None:
             x[bad_at] = {"nan_last": np.nan, "inf_first_of_block2": np.inf}.get(name, -np.inf)
         out.append((name, x, False, False))
