@@ -41,9 +41,9 @@ import numpy as np
 from ...errors import MalformedArchiveError
 from . import crc
 
-#: Bytes per read (128 KiB to 1 MiB measured within noise of each other, cold and warm;
-#: 1 MiB was the best warm, docs/benchmarks.md).
-BLOCK = 1 << 20
+#: Bytes per read, per thread (256 KiB to 4 MiB measured; 2 MiB, a core's L2 on the
+#: benchmark machine, was the best warm by 1-3 %, docs/benchmarks.md).
+BLOCK = 2 << 20
 _DOT_OK: bool | None = None
 
 
