@@ -298,9 +298,14 @@ def vector_counts(vectors: Sequence[np.ndarray], negatives: Sequence[bool]) -> l
         finite = np.logical_and.reduceat(np.isfinite(flat), starts).tolist()
         with np.errstate(invalid="ignore"):
             neg = np.add.reduceat(flat < 0, starts, dtype=np.int64).tolist()
+        same: dict[tuple[int, int | None], ValueCounts] = {}  # immutable: one per distinct result
         for j, i in enumerate(idx):
             if finite[j]:
-                out[i] = ValueCounts(size=sizes[j], n_negative=int(neg[j]) if negatives[i] else None)
+                key = (sizes[j], int(neg[j]) if negatives[i] else None)
+                c = same.get(key)
+                if c is None:
+                    c = same[key] = ValueCounts(size=key[0], n_negative=key[1])
+                out[i] = c
     return [c if c is not None else array_counts(x, negatives=n) for c, x, n in zip(out, vectors, negatives)]
 
 

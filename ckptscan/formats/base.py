@@ -221,9 +221,16 @@ def _native(dtype: str) -> np.dtype:
     return np.dtype(dtype)
 
 
+_STORAGE: dict[str, np.dtype] = {}
+
+
 def _storage(dtype: str) -> np.dtype:
-    """Little-endian numpy dtype of the stored bytes (bfloat16 as raw ``<u2``)."""
-    return np.dtype("<u2") if dtype == "bfloat16" else np.dtype(dtype).newbyteorder("<")
+    """Little-endian numpy dtype of the stored bytes (bfloat16 as raw ``<u2``); one dtype
+    object per name, made once (hundreds of calls per scan)."""
+    got = _STORAGE.get(dtype)
+    if got is None:
+        got = _STORAGE[dtype] = np.dtype("<u2") if dtype == "bfloat16" else np.dtype(dtype).newbyteorder("<")
+    return got
 
 
 class _IOCache:

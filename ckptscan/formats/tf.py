@@ -294,13 +294,17 @@ class TFCheckpoint(Checkpoint):
             return {}
         keep = set(keep)
         items = []
+        fds: dict[str, int] = {}
         for v in variables:
-            e = self._entries.get(v.path)
-            if (e is None or v.offset is None or v.path in self.partitioned or v.size == 0
+            path = v.path
+            e = self._entries.get(path)
+            if (e is None or v.offset is None or not v.nbytes or path in self.partitioned
                     or v.dtype not in ("float16", "float32", "float64")):
                 continue
-            items.append(screen_pass.Item(v.path, self._io.fd(v.file), v.offset, v.nbytes, _storage(v.dtype),
-                                          e.crc32c, v.path in keep))
+            fd = fds.get(v.file)
+            if fd is None:
+                fd = fds[v.file] = self._io.fd(v.file)
+            items.append(screen_pass.Item(path, fd, v.offset, v.nbytes, _storage(v.dtype), e.crc32c, path in keep))
         if not items:
             return {}
         found = screen_pass.screen(self.path, items, progress=progress)
@@ -321,7 +325,9 @@ class TFCheckpoint(Checkpoint):
         """
         kept = self._kept.pop(var.path, None)
         if kept is not None:  # read and verified by screen()
-            return kept.astype(np.dtype(var.dtype), copy=False).reshape(var.shape)
+            if not kept.dtype.isnative:  # stored little-endian, read on a big-endian machine
+                kept = kept.astype(np.dtype(var.dtype))
+            return kept.reshape(var.shape)
         entry = self._entries.get(var.path)
         if (entry is None or not entry.numeric or var.dtype == "bfloat16" or var.size == 0
                 or var.size > DEFAULT_BLOCK_ELEMS or var.offset is None):

@@ -510,6 +510,37 @@ def _has_trained_affine(layer) -> bool:
     return (g is not None and bool(np.any(g != 1))) or (b is not None and bool(np.any(b != 0)))
 
 
+def _stats_flags(layers) -> tuple[list[bool], list[bool]]:
+    """``(_is_default_stats, _has_trained_affine)`` of every layer: at once (one
+    comparison over each kind of vector concatenated, reduced per layer) for the layers
+    whose four vectors are non-empty 1-D arrays, one by one for the others. Same answers,
+    without four reductions per layer."""
+    default = [False] * len(layers)
+    trained = [False] * len(layers)
+    idx = []
+    for i, ly in enumerate(layers):
+        vals = ly.values
+        if all(isinstance(vals.get(k), np.ndarray) and vals[k].ndim == 1 and vals[k].size for k in _VECTORS):
+            idx.append(i)
+        else:
+            default[i], trained[i] = _is_default_stats(ly), _has_trained_affine(ly)
+    if idx:
+        def per_layer(kind: str, test, reduce) -> list[bool]:
+            arrays = [layers[i].values[kind] for i in idx]
+            starts = np.cumsum([0] + [a.size for a in arrays[:-1]])
+            with np.errstate(invalid="ignore"):
+                return reduce.reduceat(test(np.concatenate(arrays)), starts).tolist()
+
+        mean_zero = per_layer("moving_mean", lambda x: x == 0, np.logical_and)
+        var_one = per_layer("moving_variance", lambda x: x == 1, np.logical_and)
+        gamma_moved = per_layer("gamma", lambda x: x != 1, np.logical_or)
+        beta_moved = per_layer("beta", lambda x: x != 0, np.logical_or)
+        for j, i in enumerate(idx):
+            default[i] = mean_zero[j] and var_one[j]
+            trained[i] = gamma_moved[j] or beta_moved[j]
+    return default, trained
+
+
 @rule(
     "BN007",
     "bn-stats-never-updated",
@@ -546,13 +577,13 @@ def bn_stats_never_updated(ctx: ModelContext) -> Iterator[Hit]:
     A freshly initialised (untrained) model is not reported: nothing in it is trained. A
     model where a few layers were edited by hand is not taken as trained either.
     """
-    default = [_is_default_stats(ly) for ly in ctx.bn_layers]
+    default, trained = _stats_flags(ctx.bn_layers)
     updated = [ly for ly, d in zip(ctx.bn_layers, default) if not d and "moving_mean" in ly.values]
     trained_model = len(updated) * 2 >= len(ctx.bn_layers)
-    for ly, d in zip(ctx.bn_layers, default):
+    for ly, d, t in zip(ctx.bn_layers, default, trained):
         if not d:
             continue
-        if _has_trained_affine(ly):
+        if t:
             evidence = "gamma/beta are trained"
         elif trained_model:
             evidence = f"{plural(len(updated), 'other BN layer')} {'has' if len(updated) == 1 else 'have'} updated statistics"

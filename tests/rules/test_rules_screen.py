@@ -124,3 +124,38 @@ def test_nonfinite_only_rules_are_silent_on_finite_tensors(arr, kind, dtype, in_
     for rid in sorted(NONFINITE_ONLY):
         assert get_rule(rid).scope == Scope.TENSOR
         assert list(get_rule(rid).check(TensorContext(v, stats, in_bn, Thresholds()))) == []
+
+
+def _defaultish(draw_vals, n):
+    return {"gamma": np.ones(n, np.float32), "beta": np.zeros(n, np.float32),
+            "moving_mean": np.zeros(n, np.float32), "moving_variance": np.ones(n, np.float32), **draw_vals}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.dictionaries(
+    st.sampled_from(["gamma", "beta", "moving_mean", "moving_variance"]),
+    st.sampled_from(["nan", "moved", "neg0", "empty", "2d", "missing"]), max_size=3)), min_size=1, max_size=6))
+def test_bn007_flags_at_once_equal_one_layer_at_a_time(specs):
+    # BN007 decides "initial statistics" and "trained gamma/beta" for every layer at once
+    from ckptscan.rules.batchnorm import _has_trained_affine, _is_default_stats, _stats_flags
+
+    out = []
+    for i, (n, edits) in enumerate(specs):
+        vals = _defaultish({}, n)
+        for k, how in edits.items():
+            v = vals[k].copy()
+            if how == "nan" and n:
+                v[n // 2] = np.nan
+            elif how == "moved" and n:
+                v[-1] += 0.5
+            elif how == "neg0" and n:
+                v[0] = -0.0 if k in ("beta", "moving_mean") else v[0]
+            elif how == "empty":
+                v = v[:0]
+            elif how == "2d":
+                v = v.reshape(1, -1)
+            vals[k] = v
+            if how == "missing":
+                del vals[k]
+        out.append(BNLayer(f"bn{i}", "BatchNormalization", vals, {}, {k: "float32" for k in vals}, 1e-3, True))
+    assert _stats_flags(out) == ([_is_default_stats(ly) for ly in out], [_has_trained_affine(ly) for ly in out])
