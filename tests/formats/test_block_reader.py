@@ -138,3 +138,24 @@ def test_exit_closes_file_descriptors(keras_files):
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+def test_variable_make_equals_the_dataclass_constructor():
+    import dataclasses
+
+    import pytest
+
+    from ckptscan.formats.base import Variable
+
+    kw = dict(layer_path="m/bn", name="gamma", layer_name="m", layer_class="BatchNormalization", shape=(4,),
+              dtype="float32", h5path="k", file="/x/ck.data-00000-of-00001")
+    for extra in ({}, {"offset": 12, "nbytes": 16, "member": "ck.data-00000-of-00001", "naming": "inferred",
+                       "kind": "optimizer", "about": "slot"}):
+        a, b = Variable(**kw, **extra), Variable.make(**kw, **extra)
+        assert a == b and hash(a) == hash(b) and dataclasses.asdict(a) == dataclasses.asdict(b)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            b.name = "beta"
+    with pytest.raises(TypeError, match="no field 'nmae'"):
+        Variable.make(**kw, nmae="x")
+    with pytest.raises(TypeError, match="needs 'file'"):
+        Variable.make(**{k: v for k, v in kw.items() if k != "file"})

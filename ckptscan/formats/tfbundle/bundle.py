@@ -114,14 +114,17 @@ class Bundle:
         self.slice_keys: list[str] = []
         self.slice_entries: dict[bytes, Entry] = {}
         """Validated slice entries by raw key (read through :func:`.slices.resolve`)."""
+        self._shard_paths: dict[int, str] = {}
         for kb, vb in raw[1:]:
             key = kb.decode("utf-8", "surrogateescape")
+            try:
+                e = proto.parse_entry(vb)
+            except proto.ProtoError as exc:  # the message names the entry only when needed
+                raise MalformedArchiveError(self.where, f"entry {key!r}: malformed protobuf ({exc})") from None
             if kb[:1] == b"\x00":  # an encoded slice key (checkpoint::EncodeTensorNameSlice)
                 self.slice_keys.append(key)
-                e = proto.decode(self.where, f"entry {key!r}", proto.parse_entry, vb)
                 self.slice_entries[kb] = self._validate(key, e)  # its bytes must still lie inside a shard
                 continue
-            e = proto.decode(self.where, f"entry {key!r}", proto.parse_entry, vb)
             self.entries[key] = self._validate(key, e)
 
     def _shard_size(self, shard_id: int) -> int:
@@ -165,7 +168,9 @@ class Bundle:
                     w, f"{key}: {e.size} stored bytes do not match shape {list(e.shape)} x {dtype} ({n * item} bytes)")
         elif dtype == "string":
             _elements(e.shape, e.size, w, key)  # at least one length byte per element
-        path = shard_name(self.prefix, e.shard_id, self.header.num_shards)
+        path = self._shard_paths.get(e.shard_id)
+        if path is None:
+            path = self._shard_paths[e.shard_id] = shard_name(self.prefix, e.shard_id, self.header.num_shards)
         return Entry(key, dtype, tuple(e.shape), path, e.shard_id, e.offset, e.size, e.crc32c, False)
 
     # --- values ---------------------------------------------------------------------
