@@ -312,10 +312,11 @@ class TFCheckpoint(Checkpoint):
         if not items:
             return {}
         found = screen_pass.screen(self.path, items, progress=progress)
-        by_path = {v.path: v for v in variables}
-        for it in items:  # in the order given, as the stream would have recorded them
-            if not found.crc_ok[it.path] and (found.finite[it.path] or it.keep):
-                self.integrity_failures.append((by_path[it.path], "stored bytes do not match the checksum in the index"))
+        if not all(found.crc_ok.values()):
+            by_path = {v.path: v for v in variables}
+            for it in items:  # in the order given, as the stream would have recorded them
+                if not found.crc_ok[it.path] and (found.finite[it.path] or it.keep):
+                    self.integrity_failures.append((by_path[it.path], "stored bytes do not match the checksum in the index"))
         self._kept.update(found.values)
         return {p: f for p, f in found.finite.items() if f is not None}
 
