@@ -252,3 +252,32 @@ def test_overlapping_entries_are_each_checked_whole(tmp_path, nthreads):
         os.close(fd)
     assert got.finite == {"whole": False, "inner": True}
     assert got.crc_ok == {"whole": True, "inner": True}
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_a_long_run_with_nans_everywhere_names_each_tensor(tmp_path, nthreads):
+    # a diverged model: NaN in many tensors of one run, in every window; each is named
+    rng = np.random.default_rng(9)
+    sizes = rng.integers(1, 3000, 3000)
+    path = tmp_path / "shard"
+    items, want = [], {}
+    fd_off = 0
+    with open(path, "wb") as f:
+        for i, n in enumerate(sizes):
+            x = rng.standard_normal(int(n)).astype(np.float32)
+            if i % 3 == 0:
+                x[rng.integers(0, n)] = [np.nan, np.inf, -np.inf][i % 2]
+            raw = x.tobytes()
+            f.write(raw)
+            items.append((f"t{i}", fd_off, len(raw), crc.mask(crc.crc32c(raw))))
+            want[f"t{i}"] = bool(np.isfinite(x).all())
+            fd_off += len(raw)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = sp.screen(str(path), [sp.Item(n, fd, o, nb, np.dtype(np.float32), c) for n, o, nb, c in items],
+                        nthreads=nthreads)
+    finally:
+        os.close(fd)
+    assert fd_off > 4 * sp.BLOCK
+    assert got.finite == want
+    assert all(got.crc_ok.values())

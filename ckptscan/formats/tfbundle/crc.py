@@ -151,7 +151,7 @@ def concatenated(crcs, lengths) -> int:
 # very library that extension wraps (``crc32c_extend`` of Google's libcrc32c, which the
 # wheels ship beside it) through ctypes where it can be found, after checking that it
 # gives the extension's results; anywhere else it uses the extension. The same bytes,
-# the same checksums; on two threads the pass took ~10 % less time (docs/benchmarks.md).
+# the same checksums; on two threads the pass took ~6 % less time (docs/benchmarks.md).
 
 _RELEASED: list = []  # [the ctypes function or None], looked up once
 

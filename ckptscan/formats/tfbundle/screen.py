@@ -32,6 +32,7 @@ and a test per tensor gained little.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import threading
@@ -223,19 +224,41 @@ def _run(where: str, items: list[Item], out: Screened, dot: bool,
     out.done = done
 
 
+def _first_at(items: list[Item], seg: list[int], pos: int) -> int:
+    """The position in ``seg`` (adjacent tensors, in offset order) of the tensor that
+    holds byte ``pos`` (bisection: a run may hold many thousands)."""
+    offsets = [items[i].offset for i in seg] if len(seg) < 64 else _Offsets(items, seg)
+    return max(0, bisect.bisect_right(offsets, pos) - 1)
+
+
+class _Offsets:
+    """``items[seg[j]].offset`` as a sequence, without building the list."""
+
+    def __init__(self, items: list[Item], seg: list[int]):
+        self.items, self.seg = items, seg
+
+    def __len__(self) -> int:
+        return len(self.seg)
+
+    def __getitem__(self, j: int) -> int:
+        return self.items[self.seg[j]].offset
+
+
 def _at(items: list[Item], seg: list[int], pos: int) -> int:
     """The index of the tensor of ``seg`` that holds byte ``pos``."""
-    for i in seg:
-        if items[i].offset <= pos < items[i].offset + items[i].nbytes:
-            return i
-    return seg[-1]
+    return seg[_first_at(items, seg, pos)]
 
 
 def _attribute(items: list[Item], seg: list[int], pos: int, nxt: int, piece: np.ndarray, dtype: np.dtype,
                finite: list[bool | None], dot: bool) -> None:
-    """The piece ``[pos, nxt)`` of a run holds a NaN/±Inf: test each tensor's part of it."""
-    for i in seg:
+    """The piece ``[pos, nxt)`` of a run holds a NaN/±Inf: test each tensor's part of it
+    (only the tensors the piece overlaps: a run where every window holds a NaN, as in a
+    diverged model, costs a few tests per window, not one per tensor of the run)."""
+    for j in range(_first_at(items, seg, pos), len(seg)):
+        i = seg[j]
         it = items[i]
+        if it.offset >= nxt:
+            break
         a, z = max(it.offset, pos), min(it.offset + it.nbytes, nxt)
         if a < z and finite[i] and not _all_finite(piece[a - pos: z - pos].view(dtype), dot):
             finite[i] = False
