@@ -62,7 +62,7 @@ class Variable:
     (:mod:`ckptscan.formats.optnames`)."""
 
     @classmethod
-    def make(cls, **fields) -> "Variable":
+    def make(cls, **fields) -> Variable:
         """``Variable(**fields)`` for readers that make hundreds: a frozen dataclass's
         ``__init__`` sets each field through ``object.__setattr__`` (1.8 us for 15
         fields, a millisecond per ResNet checkpoint); this fills the instance dict at

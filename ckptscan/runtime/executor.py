@@ -76,9 +76,32 @@ def _call_batch(fn: Callable[[Any], Any], batch: list[tuple[int, Any]]) -> list[
     return [call_item(fn, i, item) for i, item in batch]
 
 
-def _init_worker(warm_up: Callable[[], Any] | None) -> None:
-    """Pool-worker initializer: :func:`ignore_sigint`, then ``warm_up`` (its failure only means a colder worker)."""
+#: Environment variable that caps the threads of one TensorFlow-shard read
+#: (``ckptscan.formats.tfbundle.screen.threads``); pool workers get 1 when the pool
+#: alone fills the CPUs, so ``--jobs`` workers do not each start a second thread.
+SCREEN_THREADS_ENV = "CKPTSCAN_SCREEN_THREADS"
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _screen_threads(jobs: int) -> str:
+    """The user's ``CKPTSCAN_SCREEN_THREADS`` (passed on: a forkserver's workers do not
+    see this process's environment as it is now), else 1 when ``jobs`` workers with two
+    threads each would outnumber the CPUs."""
+    return os.environ.get(SCREEN_THREADS_ENV) or ("1" if 2 * jobs > _cpus() else "2")
+
+
+def _init_worker(warm_up: Callable[[], Any] | None, screen_threads: str | None = None) -> None:
+    """Pool-worker initializer: :func:`ignore_sigint`, the screen's thread count, then
+    ``warm_up`` (its failure only means a colder worker)."""
     ignore_sigint()
+    if screen_threads is not None:
+        os.environ[SCREEN_THREADS_ENV] = screen_threads
     if warm_up is not None:
         try:
             warm_up()
@@ -239,7 +262,7 @@ def _run_pool(fn, items, jobs: int, ordered: bool, warm_up: Callable[[], Any] | 
         while True:
             suspects: list[tuple[int, Any]] = []
             with ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context(), initializer=_init_worker,
-                                     initargs=(warm_up,)) as pool:
+                                     initargs=(warm_up, _screen_threads(jobs))) as pool:
                 inflight: dict = {}
                 if queue is None:  # the workers start (and warm up) before the first item is read
                     if warm_up is not None:  # one task per worker: forkserver/spawn pools start

@@ -40,6 +40,10 @@ def pid_of(_x):
     return os.getpid()
 
 
+def screen_threads_env(_x):
+    return os.environ.get("CKPTSCAN_SCREEN_THREADS")
+
+
 def _summary(outcomes):
     return sorted((o.index, o.item, o.value, o.error) for o in outcomes)
 
@@ -60,6 +64,19 @@ def test_process_pool_same_results_and_two_workers():
     assert _summary(outs) == EXPECTED
     pids = {o.value for o in run_many(pid_of, range(6), jobs=2)}
     assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_pool_workers_read_shards_on_one_thread_when_the_pool_fills_the_cpus(monkeypatch):
+    from ckptscan.runtime import executor
+
+    monkeypatch.delenv("CKPTSCAN_SCREEN_THREADS", raising=False)
+    for cpus, want in ((2, "1"), (3, "1"), (4, "2"), (16, "2")):
+        monkeypatch.setattr(executor, "_cpus", lambda cpus=cpus: cpus)
+        assert {o.value for o in run_many(screen_threads_env, range(4), jobs=2)} == {want}, cpus
+    # a user's own setting is kept
+    monkeypatch.setenv("CKPTSCAN_SCREEN_THREADS", "2")
+    monkeypatch.setattr(executor, "_cpus", lambda: 2)
+    assert {o.value for o in run_many(screen_threads_env, range(4), jobs=2)} == {"2"}
 
 
 def test_results_stream_as_they_finish_or_in_order():
