@@ -5,8 +5,10 @@ with a BLAS dot product standing in for ``np.isfinite(...).all()``. Checked here
 dot test is exact on this numpy; both finiteness tests agree with ``np.isfinite`` on
 NaN/±Inf at window edges, in the middle of multi-window tensors, for float16/32/64, with
 tensors at offsets that are no multiple of their element size; a shard cut short is one
-error; and a whole scan of every tf-keras fixture finds exactly what it finds with the
-pass turned off.
+error; random layouts (gaps, overlaps, mixed widths, kept tensors, wrong or missing
+checksums, NaN anywhere) screened through a tiny window give what a tensor-by-tensor
+reference gives; the CRC32C of a run follows from its tensors' stored ones; and a whole
+scan of every tf-keras fixture finds exactly what it finds with the pass turned off.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import FIXTURES
 from ckptscan import scan
@@ -281,3 +285,60 @@ def test_a_long_run_with_nans_everywhere_names_each_tensor(tmp_path, nthreads):
     assert fd_off > 4 * sp.BLOCK
     assert got.finite == want
     assert all(got.crc_ok.values())
+
+
+@st.composite
+def _layouts(draw):
+    """Tensors laid out in a shard as a hostile or unusual index may describe them:
+    adjacent or with gaps, mixed float widths at odd offsets, some kept, some with a
+    wrong checksum or none, NaN/±Inf anywhere, some overlapping an earlier one."""
+    specs, pos = [], 0
+    for i in range(draw(st.integers(1, 12))):
+        dt = draw(st.sampled_from([np.float16, np.float32, np.float64]))
+        n = draw(st.integers(1, 700))
+        x = np.arange(n, dtype=np.float64).astype(dt) / 7
+        for _ in range(draw(st.integers(0, 2))):
+            x[draw(st.integers(0, n - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        pos += draw(st.sampled_from([0, 0, 0, 1, 3, 8]))  # mostly adjacent: long runs
+        overlap = i > 0 and draw(st.integers(0, 9)) == 0
+        specs.append(dict(name=f"t{i}", x=x, offset=specs[-1]["offset"] if overlap else pos, keep=draw(st.booleans()),
+                          crc=draw(st.sampled_from(["ok", "ok", "ok", "wrong", "none"])), overlap=overlap))
+        if not overlap:
+            pos += x.nbytes
+    return specs
+
+
+@settings(max_examples=120, deadline=None)
+@given(layout=_layouts(), nthreads=st.sampled_from([1, 2]), dot=st.booleans())
+def test_screen_equals_a_tensor_by_tensor_reference(tmp_path_factory, layout, nthreads, dot):
+    # a small window, so runs cross many windows; every result against isfinite and the
+    # checksum of each tensor's own bytes
+    path = tmp_path_factory.mktemp("shard") / "shard"
+    size = max(s["offset"] + s["x"].nbytes for s in layout)
+    data = bytearray(size)
+    for s in layout:
+        if not s["overlap"]:
+            data[s["offset"]: s["offset"] + s["x"].nbytes] = s["x"].tobytes()
+    path.write_bytes(bytes(data))
+    items, want = [], {}
+    for s in layout:
+        raw = bytes(data[s["offset"]: s["offset"] + s["x"].nbytes])  # what is really there
+        vals = np.frombuffer(raw, dtype=s["x"].dtype)
+        good = crc.mask(crc.crc32c(raw))
+        stored = {"ok": good, "wrong": good ^ 0x10, "none": None}[s["crc"]]
+        items.append(sp.Item(s["name"], 0, s["offset"], len(raw), np.dtype(s["x"].dtype), stored, s["keep"]))
+        want[s["name"]] = (None if s["keep"] else bool(np.isfinite(vals).all()), s["crc"] != "wrong", vals)
+    old = (sp.BLOCK, sp._DOT_OK)
+    sp.BLOCK, sp._DOT_OK = 64, dot
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = sp.screen(str(path), [it._replace(fd=fd) for it in items], nthreads=nthreads)
+    finally:
+        os.close(fd)
+        sp.BLOCK, sp._DOT_OK = old
+    for name, (finite, crc_ok, vals) in want.items():
+        assert got.finite[name] == finite, name
+        assert got.crc_ok[name] == crc_ok, name
+        if finite is None:
+            np.testing.assert_array_equal(got.values[name], vals)
+    assert got.done == sum(it.nbytes for it in items if not it.keep)
