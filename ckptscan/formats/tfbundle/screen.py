@@ -308,8 +308,8 @@ def screen(where: str, items: list[Item], progress: Callable[[int], None] | None
            nthreads: int | None = None) -> Screened:
     """CRC32C and finiteness of every item, read once in shard order (see the module
     docstring). Raises :class:`~ckptscan.errors.MalformedArchiveError` when a shard ends
-    before a tensor does. ``progress(bytes)`` after each tensor without ``keep``, always
-    from the calling thread.
+    before a tensor does. ``progress(bytes)`` as the pass moves on (the bytes of the items
+    without ``keep`` screened so far), always from the calling thread.
 
     With ``nthreads`` 2 (default: :func:`threads`), the second half of the shard (by
     bytes) is screened by a worker thread while the caller screens the first (module
@@ -343,7 +343,11 @@ def screen(where: str, items: list[Item], progress: Callable[[int], None] | None
         stop.set()
         raise
     finally:
-        worker.join()
+        try:
+            worker.join()
+        except BaseException:  # --timeout while waiting for it
+            stop.set()
+            raise
     if failed:
         raise failed[0]
     for name in ("finite", "crc_ok", "values"):
