@@ -342,3 +342,15 @@ def test_screen_equals_a_tensor_by_tensor_reference(tmp_path_factory, layout, nt
         if finite is None:
             np.testing.assert_array_equal(got.values[name], vals)
     assert got.done == sum(it.nbytes for it in items if not it.keep)
+
+
+def test_thread_count_follows_the_cpus_and_the_environment(monkeypatch):
+    monkeypatch.delenv("CKPTSCAN_SCREEN_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert sp.threads() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert sp.threads() == 2
+    monkeypatch.setenv("CKPTSCAN_SCREEN_THREADS", "1")
+    assert sp.threads() == 1
+    monkeypatch.setenv("CKPTSCAN_SCREEN_THREADS", "7")  # not 1 or 2: ignored
+    assert sp.threads() == 2

@@ -85,9 +85,10 @@ class Screened:
 
 
 def _dot_is_exact() -> bool:
-    """True when ``dot(x, 0)`` is NaN for any NaN/±Inf in ``x`` and 0 otherwise, for both
-    BLAS float types (checked on values at several positions of a block, so that the
-    BLAS kernel's unrolled and tail paths are both seen)."""
+    """True when ``dot(x, x)`` is not finite for any NaN/±Inf in ``x`` and finite for
+    ordinary values, for both BLAS float types (checked with the bad value at several
+    positions of a block, so that the BLAS kernel's unrolled and tail paths are both
+    seen)."""
     global _DOT_OK
     if _DOT_OK is None:
         _DOT_OK = _check_dot()
@@ -227,8 +228,7 @@ def _run(where: str, items: list[Item], out: Screened, dot: bool,
 def _first_at(items: list[Item], seg: list[int], pos: int) -> int:
     """The position in ``seg`` (adjacent tensors, in offset order) of the tensor that
     holds byte ``pos`` (bisection: a run may hold many thousands)."""
-    offsets = [items[i].offset for i in seg] if len(seg) < 64 else _Offsets(items, seg)
-    return max(0, bisect.bisect_right(offsets, pos) - 1)
+    return max(0, bisect.bisect_right(_Offsets(items, seg), pos) - 1)
 
 
 class _Offsets:
