@@ -266,7 +266,8 @@ def _attribute(items: list[Item], seg: list[int], pos: int, nxt: int, piece: np.
 
 def _each_checksum(where: str, items: list[Item], seg: list[int], crc_ok: list[bool]) -> None:
     """A run's checksum did not add up: checksum each of its tensors alone (the rare
-    path; read again through a buffer of its own, at most :data:`BLOCK` bytes)."""
+    path; read again through a buffer of its own, at most :data:`BLOCK` bytes, and
+    checksummed without the GIL like the run, :func:`.crc.crc32c_array`)."""
     tmp = np.empty(BLOCK, dtype=np.uint8)
     for i in seg:
         it = items[i]
@@ -275,7 +276,7 @@ def _each_checksum(where: str, items: list[Item], seg: list[int], crc_ok: list[b
             got = os.preadv(it.fd, [tmp[: min(BLOCK, end - pos)]], pos)
             if got <= 0:
                 raise MalformedArchiveError(where, f"{it.path}: data shard ends early (truncated)")
-            running = crc.crc32c(tmp[:got], where, running)
+            running = crc.crc32c_array(tmp[:got], where, running)
             pos += got
         crc_ok[i] = crc.mask(running) == it.crc32c
 
