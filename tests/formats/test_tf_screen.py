@@ -99,6 +99,24 @@ def test_crc_of_a_concatenation_from_the_parts_crcs():
     assert crc.concatenated([], []) == 0
 
 
+def test_crc_of_a_concatenation_past_256_mb():
+    # a part followed by more than 2**28 bytes: a shift of eight hex digits, past the
+    # tables built at the first use (the zeros are checksummed 1 MiB at a time)
+    head = bytes(range(97))
+    n = (1 << 28) + 12_345
+    zeros = bytes(1 << 20)
+    tail = 0
+    for _ in range(n >> 20):
+        tail = crc.crc32c(zeros, value=tail)
+    tail = crc.crc32c(zeros[: n & ((1 << 20) - 1)], value=tail)
+    running = crc.crc32c(head)
+    for _ in range(n >> 20):
+        running = crc.crc32c(zeros, value=running)
+    want = crc.crc32c(zeros[: n & ((1 << 20) - 1)], value=running)
+    assert crc.concatenated([crc.crc32c(head), tail], [len(head), n]) == want
+    assert len(crc._DIGITS) >= 8
+
+
 def test_crc32c_array_matches_the_extension():
     import glob
 
@@ -130,8 +148,8 @@ def test_crc_tables_built_by_many_threads_at_once(monkeypatch):
     sys.setswitchinterval(1e-6)  # switch threads as often as possible while they build
     try:
         for _ in range(10):  # the race is not hit every time (without the lock: ~1 round in 3)
-            monkeypatch.setattr(crc, "_TABLES", [])
-            monkeypatch.setattr(crc, "_POWERS", [1 << 23])
+            monkeypatch.setattr(crc, "_DIGITS", [])
+            monkeypatch.setattr(crc, "_STEPS", [1 << 23])
             got = []
             start = threading.Barrier(8)
 
@@ -145,7 +163,7 @@ def test_crc_tables_built_by_many_threads_at_once(monkeypatch):
             for t in threads:
                 t.join()
             assert got == [want] * 8
-            assert len(crc._TABLES) == len({id(t) for t in crc._TABLES}) == ((4 << 20) + 77).bit_length()
+            assert len(crc._DIGITS) == len({id(t) for t in crc._DIGITS}) == crc._FIRST_DIGITS
     finally:
         sys.setswitchinterval(old)
 

@@ -67,79 +67,101 @@ def crc32c(data, where: str = "", value: int = 0) -> int:
 # ``crc32_combine`` rests on. So the CRC32C of a run of adjacent tensors follows from
 # their stored CRC32Cs and lengths, without reading a byte: the screening pass checksums
 # a whole run with one call per window and compares it to this. Polynomials are in
-# CRC32C's reflected bit order (bit 31 is x^0); ``_times_x`` multiplies by x.
+# CRC32C's reflected bit order (bit 31 is x^0).
 
 _POLY = 0x82F63B78
-_TABLES: list[np.ndarray] = []  # [k]: (4, 256) uint32 tables of "times x^(8 * 2**k)"
-_TABLES_LOCK = threading.Lock()
-_POWERS: list[int] = [1 << (31 - 8)]  # [k]: x^(8 * 2**k) mod P (x^8: one byte)
+_DIGITS: list[np.ndarray] = []
+"""[j]: (16, 4, 256) uint32: for each digit d, the byte-sliced tables of the linear map
+v -> v * x^(8 * d * 16**j) mod P (shifting a CRC past d * 16**j zero bytes)."""
+_DIGITS_LOCK = threading.Lock()
+_STEPS: list[int] = [1 << (31 - 8)]  # [j]: x^(8 * 16**j) mod P (x^8: one byte)
+_ONE = 1 << 31  # x^0
 
 
-def _times_x(v: int) -> int:
-    return (v >> 1) ^ _POLY if v & 1 else v >> 1
-
-
-def _mulmod(a: int, b: int) -> int:
-    """a * b mod P (reflected)."""
-    p = 0
-    m = 1 << 31
-    while m:
-        if a & m:
-            p ^= b
-        m >>= 1
-        b = _times_x(b)
-    return p
-
-
-def _table(k: int) -> np.ndarray:
-    """Byte-sliced tables of the linear map v -> v * x^(8 * 2**k) mod P.
+def _digits(j: int) -> np.ndarray:
+    """The tables of hex digit ``j`` of a shift (:data:`_DIGITS`).
 
     Built once per process, under a lock: both screening threads may ask for them at
     once, and two threads appending to the list together once left a table twice in it
     (every later run's sum was then wrong, and each tensor was checksummed again).
     """
-    if k < len(_TABLES):
-        return _TABLES[k]
-    with _TABLES_LOCK:
-        _grow_tables(k)
-    return _TABLES[k]
+    if j < len(_DIGITS):
+        return _DIGITS[j]
+    with _DIGITS_LOCK:
+        _grow_digits(j)
+    return _DIGITS[j]
 
 
-def _grow_tables(k: int) -> None:
-    while len(_TABLES) <= k:
-        j = len(_TABLES)
-        while len(_POWERS) <= j:
-            _POWERS.append(_mulmod(_POWERS[-1], _POWERS[-1]))
-        c = _POWERS[j]
-        basis = [0] * 32  # basis[i] = x^(31 - i) * c: the image of bit i
-        basis[31] = c
-        for i in range(30, -1, -1):
-            basis[i] = _times_x(basis[i + 1])
-        bits = (np.arange(256)[:, None] >> np.arange(8)) & 1
-        t = np.empty((4, 256), dtype=np.uint32)
-        for byte in range(4):
-            images = np.array(basis[8 * byte: 8 * byte + 8], dtype=np.uint32)
-            t[byte] = np.bitwise_xor.reduce(np.where(bits == 1, images, np.uint32(0)), axis=1)
-        _TABLES.append(t)
+def _images(c: int) -> list[int]:
+    """[b]: the image of bit b under v -> v * c mod P, i.e. x^(31 - b) * c (bit 31 is x^0)."""
+    col = [0] * 32
+    col[31] = c
+    for b in range(30, -1, -1):
+        p = col[b + 1]
+        col[b] = (p >> 1) ^ _POLY if p & 1 else p >> 1
+    return col
+
+
+def _times(v: int, images: list[int]) -> int:
+    """v * c mod P, given ``_images(c)``."""
+    out = 0
+    b = 0
+    while v:
+        if v & 1:
+            out ^= images[b]
+        v >>= 1
+        b += 1
+    return out
+
+
+#: Hex digits of a shift whose tables are built at the first use: shifts below 2**28
+#: bytes (a run of up to 256 MB); longer runs add digits as they need them.
+_FIRST_DIGITS = 7
+
+
+def _grow_digits(j: int) -> None:
+    have = len(_DIGITS)
+    want = max(j + 1, _FIRST_DIGITS)
+    if have >= want:
+        return
+    consts: list[int] = []  # x^(8 * d * 16**i) for each new digit i, d = 0..15
+    for i in range(have, want):
+        step = _images(_STEPS[i])
+        powers = [_ONE]
+        for _ in range(15):
+            powers.append(_times(powers[-1], step))
+        consts += powers
+        if len(_STEPS) == i + 1:
+            _STEPS.append(_times(powers[15], step))  # x^(8 * 16**(i + 1)): the next digit's step
+    n = 4 * len(consts)  # one table per (constant, byte)
+    cols = np.empty((32, len(consts)), dtype=np.uint32)  # [b, constant]: as _images, for all at once
+    cols[31] = consts
+    for b in range(30, -1, -1):
+        cols[b] = (cols[b + 1] >> 1) ^ (np.uint32(_POLY) * (cols[b + 1] & 1))
+    images = cols.reshape(4, 8, len(consts)).transpose(1, 2, 0).reshape(8, n)  # [bit of the byte, (constant, byte)]
+    t = np.zeros((256, n), dtype=np.uint32)  # [x, table]: XOR of the images of x's set bits (rows: contiguous)
+    for bit in range(8):  # the rows whose highest set bit is this one: a lower row XOR its image
+        t[1 << bit: 2 << bit] = t[: 1 << bit] ^ images[bit]
+    _DIGITS.extend(list(np.ascontiguousarray(t.T).reshape(want - have, 16, 4, 256)))
 
 
 def concatenated(crcs, lengths) -> int:
     """CRC32C of the concatenation of parts with (unmasked) CRC32Cs ``crcs`` and byte
     ``lengths``, in order, computed from those alone: XOR over i of crc_i shifted by the
-    bytes that follow part i. Vectorised over the parts (numpy, one step per bit of the
-    longest shift), so a run of hundreds of tensors costs well under a millisecond."""
+    bytes that follow part i. Vectorised over the parts (numpy), one step per hex digit
+    of the longest shift: 7 steps for a run of up to 256 MB. Every part goes through
+    every step (digit 0's tables are the identity), so a step is a few whole-array
+    operations whatever the shifts: 0.24 ms for 545 tensors, where one step per bit of
+    the shift took 1.25 ms."""
     v = np.asarray(crcs, dtype=np.uint32).copy()
     if not v.size:
         return 0
     after = np.cumsum(np.asarray(lengths, dtype=np.int64)[::-1])[::-1]
     after = np.concatenate([after[1:], [0]]).astype(np.int64)
-    for k in range(int(after.max()).bit_length()):
-        sel = ((after >> k) & 1).astype(bool)
-        if not sel.any():
-            continue
-        t = _table(k)
-        w = v[sel]
-        v[sel] = t[0][w & 0xFF] ^ t[1][(w >> 8) & 0xFF] ^ t[2][(w >> 16) & 0xFF] ^ t[3][w >> 24]
+    for j in range((int(after.max()).bit_length() + 3) // 4):
+        d = (after >> (4 * j)) & 15
+        t = _digits(j)
+        v = t[d, 0, v & 0xFF] ^ t[d, 1, (v >> 8) & 0xFF] ^ t[d, 2, (v >> 16) & 0xFF] ^ t[d, 3, v >> 24]
     return int(np.bitwise_xor.reduce(v))
 
 
