@@ -9,6 +9,7 @@ more than one block of one tensor in memory.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import threading
@@ -79,9 +80,10 @@ class Variable:
             raise TypeError(f"Variable needs {missing[0]!r}")
         return obj
 
-    @property
+    @functools.cached_property
     def path(self) -> str:
-        """``layer_path/name``: the name ckptscan prints and matches on."""
+        """``layer_path/name``: the name ckptscan prints and matches on (made once: a scan
+        asks each variable for it several times)."""
         return f"{self.layer_path}/{self.name}" if self.layer_path else self.name
 
     @property

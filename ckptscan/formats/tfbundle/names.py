@@ -29,6 +29,7 @@ written ``.S`` and ``.`` is written ``..``; :func:`unescape` reverses it.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -125,18 +126,16 @@ class _Paths:
 
     Each node is entered once (cycles cannot loop) and only down to :data:`MAX_DEPTH`;
     a node keeps a pointer to its parent, so memory is linear in the nodes and a path
-    is rebuilt in at most ``MAX_DEPTH`` steps. ``edges`` holds every edge name from each
-    parent to each child.
+    is rebuilt in at most ``MAX_DEPTH`` steps. :attr:`edges` holds every edge name from
+    each parent to each child (made when first asked for: only a config is matched
+    against it).
     """
 
     def __init__(self, nodes: list[proto.Node]):
         self.parent: dict[int, tuple[int, str]] = {}
         self.order: list[int] = [0]
         self.truncated = False
-        self.edges: dict[int, dict[int, list[str]]] = {}
-        for cur, node in enumerate(nodes):
-            for cid, name in node.children:
-                self.edges.setdefault(cid, {}).setdefault(cur, []).append(name)
+        self.nodes = nodes
         seen = {0}
         stack = [(0, 0, 0)]
         while stack:
@@ -155,6 +154,15 @@ class _Paths:
             self.parent[cid] = (cur, name)
             self.order.append(cid)
             stack.append((cid, 0, depth + 1))
+
+    @functools.cached_property
+    def edges(self) -> dict[int, dict[int, list[str]]]:
+        """child id → parent id → the names of the edges between them."""
+        edges: dict[int, dict[int, list[str]]] = {}
+        for cur, node in enumerate(self.nodes):
+            for cid, name in node.children:
+                edges.setdefault(cid, {}).setdefault(cur, []).append(name)
+        return edges
 
     def __contains__(self, nid: int) -> bool:
         return nid == 0 or nid in self.parent
@@ -223,7 +231,6 @@ def object_names(
     """
     check_graph(nodes, where)
     paths = _Paths(nodes)
-    edges = paths.edges
     out: dict[str, Named] = {}
     slot_parent: dict[int, tuple[int, str]] = {}
     for node in nodes:
@@ -237,7 +244,7 @@ def object_names(
             continue
         if nid in slot_parent:
             continue  # named below, once the original variable is
-        named = _name_variable(nid, attr, nodes, paths.steps(nid), edges, metadata, model_config, containers)
+        named = _name_variable(nid, attr, nodes, paths.steps(nid), paths, metadata, model_config, containers)
         named.full_name = _DEVICE_SUFFIX.sub("", attr.full_name or "")
         if named.key in out:
             raise MalformedArchiveError(where, f"object graph names checkpoint key {named.key!r} twice")
@@ -264,7 +271,7 @@ def object_names(
     return out
 
 
-def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, containers: _Containers) -> Named:
+def _name_variable(nid, attr, nodes, steps, paths: _Paths, metadata, model_config, containers: _Containers) -> Named:
     comps = [c for c in _DEVICE_SUFFIX.sub("", attr.full_name or "").split("/") if c]
     edges_names = [name for _n, name in steps]
     if "keras_api" in edges_names:  # SavedModel: compiled metrics' state, named by its key
@@ -295,7 +302,7 @@ def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, conta
                 container_depth += 1
                 continue
             meta = _meta_for(metadata, steps[: depth + 1])
-            entry = _child_config(cur_cfg, node_id, parent, edges)
+            entry = _child_config(cur_cfg, node_id, parent, paths)
             name = meta.name if meta else (_entry_name(entry) if entry else None)
             if name is None:
                 name, inferred = unescape(edge), True
@@ -307,7 +314,7 @@ def _name_variable(nid, attr, nodes, steps, edges, metadata, model_config, conta
             top_seen = True
             owner_step = depth
             layer_meta = _meta_for(metadata, steps[: depth + 1])
-            entry = _child_config(cur_cfg, node_id, parent, edges)
+            entry = _child_config(cur_cfg, node_id, parent, paths)
             if layer_meta is None and entry is not None:
                 layer_meta = LayerMeta(_entry_name(entry) or "", entry.get("class_name"), entry.get("config"))
     if not top_seen:
@@ -382,11 +389,11 @@ def _meta_for(metadata: dict[str, LayerMeta] | None, steps) -> LayerMeta | None:
     return metadata.get(path)
 
 
-def _child_config(cfg: dict | None, node_id: int, parent: int, edges) -> dict | None:
+def _child_config(cfg: dict | None, node_id: int, parent: int, paths: _Paths) -> dict | None:
     layers = _config_layers(cfg)
     if layers is None:
         return None
-    for name in edges.get(node_id, {}).get(parent, []):
+    for name in paths.edges.get(node_id, {}).get(parent, []):
         m = _LAYER_EDGE.fullmatch(name)
         if m and int(m.group(1)) < len(layers):
             return layers[int(m.group(1))]
