@@ -275,7 +275,10 @@ def _shape_fast(buf, pos: int, end: int) -> tuple[int, ...] | None:
         else:
             if n >= 0x80 or pos + n > end or buf[pos] != 0x08:  # Dim.size = 1, VARINT
                 return None
-            v, q = _varint63(buf, pos + 1, pos + n)
+            if n == 2 and buf[pos + 1] < 0x80:  # a size below 128, in one byte
+                v, q = buf[pos + 1], pos + 2
+            else:
+                v, q = _varint63(buf, pos + 1, pos + n)
             if v < 0 or q != pos + n:
                 return None
             dims.append(v)
@@ -312,9 +315,13 @@ def _entry_fast(buf) -> BundleEntry | None:
             shape = got
             pos += 1 + n
         elif k in (0x08, 0x18, 0x20, 0x28):  # dtype, shard_id, offset, size: VARINT
-            v, pos = _varint63(buf, pos, end)
-            if v < 0:
-                return None
+            if pos < end and buf[pos] < 0x80:  # one byte (dtype, small offsets and sizes)
+                v = buf[pos]
+                pos += 1
+            else:
+                v, pos = _varint63(buf, pos, end)
+                if v < 0:
+                    return None
             if k == 0x08:
                 dtype = v
             elif k == 0x18:
