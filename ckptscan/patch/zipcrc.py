@@ -18,23 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MalformedArchiveError
+from ..formats.gf2 import square, times
 
 _POLY = 0xEDB88320
-
-
-def _gf2_times(mat: list[int], vec: int) -> int:
-    out = 0
-    i = 0
-    while vec:
-        if vec & 1:
-            out ^= mat[i]
-        vec >>= 1
-        i += 1
-    return out
-
-
-def _gf2_square(mat: list[int]) -> list[int]:
-    return [_gf2_times(mat, mat[n]) for n in range(32)]
 
 
 def shift_zeros(crc_reg: int, nbytes: int) -> int:
@@ -42,18 +28,18 @@ def shift_zeros(crc_reg: int, nbytes: int) -> int:
     if nbytes <= 0 or crc_reg == 0:
         return crc_reg
     odd = [_POLY] + [1 << (n - 1) for n in range(1, 32)]  # one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
+    even = square(odd)  # two zero bits
+    odd = square(even)  # four zero bits
     while True:
-        even = _gf2_square(odd)  # first pass: one zero byte
+        even = square(odd)  # first pass: one zero byte
         if nbytes & 1:
-            crc_reg = _gf2_times(even, crc_reg)
+            crc_reg = times(even, crc_reg)
         nbytes >>= 1
         if not nbytes:
             break
-        odd = _gf2_square(even)
+        odd = square(even)
         if nbytes & 1:
-            crc_reg = _gf2_times(odd, crc_reg)
+            crc_reg = times(odd, crc_reg)
         nbytes >>= 1
         if not nbytes:
             break

@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from ...errors import UnsupportedFormatError
+from ..gf2 import times
 
 _MASK_DELTA = 0xA282EAD8
 _impl = None
@@ -93,25 +94,14 @@ def _digits(j: int) -> np.ndarray:
 
 
 def _images(c: int) -> list[int]:
-    """[b]: the image of bit b under v -> v * c mod P, i.e. x^(31 - b) * c (bit 31 is x^0)."""
+    """v -> v * c mod P as a map for :func:`..gf2.times`: [b] is the image of bit b,
+    x^(31 - b) * c (bit 31 is x^0)."""
     col = [0] * 32
     col[31] = c
     for b in range(30, -1, -1):
         p = col[b + 1]
         col[b] = (p >> 1) ^ _POLY if p & 1 else p >> 1
     return col
-
-
-def _times(v: int, images: list[int]) -> int:
-    """v * c mod P, given ``_images(c)``."""
-    out = 0
-    b = 0
-    while v:
-        if v & 1:
-            out ^= images[b]
-        v >>= 1
-        b += 1
-    return out
 
 
 #: Hex digits of a shift whose tables are built at the first use: shifts below 2**28
@@ -129,10 +119,10 @@ def _grow_digits(j: int) -> None:
         step = _images(_STEPS[i])
         powers = [_ONE]
         for _ in range(15):
-            powers.append(_times(powers[-1], step))
+            powers.append(times(step, powers[-1]))
         consts += powers
         if len(_STEPS) == i + 1:
-            _STEPS.append(_times(powers[15], step))  # x^(8 * 16**(i + 1)): the next digit's step
+            _STEPS.append(times(step, powers[15]))  # x^(8 * 16**(i + 1)): the next digit's step
     n = 4 * len(consts)  # one table per (constant, byte)
     cols = np.empty((32, len(consts)), dtype=np.uint32)  # [b, constant]: as _images, for all at once
     cols[31] = consts
