@@ -82,7 +82,8 @@ def _call_batch(fn: Callable[[Any], Any], batch: list[tuple[int, Any]]) -> list[
 SCREEN_THREADS_ENV = "CKPTSCAN_SCREEN_THREADS"
 
 
-def _cpus() -> int:
+def cpus() -> int:
+    """CPUs this process may run on (its affinity on Linux, else the machine's count)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -93,7 +94,7 @@ def _screen_threads(jobs: int) -> str:
     """The user's ``CKPTSCAN_SCREEN_THREADS`` (passed on: a forkserver's workers do not
     see this process's environment as it is now), else 1 when ``jobs`` workers with two
     threads each would outnumber the CPUs."""
-    return os.environ.get(SCREEN_THREADS_ENV) or ("1" if 2 * jobs > _cpus() else "2")
+    return os.environ.get(SCREEN_THREADS_ENV) or ("1" if 2 * jobs > cpus() else "2")
 
 
 def _init_worker(warm_up: Callable[[], Any] | None, screen_threads: str | None = None) -> None:

@@ -71,11 +71,11 @@ def test_pool_workers_read_shards_on_one_thread_when_the_pool_fills_the_cpus(mon
 
     monkeypatch.delenv("CKPTSCAN_SCREEN_THREADS", raising=False)
     for cpus, want in ((2, "1"), (3, "1"), (4, "2"), (16, "2")):
-        monkeypatch.setattr(executor, "_cpus", lambda cpus=cpus: cpus)
+        monkeypatch.setattr(executor, "cpus", lambda cpus=cpus: cpus)
         assert {o.value for o in run_many(screen_threads_env, range(4), jobs=2)} == {want}, cpus
     # a user's own setting is kept
     monkeypatch.setenv("CKPTSCAN_SCREEN_THREADS", "2")
-    monkeypatch.setattr(executor, "_cpus", lambda: 2)
+    monkeypatch.setattr(executor, "cpus", lambda: 2)
     assert {o.value for o in run_many(screen_threads_env, range(4), jobs=2)} == {"2"}
 
 

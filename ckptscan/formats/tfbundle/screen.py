@@ -42,6 +42,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ...errors import MalformedArchiveError
+from ...runtime.executor import SCREEN_THREADS_ENV, cpus
 from . import crc
 
 #: Bytes per read, per thread (256 KiB to 4 MiB measured; 2 MiB, a core's L2 on the
@@ -284,14 +285,10 @@ def _each_checksum(where: str, items: list[Item], seg: list[int], crc_ok: list[b
 def threads() -> int:
     """Threads for one screening pass: 2 where this process may run on two CPUs or more,
     else 1 (``CKPTSCAN_SCREEN_THREADS`` overrides: 1 or 2)."""
-    env = os.environ.get("CKPTSCAN_SCREEN_THREADS", "").strip()
+    env = os.environ.get(SCREEN_THREADS_ENV, "").strip()
     if env in ("1", "2"):
         return int(env)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return 2 if cpus >= 2 else 1
+    return 2 if cpus() >= 2 else 1
 
 
 def _halves(items: list[Item]) -> tuple[list[Item], list[Item]]:
