@@ -282,6 +282,13 @@ def array_stats(values: np.ndarray) -> TensorStats:
     return tensor_stats([arr.reshape(-1)], one_dimensional=arr.ndim == 1)
 
 
+def stacked(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The non-empty 1-D ``arrays`` concatenated, and where each starts in the result:
+    one vectorised pass over many small vectors, reduced per vector with
+    ``ufunc.reduceat(x, starts)``."""
+    return np.concatenate(arrays), np.cumsum([0] + [a.size for a in arrays[:-1]])
+
+
 def vector_counts(vectors: Sequence[np.ndarray], negatives: Sequence[bool]) -> list[ValueCounts]:
     """:func:`array_counts` of many small 1-D arrays (the BN vectors of a model) at once.
 
@@ -293,8 +300,7 @@ def vector_counts(vectors: Sequence[np.ndarray], negatives: Sequence[bool]) -> l
     idx = [i for i, x in enumerate(vectors) if x.ndim == 1 and x.size]
     if idx:
         sizes = [vectors[i].size for i in idx]
-        starts = np.cumsum([0] + sizes[:-1])
-        flat = np.concatenate([vectors[i] for i in idx])
+        flat, starts = stacked([vectors[i] for i in idx])
         finite = np.logical_and.reduceat(np.isfinite(flat), starts).tolist()
         with np.errstate(invalid="ignore"):
             neg = np.add.reduceat(flat < 0, starts, dtype=np.int64).tolist()

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..formats.base import bf16_to_f32, f32_to_bf16_bits
 from ..report import Severity
+from ..stats import stacked
 from .base import (
     FLOAT16_MAX,
     BNContext,
@@ -526,10 +527,9 @@ def _stats_flags(layers) -> tuple[list[bool], list[bool]]:
             default[i], trained[i] = _is_default_stats(ly), _has_trained_affine(ly)
     if idx:
         def per_layer(kind: str, test, reduce) -> list[bool]:
-            arrays = [layers[i].values[kind] for i in idx]
-            starts = np.cumsum([0] + [a.size for a in arrays[:-1]])
+            flat, starts = stacked([layers[i].values[kind] for i in idx])
             with np.errstate(invalid="ignore"):
-                return reduce.reduceat(test(np.concatenate(arrays)), starts).tolist()
+                return reduce.reduceat(test(flat), starts).tolist()
 
         mean_zero = per_layer("moving_mean", lambda x: x == 0, np.logical_and)
         var_one = per_layer("moving_variance", lambda x: x == 1, np.logical_and)
@@ -635,8 +635,7 @@ def quiet_layers(layers, th) -> list[bool]:
     if not idx:
         return out
     sizes = [layers[i].values["moving_variance"].size for i in idx]
-    starts = np.cumsum([0] + sizes[:-1])
-    g, b, m, v = (np.concatenate([layers[i].values[k] for i in idx]) for k in _VECTORS)
+    (g, starts), (b, _), (m, _), (v, _) = (stacked([layers[i].values[k] for i in idx]) for k in _VECTORS)
     eps = np.repeat(np.array([layers[i].epsilon for i in idx], dtype=np.float32), sizes)
     with np.errstate(all="ignore"):
         scale = g / np.sqrt(v + eps)
