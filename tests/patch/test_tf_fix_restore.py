@@ -9,7 +9,8 @@ and a TF1 ``Saver.restore`` into the rebuilt graph. Asserted:
 
 * the broken original shows its fault in ``predict`` (non-finite, or for the seed model,
   whose NaN BN statistics feed a ReLU that TensorFlow maps to 0 or to NaN depending on the
-  CPU's kernel, the same output for every input or a non-finite one), and the repaired copy predicts finite, input-dependent outputs;
+  CPU's kernel, the same output for every input or a non-finite one), and the repaired
+  copy predicts finite, input-dependent outputs;
 * every tensor the fix reported as changed holds new bytes, every other one is bit-identical
   to the original as TensorFlow reads it, and every other file of the folder is untouched.
 """
