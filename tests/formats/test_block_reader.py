@@ -143,8 +143,6 @@ def test_exit_closes_file_descriptors(keras_files):
 def test_variable_make_equals_the_dataclass_constructor():
     import dataclasses
 
-    import pytest
-
     from ckptscan.formats.base import Variable
 
     kw = dict(layer_path="m/bn", name="gamma", layer_name="m", layer_class="BatchNormalization", shape=(4,),
