@@ -93,6 +93,29 @@ def var_name_options(class_name: str | None) -> list[list[str]]:
     return [n for n in seen if counts.count(len(n)) == 1]
 
 
+def scope_end(scopes: list[str], name: str) -> int | None:
+    """The index in ``scopes`` (the name scopes of a tf-keras variable's name, split at
+    ``/``) of the last component of layer ``name``'s own scope: ``name`` itself, else as
+    TensorFlow made it unique (``dense_1`` for ``dense``); None when it is not there.
+
+    A tf-keras layer name may hold ``/`` (MobileNetV3's ``Conv/BatchNorm``, DenseNet's
+    ``conv1/bn``): its scope is then that many components, the last one made unique.
+    """
+    *head, last = name.split("/")
+    n = len(head)
+    if not n:  # the common case, kept quick (once per variable)
+        if last in scopes:
+            return scopes.index(last)
+        pat = re.compile(re.escape(last) + r"_\d+")
+        return next((i for i, c in enumerate(scopes) if pat.fullmatch(c)), None)
+    pat = re.compile(re.escape(last) + r"_\d+")
+    for exact in (True, False):
+        for i in range(len(scopes) - n):
+            if scopes[i:i + n] == head and (scopes[i + n] == last if exact else pat.fullmatch(scopes[i + n])):
+                return i + n
+    return None
+
+
 def layer_name(cfg: dict) -> str:
     """The user's name of a layer entry in a config ``layers`` list."""
     inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}

@@ -151,7 +151,7 @@ class LegacyCheckpoint(Checkpoint):
         owner = comps[:-1]
         if not group_name:
             return "/".join(owner), var
-        cut = _find_own_name(owner, group_name)
+        cut = naming.scope_end(owner, group_name)
         if cut is not None:
             owner = owner[cut + 1 :]
         info = tree.get(group_name)
@@ -188,18 +188,6 @@ class LegacyCheckpoint(Checkpoint):
         self.variables.append(v)
 
 
-def _find_own_name(owner: list[str], name: str) -> int | None:
-    """Index of ``name`` (or a uniquified ``name_N``) in a weight name's scopes."""
-    for i, c in enumerate(owner):
-        if c == name:
-            return i
-    pat = re.compile(re.escape(name) + r"_\d+")
-    for i, c in enumerate(owner):
-        if pat.fullmatch(c):
-            return i
-    return None
-
-
 def _resolve_nested(group: str, owner: list[str], tree: dict) -> str | None:
     """Place a nested model's weight (``[scopes…, inner_layer, sub…]``) in the config tree."""
     cur = group
@@ -207,8 +195,13 @@ def _resolve_nested(group: str, owner: list[str], tree: dict) -> str | None:
     while i < len(owner):
         c = owner[i]
         hit = None
-        if f"{cur}/{c}" in tree:
-            hit = f"{cur}/{c}"
+        # the longest run of scopes that names a layer of ``cur``: a layer name may hold
+        # "/" (``conv1/bn`` beside a layer ``bn``; ``Conv/BatchNorm`` beside ``Conv``)
+        for j in range(len(owner), i, -1):
+            if f"{cur}/{'/'.join(owner[i:j])}" in tree:
+                hit = f"{cur}/{'/'.join(owner[i:j])}"
+                i = j - 1
+                break
         else:
             for name in (c, re.sub(r"_\d+$", "", c)):
                 hits = [p for p in tree if p.startswith(cur + "/") and p.rsplit("/", 1)[-1] == name]

@@ -33,6 +33,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+from ... import naming
 from ...errors import MalformedArchiveError
 from . import proto
 
@@ -371,15 +372,11 @@ def _attribute_slots(out: dict[str, Named]) -> None:
 
 
 def _scope_index(comps: list[str], top_name: str | None) -> int | None:
+    """The index in ``comps`` (a variable's full name split at ``/``, its own name last) of
+    the last component of its layer's name scope (:func:`ckptscan.naming.scope_end`)."""
     if top_name is None:
         return 0 if len(comps) > 1 else None
-    if top_name in comps[:-1]:
-        return comps.index(top_name)
-    pat = re.compile(re.escape(top_name) + r"_\d+")
-    for i, c in enumerate(comps[:-1]):
-        if pat.fullmatch(c):
-            return i
-    return None
+    return naming.scope_end(comps[:-1], top_name)
 
 
 def _meta_for(metadata: dict[str, LayerMeta] | None, steps) -> LayerMeta | None:
