@@ -79,13 +79,13 @@ def class_from_path(obj_path: str) -> str | None:
     return class_from_snake(last)
 
 
-def var_name_options(class_name: str | None) -> list[list[str]]:
+def var_name_options(class_name: str | None, tf_keras: bool = False) -> list[list[str]]:
     """Every variable order a class can have under its boolean flags, most likely first."""
     flags = ["use_bias", "center", "scale"]
     seen: list[list[str]] = []
     for mask in range(1 << len(flags)):
         cfg = {f: not (mask >> i) & 1 for i, f in enumerate(flags)}
-        names = var_names(class_name, cfg)
+        names = var_names(class_name, cfg, tf_keras)
         if names is not None and names not in seen:
             seen.append(names)
     # an ambiguous count (BN with center or scale off) is no option at all
@@ -165,6 +165,15 @@ AUTO_NAME = "\0variable"
 APPLICATION_LAYERS = {
     "LayerScale": [AUTO_NAME],  # keras.applications.convnext: add_weight() without a name
 }
+#: Where tf-keras 2.x names a built-in layer's variables otherwise than Keras 3 (its
+#: ``.keras`` and ``.weights.h5`` store them in the same ``vars/<i>`` order): the
+#: depthwise convolutions keep ``depthwise_kernel`` (Keras 3 renamed it ``kernel``), and
+#: ConvNeXt's ``LayerScale`` names its variable ``gamma``.
+TF_KERAS_LAYERS = {
+    "DepthwiseConv1D": ["depthwise_kernel", "bias"],
+    "DepthwiseConv2D": ["depthwise_kernel", "bias"],
+    "LayerScale": ["gamma"],
+}
 
 
 def auto_names(count: int, start: int = 0) -> list[str]:
@@ -172,13 +181,17 @@ def auto_names(count: int, start: int = 0) -> list[str]:
     return ["variable" if i == 0 else f"variable_{i}" for i in range(start, start + count)]
 
 
-def var_names(class_name: str | None, cfg: dict | None) -> list[str] | None:
-    """Keras 3 order of ``vars/<i>`` for a built-in class and its config, or None.
+def var_names(class_name: str | None, cfg: dict | None, tf_keras: bool = False) -> list[str] | None:
+    """Keras 3 order of ``vars/<i>`` for a built-in class and its config, or None; with
+    ``tf_keras``, the names tf-keras 2.x gives the same variables (:data:`TF_KERAS_LAYERS`).
 
     May contain :data:`AUTO_NAME` placeholders (see there).
     """
     cfg = cfg or {}
     c = class_name
+    if tf_keras and c in TF_KERAS_LAYERS:
+        names = TF_KERAS_LAYERS[c]
+        return names if names[-1] != "bias" or _flag(cfg, "use_bias") else names[:-1]
     if c in APPLICATION_LAYERS:
         return list(APPLICATION_LAYERS[c])
     if c in BN_CLASSES:
@@ -224,6 +237,11 @@ def var_names(class_name: str | None, cfg: dict | None) -> list[str] | None:
         return ["scale"]
     if c == "PReLU":
         return ["alpha"]
+    if c == "Attention":
+        return (["scale"] if _flag(cfg, "use_scale", False) else []) + (
+            ["concat_score_weight"] if cfg.get("score_mode") == "concat" else [])
+    if c == "AdditiveAttention":
+        return ["scale"] if _flag(cfg, "use_scale") else []
     if c == "Normalization":
         return ["mean", "variance", "count"]
     if c in ("LSTMCell", "GRUCell", "SimpleRNNCell", "ConvLSTMCell"):
@@ -300,12 +318,26 @@ def v3_object_map(doc: dict, tf_keras: bool = False) -> dict[str, ObjInfo]:
 
 
 def written_by_tf_keras(doc: dict | None, keras_version: str | None = None) -> bool:
-    """True for a tf-keras 2.x save: ``metadata.json`` says 2.x, or the config's model
-    module is tf-keras' (``tf_keras.src.engine.functional``, ``keras.src.engine.…``)."""
+    """True for a tf-keras 2.x save: ``metadata.json`` says 2.x, or a model module in the
+    config is tf-keras' (``tf_keras.src.engine.functional``, ``keras.src.engine.…``). A
+    tf-keras ``Sequential`` says only ``keras``, as Keras 3's does, so the models nested
+    in it are looked at too (a bare ``.weights.h5`` has no ``metadata.json``)."""
     if keras_version:
         return str(keras_version).split(".")[0] in ("1", "2")
-    module = str((doc or {}).get("module") or "")
-    return module.startswith("tf_keras") or ".engine." in module
+    stack: list = [doc]
+    budget = 100_000  # configs nodes looked at, at most
+    while stack and budget > 0:
+        node = stack.pop()
+        budget -= 1
+        if isinstance(node, dict):
+            module = node.get("module")
+            if isinstance(module, str) and (module.startswith("tf_keras") or ".engine." in module):
+                return True
+            if node.get("class_name") in CONTAINER_CLASSES or "layers" in node or "config" in node:
+                stack.extend(v for k, v in node.items() if k in ("config", "layers"))
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def _tf_keras_paths(out: dict[str, ObjInfo]) -> None:

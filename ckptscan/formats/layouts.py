@@ -231,7 +231,7 @@ def open_h5_file(src: Source, cfg: dict | None) -> Checkpoint:
         fmt = classify_h5(h5, src.where)
         if fmt == "keras3-weights":
             return V3Checkpoint(src.where, fmt, [H5Part(src.where, None, 0, h5, owner)], cfg)
-        return LegacyCheckpoint(src.where, h5, owner)
+        return LegacyCheckpoint(src.where, h5, owner, cfg)
     except BaseException:
         h5.close()
         if owner is not None:

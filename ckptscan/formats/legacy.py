@@ -40,13 +40,20 @@ MAX_CONFIG_CHARS = 64 << 20
 
 
 class LegacyCheckpoint(Checkpoint):
-    """A legacy Keras HDF5 file (full model or weights only)."""
+    """A legacy Keras HDF5 file (full model or weights only).
 
-    def __init__(self, path: str, h5: h5py.File, owner: object | None = None):
+    ``config`` (a model config, ``config=`` / ``--config``) names the layers of a
+    weights-only file, which carries none: without it, a model nested two deep loses the
+    middle model's name (tf-keras writes only the outer model's group and the leaf
+    layers' scopes). A full-model file uses its own ``model_config`` and ignores it.
+    """
+
+    def __init__(self, path: str, h5: h5py.File, owner: object | None = None, config: dict | None = None):
         super().__init__(path)
         self.h5 = h5
         self._owner = owner
         """A file object h5py reads through (a remote reader), closed with the checkpoint."""
+        self._given_config = config if isinstance(config, dict) else None
         self._handles: dict[str, h5py.Dataset | None] = {}
         self._filesize = 0
         with translate_errors(path):
@@ -94,6 +101,8 @@ class LegacyCheckpoint(Checkpoint):
                 raise MalformedArchiveError(self.path, f"model_config is not valid JSON ({exc})") from exc
             if not isinstance(self.model_config, dict):
                 raise MalformedArchiveError(self.path, "model_config is not a JSON object")
+        elif self._given_config is not None:
+            self.model_config = naming.top_config(self._given_config)
         tree = naming.layer_tree(self.model_config) if self.model_config else {}
         for p, info in tree.items():
             self.layers.setdefault(p, LayerInfo(p, info.path[-1], info.class_name, info.config))

@@ -244,7 +244,7 @@ class V3Checkpoint(Checkpoint):
                 lname = struct.split("/", 1)[0]
             indices = sorted(slots)
             shapes = [tuple(slots[i][1].shape or ()) for i in indices]
-            vnames, var_known = self._var_names(cls, cfg, shapes, is_opt, from_config=info is not None)
+            vnames, var_known = self._var_names(cls, cfg, shapes, is_opt, from_config=info is not None, tf_keras=tf_keras)
             if is_metric:
                 # Mean/Sum-style metrics (the loss trackers) hold (total, count)
                 base = re.sub(r"_\d+$", "", owner.rsplit("/", 1)[-1])
@@ -292,14 +292,14 @@ class V3Checkpoint(Checkpoint):
         return "/".join(out) if out else owner, all_named and bool(out)
 
     @staticmethod
-    def _var_names(cls, cfg, shapes, is_opt, from_config) -> tuple[list[str] | None, bool]:
+    def _var_names(cls, cfg, shapes, is_opt, from_config, tf_keras=False) -> tuple[list[str] | None, bool]:
         if is_opt:
             return None, False
-        expected = naming.var_names(cls, cfg)
+        expected = naming.var_names(cls, cfg, tf_keras)
         if expected is not None and len(expected) == len(shapes):
             return expected, from_config
         if not from_config:
-            for option in naming.var_name_options(cls):
+            for option in naming.var_name_options(cls, tf_keras):
                 if len(option) == len(shapes):
                     return option, False
         guess = naming.guess_var_names(shapes)

@@ -144,6 +144,12 @@ def build_block(spec, x, ctx):
     if kind == "mha":
         heads, key_dim, bias = a
         return layers.MultiHeadAttention(num_heads=heads, key_dim=key_dim, use_bias=bias)(x, x)
+    if kind == "attention":
+        use_scale, concat = a
+        return layers.Attention(use_scale=use_scale, score_mode="concat" if concat else "dot")([x, x])
+    if kind == "additive":
+        (use_scale,) = a
+        return layers.AdditiveAttention(use_scale=use_scale)([x, x])
     if kind == "op":
         (which,) = a
         return {"add": lambda t: ops.add(t, t), "tanh": ops.tanh, "mul": lambda t: ops.multiply(t, t)}[which](x)
@@ -428,6 +434,8 @@ func_leaf = st.one_of(
     st.tuples(st.just("dropout")),
     st.tuples(st.just("einsum"), _units, _b),
     st.tuples(st.just("mha"), st.integers(1, 2), st.integers(1, 3), _b),
+    st.tuples(st.just("attention"), _b, _b),
+    st.tuples(st.just("additive"), _b),
     st.tuples(st.just("op"), st.sampled_from(["add", "tanh", "mul"])),
     st.tuples(st.just("shared"), _b),
     st.tuples(st.just("shared_nested"), _units),
@@ -473,6 +481,10 @@ HANDPICKED = {
             ["normalization"], ["rmsnorm"], ["dropout"], ["prelu"], ["gn", False, True],
         ],
     },
+    # Attention / AdditiveAttention: "scale" and "concat_score_weight" by their flags
+    "attention": {"features": 3, "embedding": None, "explicit_input": False,
+                  "blocks": [["attention", True, True], ["additive", True], ["attention", False, False],
+                             ["additive", False], ["func", [["attention", True, False]]]]},
     # found by hypothesis: a Dense shared by the top model and a nested Sequential is
     # written twice in legacy .h5 (Keras names both by the first traversal)
     "shared_top": {"features": 2, "embedding": None, "explicit_input": False,
