@@ -99,21 +99,24 @@ def scope_end(scopes: list[str], name: str) -> int | None:
     TensorFlow made it unique (``dense_1`` for ``dense``); None when it is not there.
 
     A tf-keras layer name may hold ``/`` (MobileNetV3's ``Conv/BatchNorm``, DenseNet's
-    ``conv1/bn``): its scope is then that many components, the last one made unique.
+    ``conv1/bn``): its scope is then that many components, the last one made unique. That
+    case is one string search over the joined scopes, linear in their length whatever a
+    file's names hold.
     """
-    *head, last = name.split("/")
-    n = len(head)
-    if not n:  # the common case, kept quick (once per variable)
-        if last in scopes:
-            return scopes.index(last)
-        pat = re.compile(re.escape(last) + r"_\d+")
+    if "/" not in name:  # the common case, kept quick (once per variable)
+        if name in scopes:
+            return scopes.index(name)
+        pat = re.compile(re.escape(name) + r"_\d+")
         return next((i for i, c in enumerate(scopes) if pat.fullmatch(c)), None)
-    pat = re.compile(re.escape(last) + r"_\d+")
-    for exact in (True, False):
-        for i in range(len(scopes) - n):
-            if scopes[i:i + n] == head and (scopes[i + n] == last if exact else pat.fullmatch(scopes[i + n])):
-                return i + n
-    return None
+    joined = "/" + "/".join(scopes) + "/"
+    pos = joined.find("/" + name + "/")
+    if pos < 0:
+        head, _, last = name.rpartition("/")
+        m = re.search("/" + re.escape(head) + "/" + re.escape(last) + r"_\d+/", joined)
+        if m is None:
+            return None
+        pos = m.start()
+    return joined.count("/", 0, pos + 1) - 1 + name.count("/")
 
 
 def layer_name(cfg: dict) -> str:

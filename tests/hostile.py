@@ -43,6 +43,9 @@ RSS_BOUND = 1 << 30
 BOMB_REASON = "memory limit of 768 MiB exceeded while reading (--max-memory)"
 #: Committed fuzzer finds on which libhdf5 allocates without end (see tests/data/README.md).
 ALLOC_BOMBS = (ROOT / "tests" / "data" / "hdf5_alloc_bomb.weights.h5", ROOT / "tests" / "data" / "hdf5_btree_loop.keras")
+#: Levels of the deepest group chains built (libhdf5's recursive H5Lvisit overflowed the
+#: C stack at ~10,000).
+DEEP_LEVELS = 12_000
 #: Wall-clock limit per input (the CLI's own ``--timeout`` is set below it).
 INPUT_DEADLINE = 30.0  # > CLI_TIMEOUT + watchdog.HARD_GRACE: a hard stop is seen as such
 CLI_TIMEOUT = 15
@@ -531,6 +534,11 @@ def crafted_cases(tmp: Path) -> list[Case]:
         for i in range(80):
             g = g.create_group(f"g{i}")
 
+    def deep_groups_many(f, ds):
+        # 12,000 levels: libhdf5's H5Lvisit recurses once per level and overflowed the C
+        # stack (a segfault, the process gone) before ckptscan looked at any depth
+        f.require_group(ds.rsplit("/vars/", 1)[0]).create_group("/".join(f"g{i}" for i in range(DEEP_LEVELS)))
+
     def hard_cycle(f, ds):
         g = f[ds.rsplit("/vars/", 1)[0]]
         g["loop"] = g
@@ -566,6 +574,7 @@ def crafted_cases(tmp: Path) -> list[Case]:
 
     v3_only = [
         ("deep_groups", deep_groups, deep_reason),
+        ("deep_groups_12000", deep_groups_many, deep_reason),
         ("hard_link_cycle", hard_cycle,
          lambda ds: f"{ds.rsplit('/vars/', 1)[0]}/loop is a group linked more than once (hard-link cycle)"),
         ("huge_attribute", huge_name_attr,
@@ -597,6 +606,28 @@ def crafted_cases(tmp: Path) -> list[Case]:
             g = _regroup(f, "model_weights") if "model_weights" in f else f
             del g.attrs["layer_names"]
             g.attrs.create("layer_names", np.zeros(1_100_000, dtype="S1"))
+    deep_path = "/".join(f"g{i}" for i in range(DEEP_LEVELS))
+
+    def legacy_deep_weight_name(p):
+        # a weight name 12,000 groups deep, listed in weight_names and really there
+        shutil.copyfile(legacy_seed, p)
+        with h5py.File(p, "r+", libver="latest") as f:
+            top = f["model_weights"] if "model_weights" in f else f
+            layer = next(top[n] for n in top.attrs["layer_names"] if len(top[n].attrs.get("weight_names", [])))
+            layer.create_dataset(f"{deep_path}/kernel:0", data=np.ones(2, "float32"))
+            names = [n.decode() if isinstance(n, bytes) else n for n in layer.attrs["weight_names"]]
+            layer = _regroup(f, layer.name)
+            layer.attrs["weight_names"] = np.array([n.encode() for n in names + [f"{deep_path}/kernel:0"]])
+
+    def legacy_deep_unlisted(p):
+        # the same depth in groups no weight name lists: the legacy reader never goes there
+        shutil.copyfile(legacy_seed, p)
+        with h5py.File(p, "r+") as f:
+            f.create_group(deep_path)
+
+    case("legacy_deep_weight_name", "g0/g1/g2/…/kernel:0: groups nested more than 64 deep", legacy_deep_weight_name, ".h5")
+    case("legacy_deep_unlisted", None, legacy_deep_unlisted, ".h5")
+
     grp = "/model_weights" if "model_weights" in h5py.File(legacy_seed, "r") else ""
     case("legacy_huge_layer_names",
          f"attribute {grp}@layer_names declares 1100000 elements of 1 bytes (too large)", legacy_huge_layer_names, ".h5")

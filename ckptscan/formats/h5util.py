@@ -270,9 +270,18 @@ def only_hard_links(gid: Any) -> bool:
     checks could not refuse anything on the way. False on any error.
     """
     try:
-        return gid.links.visit(lambda _name, info: 1 if info.type != _HARD else None, info=True) is None
+        return gid.links.visit(_hard_and_shallow, info=True) is None
     except Exception:
         return False
+
+
+def _hard_and_shallow(name: bytes, info: Any) -> int | None:
+    """``H5Lvisit`` callback: stop (1) at a link that is not hard, or one nested more than
+    :data:`~ckptscan.runtime.bounds.MAX_GROUP_DEPTH` deep. ``H5Lvisit`` recurses in C,
+    one level per group, and calls this before it enters a group: stopping here keeps
+    its recursion that shallow (groups nested ~10,000 deep overflow the C stack and kill
+    the process)."""
+    return 1 if info.type != _HARD or name.count(b"/") >= MAX_GROUP_DEPTH else None
 
 
 def open_path(gid: Any, name: str, where: str, hard_only: bool) -> Any:
@@ -282,8 +291,10 @@ def open_path(gid: Any, name: str, where: str, hard_only: bool) -> Any:
     an odd object type, any error) goes through :func:`safe_open` itself, which gives
     the exact answer or refusal.
     """
+    parts = [p for p in name.split("/") if p]
+    if len(parts) > MAX_GROUP_DEPTH:
+        raise Refused(f"{_short_path(parts)}: groups nested more than {MAX_GROUP_DEPTH} deep", unsafe=False)
     if hard_only:
-        parts = [p for p in name.split("/") if p]
         if parts and "." not in parts and ".." not in parts:
             try:
                 oid = h5py.h5o.open(gid, encode_name("/".join(parts)))
@@ -331,8 +342,7 @@ def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None
     """
     if depth > MAX_GROUP_DEPTH:
         parts = group.name.strip("/").split("/")
-        short = "/" + "/".join(parts[:3]) + "/…/" + parts[-1] if len(parts) > 5 else group.name
-        raise Refused(f"{short}: groups nested more than {MAX_GROUP_DEPTH} deep", unsafe=False)
+        raise Refused(f"{'/' + _short_path(parts)}: groups nested more than {MAX_GROUP_DEPTH} deep", unsafe=False)
     seen = set() if _seen is None else _seen
     if _seen is None:
         seen.add(_object_key(group))
@@ -349,6 +359,13 @@ def walk(group: h5py.Group, where: str, depth: int = 0, _seen: set | None = None
         if isinstance(obj, h5py.Group):
             for sub, o in walk(obj, where, depth + 1, seen):
                 yield f"{key}/{sub}", o
+
+
+def _short_path(parts: list[str]) -> str:
+    """A path of many components for a message: the first three, ``…``, the last (each
+    cut to 40 characters)."""
+    cut = [p if len(p) <= 40 else p[:39] + "…" for p in parts]
+    return "/".join(cut[:3] + ["…"] + cut[-1:]) if len(cut) > 5 else "/".join(cut)
 
 
 def _object_key(obj: h5py.HLObject) -> object:
@@ -375,7 +392,7 @@ def hard_link_tree(fid: Any) -> list[tuple[str, ...]]:
     root = h5py.h5o.get_info(fid).addr
 
     def visit(name: bytes, info) -> int | None:
-        if info.type != _HARD:
+        if _hard_and_shallow(name, info) is not None:  # also keeps H5Lvisit's C recursion shallow
             return 1
         a = info.u
         if a in addrs or a == root:

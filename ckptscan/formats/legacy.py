@@ -104,6 +104,9 @@ class LegacyCheckpoint(Checkpoint):
         elif self._given_config is not None:
             self.model_config = naming.top_config(self._given_config)
         tree = naming.layer_tree(self.model_config) if self.model_config else {}
+        # components in the longest layer name (a name may hold "/"), at most 64: bounds the
+        # runs of scopes tried against the config, whatever a hostile file's names hold
+        self._name_parts = min(64, max((info.path[-1].count("/") + 1 for info in tree.values()), default=1))
         for p, info in tree.items():
             self.layers.setdefault(p, LayerInfo(p, info.path[-1], info.class_name, info.config))
 
@@ -167,7 +170,7 @@ class LegacyCheckpoint(Checkpoint):
         if info is None or not naming.is_container_class(info.class_name, info.config):
             # a leaf layer: what follows its name is a sub-layer chain (lstm_cell, query…)
             return "/".join([group_name] + owner), var
-        resolved = _resolve_nested(group_name, owner, tree)
+        resolved = _resolve_nested(group_name, owner, tree, self._name_parts)
         if resolved is not None:
             return resolved, var
         return "/".join([group_name] + owner), var
@@ -197,16 +200,18 @@ class LegacyCheckpoint(Checkpoint):
         self.variables.append(v)
 
 
-def _resolve_nested(group: str, owner: list[str], tree: dict) -> str | None:
-    """Place a nested model's weight (``[scopes…, inner_layer, sub…]``) in the config tree."""
+def _resolve_nested(group: str, owner: list[str], tree: dict, name_parts: int) -> str | None:
+    """Place a nested model's weight (``[scopes…, inner_layer, sub…]``) in the config tree
+    (``name_parts``: components in the longest layer name of the tree)."""
     cur = group
     i = 0
     while i < len(owner):
         c = owner[i]
         hit = None
         # the longest run of scopes that names a layer of ``cur``: a layer name may hold
-        # "/" (``conv1/bn`` beside a layer ``bn``; ``Conv/BatchNorm`` beside ``Conv``)
-        for j in range(len(owner), i, -1):
+        # "/" (``conv1/bn`` beside a layer ``bn``; ``Conv/BatchNorm`` beside ``Conv``); no
+        # run longer than the config's longest layer name is tried
+        for j in range(min(len(owner), i + name_parts), i, -1):
             if f"{cur}/{'/'.join(owner[i:j])}" in tree:
                 hit = f"{cur}/{'/'.join(owner[i:j])}"
                 i = j - 1

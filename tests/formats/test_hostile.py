@@ -49,7 +49,8 @@ def test_suite_covers_every_named_malformation(cases):
                    "v3_huge_attribute", "legacy_huge_layer_names", "v3_deep_groups", "v3_hard_link_cycle",
                    "keras_config_invalid", "keras_config_huge", "keras_config_deep_recursion",
                    "sharded_traversal", "v3_hdf5_alloc_bomb", "keras_hdf5_alloc_bomb",
-                   "keras_compressed_hdf5_alloc_bomb"):
+                   "keras_compressed_hdf5_alloc_bomb", "v3_deep_groups_12000", "keras_deep_groups_12000",
+                   "legacy_deep_weight_name", "legacy_deep_unlisted"):
         assert needle in cases, needle
     assert len(cases) >= 70
 
@@ -78,7 +79,8 @@ def test_every_hostile_case_exit_2_one_exact_line(cases, worker, command):
 def test_real_process_prints_exactly_one_line(cases):
     """A sample through a real ``python -m ckptscan`` process: the true stderr is one line."""
     for name in ("v3_external_link", "legacy_virtual_passwd", "keras_shape_bomb_gzip", "keras_zip_bomb_declared",
-                 "keras_config_deep_recursion", "sharded_traversal", "keras_compressed_truncated_h5"):
+                 "keras_config_deep_recursion", "sharded_traversal", "keras_compressed_truncated_h5",
+                 "v3_deep_groups_12000", "legacy_deep_weight_name"):
         case = cases[name]
         before = H.sha256(case.path)
         out = run_cli("inspect", case.path, timeout=60, process=True)
