@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import zipfile
 
 import h5py
 import numpy as np
@@ -132,3 +133,16 @@ def test_nan_in_conv1_bn_is_reported_at_conv1_bn(tmp_path):
 ])
 def test_scope_end(scopes, name, end):
     assert scope_end(scopes, name) == end
+
+
+def test_tf_keras_recognised_behind_a_sequential_and_not_by_a_users_module():
+    from ckptscan.naming import written_by_tf_keras
+
+    with zipfile.ZipFile(fixture_path(DIR, "traps.keras")) as z:
+        doc = json.loads(z.read("config.json"))
+    assert doc["class_name"] == "Sequential" and doc["module"] == "keras"  # what tf-keras writes
+    assert written_by_tf_keras(doc)
+    keras3 = {"module": "keras", "class_name": "Sequential", "config": {"layers": [
+        {"module": "myproj.engine.layers", "class_name": "MyLayer", "config": {}},
+        {"module": "keras.src.models.functional", "class_name": "Functional", "config": {"layers": []}}]}}
+    assert not written_by_tf_keras(keras3)
