@@ -147,6 +147,14 @@ def quantization_mode(cfg: dict) -> str | None:
     return None
 
 
+def _int4_blocks(mode: str) -> bool:
+    """True for int4 quantized in blocks along the input (Keras 3.13+: the policy's mode
+    is ``int4/<block size>``), which adds a zero point and ``g_idx`` to the scale;
+    ``int4`` and ``int4/-1`` are per channel."""
+    base, _, block = mode.partition("/")
+    return base == "int4" and block not in ("", "-1", "None")
+
+
 def policy_name(cfg: dict) -> str | None:
     """The dtype policy name of a layer config (``mixed_float16``, ``float32``…)."""
     dtype = cfg.get("dtype")
@@ -210,8 +218,9 @@ def var_names(class_name: str | None, cfg: dict | None, tf_keras: bool = False) 
             return ["kernel"] + (["bias"] if has_bias else [])
         if mode == "int8":
             return ["kernel"] + (["bias"] if has_bias else []) + ["kernel_scale"]
-        if mode == "int4":
-            return ["kernel"] + (["bias"] if has_bias else []) + ["kernel_scale"]
+        if mode.split("/")[0] == "int4":
+            return ["kernel"] + (["bias"] if has_bias else []) + ["kernel_scale"] + (
+                ["kernel_zero", "g_idx"] if _int4_blocks(mode) else [])
         if mode == "float8":
             return ["kernel"] + (["bias"] if has_bias else []) + [
                 "inputs_scale", "inputs_amax_history", "kernel_scale", "kernel_amax_history",
@@ -222,8 +231,8 @@ def var_names(class_name: str | None, cfg: dict | None, tf_keras: bool = False) 
         mode = quantization_mode(cfg)
         if mode is None:
             return ["embeddings"]
-        if mode in ("int8", "int4"):
-            return ["embeddings", "embeddings_scale"]
+        if mode == "int8" or mode.split("/")[0] == "int4":
+            return ["embeddings", "embeddings_scale"] + (["embeddings_zero", "g_idx"] if _int4_blocks(mode) else [])
         return None
     if c in ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
              "DepthwiseConv1D", "DepthwiseConv2D"):

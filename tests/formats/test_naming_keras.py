@@ -302,6 +302,8 @@ def worker() -> None:
                 reply["expected"] = [r[:4] for r in rows] if "load_weights_error" in reply else rows
             else:
                 model = build_app(req["name"], req["size"]) if req["kind"] == "app" else build_spec_model(req["spec"])
+                if req["kind"] == "spec" and req["spec"].get("quantize"):
+                    model.quantize(req["spec"]["quantize"])
                 randomize(model)
                 reply = {"expected": keras_reported(model), "files": save_all(model, req["out"])}
         except Exception:
@@ -481,6 +483,12 @@ HANDPICKED = {
             ["normalization"], ["rmsnorm"], ["dropout"], ["prelu"], ["gn", False, True],
         ],
     },
+    # quantized layers: int4 in blocks (Keras 3.13+, mode "int4/128") adds kernel_zero
+    # and g_idx (embeddings_zero and g_idx for Embedding) to the scale
+    "int4": {"features": 3, "embedding": [7, 2], "explicit_input": False, "quantize": "int4",
+             "blocks": [["dense", 3, True, None], ["einsum", 2, True], ["dense", 2, False, None]]},
+    "int8": {"features": 3, "embedding": [7, 2], "explicit_input": False, "quantize": "int8",
+             "blocks": [["dense", 3, True, None], ["einsum", 2, False]]},
     # Attention / AdditiveAttention: "scale" and "concat_score_weight" by their flags
     "attention": {"features": 3, "embedding": None, "explicit_input": False,
                   "blocks": [["attention", True, True], ["additive", True], ["attention", False, False],
