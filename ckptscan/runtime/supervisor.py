@@ -36,7 +36,10 @@ def supervise(command: str | None = None, on_hard_stop: Callable[[str], None] | 
 
     Returns in the child, whose :func:`file_timeout` then reports to the supervisor. The
     supervisor waits for the child and exits with its status (a child killed by signal N
-    is relayed as signal N). If the child stays in one file past ``--timeout`` plus
+    is relayed as signal N, except a crash inside a file: SIGSEGV, SIGBUS, SIGILL, SIGFPE
+    or SIGABRT while the child reads a file gives ``ckptscan: error: <file>: the reader
+    crashed (SIGSEGV) on this file; stopped`` and exit 2, as for any unreadable file; for
+    ``scan``, one more line says that no report was written). If the child stays in one file past ``--timeout`` plus
     :data:`HARD_GRACE` (stuck in C code), the supervisor SIGKILLs it, prints
     ``ckptscan: error: <file>: timed out after N s (--timeout); stuck in the HDF5 library,
     stopped`` and exits 2; for ``scan``, one more line says that no report was written.
@@ -137,7 +140,12 @@ def _supervise_loop(rfd: int, child: int, command: str | None,
         done, status = os.waitpid(child, 0 if eof else os.WNOHANG)
         if done:
             if os.WIFSIGNALED(status):
-                return ("signal", os.WTERMSIG(status))
+                sig = os.WTERMSIG(status)
+                if not eof:  # what the child wrote before it died says which file it was in
+                    armed, buf = _drain(rfd, armed, buf)
+                if sig in _CRASHES and armed is not None:
+                    return _report_crash(sig, armed[2], command, on_hard_stop)
+                return ("signal", sig)
             return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
         now = time.monotonic()
         if armed is not None and now >= armed[0]:
@@ -158,6 +166,51 @@ def _supervise_loop(rfd: int, child: int, command: str | None,
             _kill_and_reap(child)
             os.write(2, b"ckptscan: interrupted\n")
             return 130
+
+
+#: Signals that mean the child crashed (in C code: libhdf5, numpy) rather than was stopped.
+_CRASHES = frozenset(getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT") if hasattr(signal, n))
+
+
+def _drain(rfd: int, armed, buf: bytes):
+    """Read what is left in the pipe of a child that has exited (it is closed, so this
+    ends): the last arm/disarm line wins."""
+    import os
+
+    while True:
+        try:
+            data = os.read(rfd, 65536)
+        except OSError:  # pragma: no cover
+            break
+        if not data:
+            break
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            armed = _decode(line) if line.startswith(b"A ") else None
+    return armed, buf
+
+
+def _report_crash(sig: int, path: str, command: str | None, on_hard_stop: Callable[[str], None] | None) -> int:
+    """The child died of ``sig`` while it read ``path``: one error line naming the file,
+    exit 2, as for any unreadable file (a crash is a file the reader did not survive:
+    libhdf5 on some malformed inputs, or when an allocation fails under ``--max-memory``)."""
+    import os
+
+    if on_hard_stop is not None:  # fix: drop the lock file the child held (the journal decides the rest)
+        try:
+            on_hard_stop(path)
+        except Exception:  # pragma: no cover - the error line matters more
+            pass
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:  # pragma: no cover - every crash signal has a name
+        name = f"signal {sig}"
+    lines = f"ckptscan: error: {path}: the reader crashed ({name}) on this file; stopped\n"
+    if command == "scan":
+        lines += "ckptscan: scan stopped: no report written; scan with --jobs 2 to report this file and the others\n"
+    os.write(2, lines.encode("utf-8", "replace"))
+    return 2
 
 
 def _kill_and_reap(pid: int) -> None:

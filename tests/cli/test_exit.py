@@ -108,3 +108,50 @@ def test_in_process_main_returns():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "returned 1" in res.stdout, res.stderr
+
+
+_CRASH_ON = """
+import ctypes, os
+import ckptscan.formats.layouts as layouts
+
+_open = layouts.open_source
+
+def _crashing(src, cfg):
+    if os.path.basename(str(src.where)) == "boom.h5":
+        ctypes.string_at(0)  # a real SIGSEGV, as libhdf5 gives on some malformed files
+    return _open(src, cfg)
+
+layouts.open_source = _crashing
+"""
+
+
+@pytest.mark.parametrize("command", [["scan"], ["inspect"], ["fix", "--dry-run"]], ids=" ".join)
+def test_a_reader_crash_is_one_error_line_and_exit_2(tmp_path, command):
+    """A file the reader does not survive (SIGSEGV in C code) is reported like any
+    unreadable file: the supervisor names it in one line and exits 2, where it used to die
+    of the same signal (exit 139, nothing said)."""
+    boom = tmp_path / "boom.h5"
+    boom.write_bytes((FIXTURES / "tf2" / "seed.h5").read_bytes())
+    res = _program(_CRASH_ON, *command, str(boom))
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.splitlines()
+    assert lines[0] == f"ckptscan: error: {boom}: the reader crashed (SIGSEGV) on this file; stopped"
+    if command == ["scan"]:
+        assert lines[1:] == ["ckptscan: scan stopped: no report written; scan with --jobs 2 to report this file "
+                             "and the others"]
+    else:
+        assert lines[1:] == []
+    assert "Traceback" not in res.stderr
+
+
+def test_a_reader_crash_with_jobs_reports_the_file_and_scans_the_others(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "boom.h5").write_bytes((FIXTURES / "tf2" / "seed.h5").read_bytes())
+    (folder / "ok.h5").write_bytes((FIXTURES / "tf2" / "seed.h5").read_bytes())
+    out = tmp_path / "report.json"
+    res = _program(_CRASH_ON, "scan", "--jobs", "2", "--format", "json", "-o", str(out), str(folder))
+    assert res.returncode == 2, res.stderr
+    files = {os.path.basename(f["path"]): f for f in json.loads(out.read_text())["files"]}
+    assert files["ok.h5"]["status"] == "scanned"
+    assert files["boom.h5"]["status"] != "scanned"
