@@ -173,13 +173,15 @@ _CRASHES = frozenset(getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGILL",
 
 
 def _drain(rfd: int, armed, buf: bytes):
-    """Read what is left in the pipe of a child that has exited (it is closed, so this
-    ends): the last arm/disarm line wins."""
+    """Read what a child that has exited left in the pipe: the last arm/disarm line wins.
+    Never blocks (a process the child started may still hold the pipe open)."""
     import os
+    import select
 
     while True:
         try:
-            data = os.read(rfd, 65536)
+            ready, _, _ = select.select([rfd], [], [], 0)
+            data = os.read(rfd, 65536) if ready else b""
         except OSError:  # pragma: no cover
             break
         if not data:
