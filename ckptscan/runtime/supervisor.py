@@ -39,8 +39,9 @@ def supervise(command: str | None = None, on_hard_stop: Callable[[str], None] | 
     is relayed as signal N, except a crash inside a file: SIGSEGV, SIGBUS, SIGILL, SIGFPE
     or SIGABRT while the child reads a file gives ``ckptscan: error: <file>: the reader
     crashed (SIGSEGV) on this file; stopped`` and exit 2, as for any unreadable file; for
-    ``scan``, one more line says that no report was written). If the child stays in one file past ``--timeout`` plus
-    :data:`HARD_GRACE` (stuck in C code), the supervisor SIGKILLs it, prints
+    ``scan``, one more line says that no report was written). If the child stays in one
+    file past ``--timeout`` plus :data:`HARD_GRACE` (stuck in C code), the supervisor
+    SIGKILLs it, prints
     ``ckptscan: error: <file>: timed out after N s (--timeout); stuck in the HDF5 library,
     stopped`` and exits 2; for ``scan``, one more line says that no report was written.
     Ctrl-C reaches the child (same process group); a child stuck in a file that does not
