@@ -330,16 +330,12 @@ def v3_object_map(doc: dict, tf_keras: bool = False) -> dict[str, ObjInfo]:
 
 
 def written_by_tf_keras(doc: dict | None, keras_version: str | None = None) -> bool:
-    """True for a tf-keras 2.x save: ``metadata.json`` says 2.x, or the config's model
-    module is tf-keras' (``tf_keras.src.engine.functional``, ``keras.src.engine.…``). A
-    tf-keras ``Sequential`` says only ``keras``, as Keras 3's does, so the models nested
-    in it are looked at too (a bare ``.weights.h5`` has no ``metadata.json``): a nested
-    ``Functional``/``Sequential``/``Model`` whose module is tf-keras' engine."""
+    """True for a tf-keras 2.x save: ``metadata.json`` says 2.x, or the config's model, or
+    a ``Functional``/``Sequential``/``Model`` nested in it, comes from a tf-keras module
+    (:data:`_TF_KERAS_MODULES`). A tf-keras ``Sequential`` says only ``keras``, as Keras
+    3's does, hence the nested ones (a bare ``.weights.h5`` has no ``metadata.json``)."""
     if keras_version:
         return str(keras_version).split(".")[0] in ("1", "2")
-    module = str((doc or {}).get("module") or "")
-    if module.startswith("tf_keras") or ".engine." in module:
-        return True
     stack: list = [doc]
     budget = 100_000  # config nodes looked at, at most
     while stack and budget > 0:
@@ -347,8 +343,8 @@ def written_by_tf_keras(doc: dict | None, keras_version: str | None = None) -> b
         budget -= 1
         if isinstance(node, dict):
             module = node.get("module")
-            if (node.get("class_name") in CONTAINER_CLASSES and isinstance(module, str)
-                    and module.startswith(_TF_KERAS_ENGINE)):
+            if ((node is doc or node.get("class_name") in CONTAINER_CLASSES) and isinstance(module, str)
+                    and module.startswith(_TF_KERAS_MODULES)):
                 return True
             stack.extend(v for k, v in node.items() if k in ("config", "layers"))
         elif isinstance(node, list):
@@ -356,9 +352,9 @@ def written_by_tf_keras(doc: dict | None, keras_version: str | None = None) -> b
     return False
 
 
-#: Modules of tf-keras' model classes (``tf_keras.src.engine.functional``; the Keras 2
-#: bundled with TensorFlow wrote ``keras.src.engine.…`` or ``keras.engine.…``).
-_TF_KERAS_ENGINE = ("tf_keras.", "keras.src.engine.", "keras.engine.")
+#: Modules of tf-keras' models (``tf_keras.src.engine.functional``; the Keras 2 bundled
+#: with TensorFlow wrote ``keras.src.engine.…`` or ``keras.engine.…``).
+_TF_KERAS_MODULES = ("tf_keras", "keras.src.engine.", "keras.engine.")
 
 
 def _tf_keras_paths(out: dict[str, ObjInfo]) -> None:

@@ -104,9 +104,9 @@ class LegacyCheckpoint(Checkpoint):
         elif self._given_config is not None:
             self.model_config = naming.top_config(self._given_config)
         tree = naming.layer_tree(self.model_config) if self.model_config else {}
-        # components in the longest layer name (a name may hold "/"), at most 64: bounds the
-        # runs of scopes tried against the config, whatever a hostile file's names hold
-        self._name_parts = min(64, max((info.path[-1].count("/") + 1 for info in tree.values()), default=1))
+        # components in the longest layer name (a name may hold "/"): no longer run of scopes
+        # is tried against the config (weight names are at most MAX_GROUP_DEPTH deep)
+        self._name_parts = max((info.path[-1].count("/") + 1 for info in tree.values()), default=1)
         for p, info in tree.items():
             self.layers.setdefault(p, LayerInfo(p, info.path[-1], info.class_name, info.config))
 

@@ -132,10 +132,7 @@ def _supervise_loop(rfd: int, child: int, command: str | None,
             if ready:
                 data = os.read(rfd, 65536)
                 if data:
-                    buf += data
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        armed = _decode(line) if line.startswith(b"A ") else None
+                    armed, buf = _take(data, armed, buf)
                 else:
                     eof = True
         done, status = os.waitpid(child, 0 if eof else os.WNOHANG)
@@ -152,17 +149,7 @@ def _supervise_loop(rfd: int, child: int, command: str | None,
         if armed is not None and now >= armed[0]:
             _kill_and_reap(child)
             _, seconds, path = armed
-            if on_hard_stop is not None:  # e.g. fix, stopped while reading: drop its lock file
-                try:
-                    on_hard_stop(path)
-                except Exception:  # pragma: no cover - the error line matters more
-                    pass
-            lines = f"ckptscan: error: {path}: {hard_reason(seconds)}\n"
-            if command == "scan":
-                lines += ("ckptscan: scan stopped: no report written; scan with --jobs 2 to report "
-                          "this file and the others\n")
-            os.write(2, lines.encode("utf-8", "replace"))
-            return 2
+            return _stopped_in(path, hard_reason(seconds), command, on_hard_stop)
         if interrupted and armed is not None and now - interrupted[0] >= INTERRUPT_GRACE:
             _kill_and_reap(child)
             os.write(2, b"ckptscan: interrupted\n")
@@ -173,9 +160,18 @@ def _supervise_loop(rfd: int, child: int, command: str | None,
 _CRASHES = frozenset(getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT") if hasattr(signal, n))
 
 
+def _take(data: bytes, armed, buf: bytes):
+    """``data`` read from the child's pipe, added to ``buf``: the last whole arm/disarm
+    line wins. Returns (armed, what is left of an unfinished line)."""
+    *lines, buf = (buf + data).split(b"\n")
+    for line in lines:
+        armed = _decode(line) if line.startswith(b"A ") else None
+    return armed, buf
+
+
 def _drain(rfd: int, armed, buf: bytes):
-    """Read what a child that has exited left in the pipe: the last arm/disarm line wins.
-    Never blocks (a process the child started may still hold the pipe open)."""
+    """Read what a child that has exited left in the pipe (:func:`_take`). Never blocks (a
+    process the child started may still hold the pipe open)."""
     import os
     import select
 
@@ -187,29 +183,33 @@ def _drain(rfd: int, armed, buf: bytes):
             break
         if not data:
             break
-        buf += data
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            armed = _decode(line) if line.startswith(b"A ") else None
+        armed, buf = _take(data, armed, buf)
     return armed, buf
 
 
 def _report_crash(sig: int, path: str, command: str | None, on_hard_stop: Callable[[str], None] | None) -> int:
-    """The child died of ``sig`` while it read ``path``: one error line naming the file,
-    exit 2, as for any unreadable file (a crash is a file the reader did not survive:
-    libhdf5 on some malformed inputs, or when an allocation fails under ``--max-memory``)."""
-    import os
-
-    if on_hard_stop is not None:  # fix: drop the lock file the child held (the journal decides the rest)
-        try:
-            on_hard_stop(path)
-        except Exception:  # pragma: no cover - the error line matters more
-            pass
+    """The child died of ``sig`` while it read ``path``: reported like an unreadable file
+    (a crash is a file the reader did not survive: libhdf5 on some malformed inputs, or
+    when an allocation fails under ``--max-memory``)."""
     try:
         name = signal.Signals(sig).name
     except ValueError:  # pragma: no cover - every crash signal has a name
         name = f"signal {sig}"
-    lines = f"ckptscan: error: {path}: the reader crashed ({name}) on this file; stopped\n"
+    return _stopped_in(path, f"the reader crashed ({name}) on this file; stopped", command, on_hard_stop)
+
+
+def _stopped_in(path: str, reason: str, command: str | None, on_hard_stop: Callable[[str], None] | None) -> int:
+    """The child was stopped (or died) in ``path``: ``on_hard_stop(path)`` (``fix`` drops
+    the lock file the child held; the journal decides the rest), one error line naming the
+    file, for ``scan`` one more saying that no report was written; exit status 2."""
+    import os
+
+    if on_hard_stop is not None:
+        try:
+            on_hard_stop(path)
+        except Exception:  # pragma: no cover - the error line matters more
+            pass
+    lines = f"ckptscan: error: {path}: {reason}\n"
     if command == "scan":
         lines += "ckptscan: scan stopped: no report written; scan with --jobs 2 to report this file and the others\n"
     os.write(2, lines.encode("utf-8", "replace"))

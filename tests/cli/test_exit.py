@@ -145,6 +145,8 @@ def test_a_reader_crash_is_one_error_line_and_exit_2(tmp_path, command):
 
 
 def test_a_reader_crash_with_jobs_reports_the_file_and_scans_the_others(tmp_path):
+    """What the crash line points to: with ``--jobs`` the pool reports the dead worker's
+    file and goes on (already so before the supervisor named crashes; kept as a guard)."""
     folder = tmp_path / "models"
     folder.mkdir()
     (folder / "boom.h5").write_bytes((FIXTURES / "tf2" / "seed.h5").read_bytes())
