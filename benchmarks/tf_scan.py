@@ -20,20 +20,30 @@ CRC32C, and ``np.isfinite``: what the scan does, done by TensorFlow). When
 (steal, ``/proc/stat``) during the runs is printed: above a few per cent, the figures
 are slower than the machine is.
 
+With ``--copies N`` the checkpoint is first copied N times into fresh temporary folders
+and every copy is measured in turn (floor, scan and opening interleaved per copy), one
+line each, then removed. On the KVM guests of docs/benchmarks.md the page cache of one
+copy and of another are read at different speeds (``preadv`` of the same 179 MB at 21-30
+ms), and the floor, nearly all copying, moves with them while the scan's Python does not:
+the ratio of a single copy says as much about where its pages landed as about the scan.
+
 With ``--cold`` (root on Linux) the page cache is dropped before every timed read
 (``sync; echo 1 > /proc/sys/vm/drop_caches``), the floor's, the scan's and each of
 TensorFlow's loads: the data come from the disk, as for a checkpoint not read since it
 was written or copied in; the CRC32C-alone row stays in memory.
 
-    python benchmarks/tf_scan.py PREFIX [--repeat N] [--cold] [--tf-python /work/tfvenv/bin/python]
+    python benchmarks/tf_scan.py PREFIX [--repeat N] [--copies N] [--cold] [--tf-python /work/tfvenv/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -156,13 +166,41 @@ def tensorflow_load(python: str, prefix: str, cold: bool = False) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def measure_copies(prefix: str, copies: int, repeat: int) -> None:
+    """Per fresh copy of the checkpoint: best floor, scan and opening of ``repeat``
+    interleaved runs, and the scan / floor ratio."""
+    files = glob.glob(glob.escape(prefix) + ".index") + glob.glob(glob.escape(prefix) + ".data-*")
+    print(f"{copies} fresh copies; best of {repeat} per copy, wall s; page cache warm")
+    print("  copy  floor    scan     opening  scan / floor")
+    ratios = []
+    for i in range(copies):
+        with tempfile.TemporaryDirectory(prefix="tf_scan_copy_") as d:
+            for f in files:
+                shutil.copyfile(f, os.path.join(d, os.path.basename(f)))
+            p = os.path.join(d, os.path.basename(prefix))
+            floor(p), ckptscan_scan(p)  # warm
+            fl, sc, op = [], [], []
+            for _ in range(repeat):
+                fl.append(floor(p)[0])
+                sc.append(ckptscan_scan(p)[0])
+                op.append(ckptscan_open(p)[0])
+            ratios.append(min(sc) / min(fl))
+            print(f"  {i + 1:4d}  {min(fl):.4f}  {min(sc):.4f}  {min(op):.4f}   {ratios[-1]:.2f}x")
+    print(f"  scan / floor over the copies: {min(ratios):.2f}x to {max(ratios):.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("prefix")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--tf-python", help="a Python with tensorflow + tf_keras: measure (and if needed build) with it")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before every timed read (root, Linux)")
+    ap.add_argument("--copies", type=int, default=0,
+                    help="measure N fresh copies of the checkpoint, one after the other (see above)")
     args = ap.parse_args()
+    if args.copies:
+        measure_copies(args.prefix, args.copies, args.repeat)
+        return
     tf = tensorflow_load(args.tf_python, args.prefix, args.cold) if args.tf_python else None
     cold = drop_page_cache if args.cold else (lambda: None)
     floor(args.prefix), ckptscan_scan(args.prefix)  # warm the page cache and imports

@@ -76,6 +76,8 @@ class Variable:
         d = obj.__dict__
         d.update(_VARIABLE_FIELDS)
         d.update(fields)
+        lp, name = d["layer_path"], d["name"]
+        d["path"] = f"{lp}/{name}" if lp else name  # :attr:`path`, made at once (its getter is slower than this)
         return obj
 
     @functools.cached_property

@@ -232,9 +232,9 @@ class TFCheckpoint(Checkpoint):
             self.format = "tf1-checkpoint" if fmt == "tf-checkpoint" else fmt
         if self.model_config is not None:
             self._layers_from_config()
-        order = {k: i for i, k in enumerate(named)}
         members: dict[str, str] = {}
-        for key in sorted(entries, key=lambda k: (order.get(k, len(order)), k)):
+        # the object graph's order (the model's), then the keys it does not name, sorted
+        for key in [k for k in named if k in entries] + sorted(k for k in entries if k not in named):
             e = entries[key]
             if key == names.OBJECT_GRAPH_KEY:
                 continue

@@ -81,6 +81,33 @@ def test_real_graph_nodes_take_the_short_path():
     assert taken > 500
 
 
+def test_real_graphs_take_the_whole_graph_path():
+    # the graph-level loop (_graph_fast) decodes every fixture graph whose nodes all take
+    # the node-level one; a graph with a slot-variable node goes field by field
+    taken = 0
+    for g in _graphs():
+        slots = any(proto._node_fast(g, *span) is None for num, _wt, span in proto.fields(g) if num == 1)
+        got = proto._graph_fast(g)
+        assert (got is None) == slots
+        if got is not None:
+            taken += 1
+            assert [dataclasses.astuple(n) for n in got] == [dataclasses.astuple(n) for n in proto.parse_object_graph(g, fast=False)]
+    assert taken >= 4
+
+
+def test_entries_decode_the_same_with_a_shared_shape_memo(monkeypatch):
+    entries = _entries()
+    memo: dict = {}
+    assert [dataclasses.astuple(proto.parse_entry(v, shapes=memo)) for v in entries] == \
+        [dataclasses.astuple(proto.parse_entry(v, fast=False)) for v in entries]
+    assert 0 < len(memo) < len(entries)  # shapes repeat: the memo is used
+    monkeypatch.setattr(proto, "MAX_SHAPE_MEMO", 3)
+    small: dict = {}
+    assert [dataclasses.astuple(proto.parse_entry(v, shapes=small)) for v in entries] == \
+        [dataclasses.astuple(proto.parse_entry(v, fast=False)) for v in entries]
+    assert len(small) == 3
+
+
 @pytest.mark.parametrize("buf, want", [
     # a dim with a name, a dim of unknown size (-1: ten-byte varint), unknown rank: long path
     (B.pb(1, 1) + B.pb(2, B.pb(2, B.pb(1, 3) + B.pb(2, "rows"))) + B.pb(5, 12), ((3,), False)),

@@ -115,10 +115,11 @@ class Bundle:
         self.slice_entries: dict[bytes, Entry] = {}
         """Validated slice entries by raw key (read through :func:`.slices.resolve`)."""
         self._shard_paths: dict[int, str] = {}
+        shapes: dict = {}
         for kb, vb in raw[1:]:
             key = kb.decode("utf-8", "surrogateescape")
             try:
-                e = proto.parse_entry(vb)
+                e = proto.parse_entry(vb, shapes=shapes)
             except proto.ProtoError as exc:  # the message names the entry only when needed
                 raise MalformedArchiveError(self.where, f"entry {key!r}: malformed protobuf ({exc})") from None
             if kb[:1] == b"\x00":  # an encoded slice key (checkpoint::EncodeTensorNameSlice)

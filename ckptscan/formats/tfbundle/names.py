@@ -53,6 +53,8 @@ TF1_STATE = re.compile(r"(?:^|/)(?:global_step|beta1_power|beta2_power|[A-Za-z]+
 
 def unescape(local_name: str) -> str:
     """Undo ``trackable_utils.escape_local_name`` (``.S`` → ``/``, ``..`` → ``.``)."""
+    if "." not in local_name:
+        return local_name
     out = []
     i = 0
     while i < len(local_name):
@@ -245,8 +247,11 @@ def object_names(
             continue
         if nid in slot_parent:
             continue  # named below, once the original variable is
-        named = _name_variable(nid, attr, nodes, paths.steps(nid), paths, metadata, model_config, containers)
-        named.full_name = _DEVICE_SUFFIX.sub("", attr.full_name or "")
+        full = attr.full_name
+        if ":" in full:  # a device suffix (``kernel:0``), dropped
+            full = _DEVICE_SUFFIX.sub("", full)
+        named = _name_variable(nid, attr, full, paths.steps(nid), paths, metadata, model_config, containers)
+        named.full_name = full
         if named.key in out:
             raise MalformedArchiveError(where, f"object graph names checkpoint key {named.key!r} twice")
         out[named.key] = named
@@ -272,15 +277,16 @@ def object_names(
     return out
 
 
-def _name_variable(nid, attr, nodes, steps, paths: _Paths, metadata, model_config, containers: _Containers) -> Named:
-    comps = [c for c in _DEVICE_SUFFIX.sub("", attr.full_name or "").split("/") if c]
+def _name_variable(nid, attr, full: str, steps, paths: _Paths, metadata, model_config, containers: _Containers) -> Named:
+    """``full``: the variable's full name without its device suffix."""
+    comps = [c for c in full.split("/") if c]
     edges_names = [name for _n, name in steps]
     if "keras_api" in edges_names:  # SavedModel: compiled metrics' state, named by its key
         parts = attr.checkpoint_key.split("/")
         parts = parts[: parts.index(".ATTRIBUTES")] if ".ATTRIBUTES" in parts else parts
         rest = [unescape(e) for e in (parts[1:] if parts[:1] == ["keras_api"] else parts)]
         return Named(attr.checkpoint_key, "/".join(rest[:-1]), rest[-1] if rest else "variable", "metric", "known", "metrics")
-    if "optimizer" in edges_names or any(e.startswith("optimizer") for e in edges_names[:1]):
+    if "optimizer" in edges_names or edges_names and edges_names[0].startswith("optimizer"):
         # optimizer's own state (iterations, learning_rate…) or new-style optimizer slots
         opt = edges_names.index("optimizer") if "optimizer" in edges_names else 0
         rest = comps or [unescape(e) for e in edges_names[opt + 1 :]]
@@ -294,16 +300,16 @@ def _name_variable(nid, attr, nodes, steps, paths: _Paths, metadata, model_confi
     container_depth = 0
     cur_cfg = model_config if containers[0] else None
     owner_step = None
-    for depth, (node_id, edge) in enumerate(steps[:-1]):
+    for depth, (node_id, edge) in enumerate(steps[:-1]):  # up to the owning top layer
         parent = steps[depth - 1][0] if depth else 0
-        if containers[node_id] and not top_seen:
+        if containers[node_id]:
             if container_depth == 0 and not containers[parent]:
                 # the top model (under a tf.train.Checkpoint root): excluded from paths
                 cur_cfg = model_config
                 container_depth += 1
                 continue
-            meta = _meta_for(metadata, steps[: depth + 1])
-            entry = _child_config(cur_cfg, node_id, parent, paths)
+            meta = _meta_for(metadata, steps[: depth + 1]) if metadata else None
+            entry = _child_config(cur_cfg, node_id, parent, paths) if cur_cfg is not None else None
             name = meta.name if meta else (_entry_name(entry) if entry else None)
             if name is None:
                 name, inferred = unescape(edge), True
@@ -311,13 +317,13 @@ def _name_variable(nid, attr, nodes, steps, paths: _Paths, metadata, model_confi
             cur_cfg = entry
             container_depth += 1
             continue
-        if not top_seen:
-            top_seen = True
-            owner_step = depth
-            layer_meta = _meta_for(metadata, steps[: depth + 1])
-            entry = _child_config(cur_cfg, node_id, parent, paths)
-            if layer_meta is None and entry is not None:
-                layer_meta = LayerMeta(_entry_name(entry) or "", entry.get("class_name"), entry.get("config"))
+        top_seen = True
+        owner_step = depth
+        layer_meta = _meta_for(metadata, steps[: depth + 1]) if metadata else None
+        entry = _child_config(cur_cfg, node_id, parent, paths) if cur_cfg is not None else None
+        if layer_meta is None and entry is not None:
+            layer_meta = LayerMeta(_entry_name(entry) or "", entry.get("class_name"), entry.get("config"))
+        break  # the steps below the top layer are its sub-objects: named from full_name or the edges
     if not top_seen:
         # a variable held directly by the root or a container (not inside a layer)
         base = [c for c in comps[:-1]] if comps else []
