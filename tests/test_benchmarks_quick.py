@@ -4,6 +4,7 @@ is asserted here; the figures come from ``python benchmarks/run.py`` on demand."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,20 @@ def test_floor_counts_nonfinite_datasets(tmp_path):
                          capture_output=True, text=True, timeout=60)
     doc = json.loads(out.stdout)
     assert (doc["datasets"], doc["bytes"], doc["nonfinite_datasets"]) == (3, 40 + 8 + 12, 1)
+
+
+def test_tf_scan_copies_measures_each_fresh_copy_and_removes_it(tmp_path):
+    # benchmarks/tf_scan.py --copies: one line per copy, then the range; the copies are
+    # made in (and removed from) the temporary directory, never beside the checkpoint
+    prefix = ROOT / "fixtures" / "tfckpt" / "misc_sw" / "ckpt"
+    before = sorted(p.name for p in prefix.parent.iterdir())
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tf_scan.py"), str(prefix), "--repeat", "1",
+                          "--copies", "2"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("2 fresh copies") and "scan / floor" in lines[1]
+    assert [ln.split()[0] for ln in lines[2:-1]] == ["1", "2"]
+    assert "scan / floor over the copies:" in lines[-1]
+    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in prefix.parent.iterdir()) == before

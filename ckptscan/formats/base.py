@@ -77,7 +77,8 @@ class Variable:
         d.update(_VARIABLE_FIELDS)
         d.update(fields)
         lp, name = d["layer_path"], d["name"]
-        d["path"] = f"{lp}/{name}" if lp else name  # :attr:`path`, made at once (its getter is slower than this)
+        d["path"] = f"{lp}/{name}" if lp else name  # :attr:`path` and :attr:`is_float`, made at once
+        d["is_float"] = d["dtype"] in _FLOAT_DTYPES
         return obj
 
     @functools.cached_property
@@ -91,10 +92,11 @@ class Variable:
         """Number of elements."""
         return math.prod(self.shape)
 
-    @property
+    @functools.cached_property
     def is_float(self) -> bool:
-        """True for the dtypes whose values are checked for NaN/Inf."""
-        return self.dtype in ("float16", "bfloat16", "float32", "float64")
+        """True for the dtypes whose values are checked for NaN/Inf (made once, like
+        :attr:`path`: a scan asks every variable several times)."""
+        return self.dtype in _FLOAT_DTYPES
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ def _native(dtype: str) -> np.dtype:
 
 
 _REQUIRED = object()
+_FLOAT_DTYPES = frozenset(("float16", "bfloat16", "float32", "float64"))
 _VARIABLE_FIELDS = {f.name: (f.default if f.default is not dataclasses.MISSING else _REQUIRED)
                     for f in dataclasses.fields(Variable)}
 _REQUIRED_FIELDS = frozenset(k for k, v in _VARIABLE_FIELDS.items() if v is _REQUIRED)

@@ -157,13 +157,19 @@ class Bundle:
             raise MalformedArchiveError(w, f"{key}: shard id {e.shard_id} outside the {self.header.num_shards} shard(s)")
         if e.offset < 0 or e.size < 0:
             raise MalformedArchiveError(w, f"{key}: negative offset or size")
-        shard_size = self._shard_size(e.shard_id)
+        shard_size = self.shard_sizes.get(e.shard_id)
+        if shard_size is None:
+            shard_size = self._shard_size(e.shard_id)
         if e.offset + e.size > shard_size:
             raise MalformedArchiveError(
                 w, f"{key}: bytes {e.offset}..{e.offset + e.size} lie past the end of data shard {e.shard_id} "
                 f"({shard_size} bytes; truncated?)")
         if item:
-            n = _elements(e.shape, MAX_ELEMENTS, w, key)
+            shape = e.shape
+            if len(shape) == 1 and 0 <= shape[0] <= MAX_ELEMENTS:  # vectors: most entries
+                n = shape[0]
+            else:
+                n = _elements(shape, MAX_ELEMENTS, w, key)
             if n * item != e.size:
                 raise MalformedArchiveError(
                     w, f"{key}: {e.size} stored bytes do not match shape {list(e.shape)} x {dtype} ({n * item} bytes)")
