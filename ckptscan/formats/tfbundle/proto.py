@@ -428,47 +428,26 @@ MAX_GRAPH_ITEMS = 1 << 21
 
 def _attribute_fast(buf, pos: int, end: int) -> Attribute | None:
     """A ``SerializedTensor`` of string fields with one-byte field keys (what TensorFlow
-    writes), else None (decoded field by field)."""
-    a = Attribute()
+    writes), else None (decoded field by field). The strings of a ``bytes`` input are
+    sliced and decoded in place (:func:`_str` per field was a fifth of the graph's
+    decoding)."""
+    whole = type(buf) is bytes
+    name = full_name = checkpoint_key = ""
     while pos < end:
         if pos + 2 > end:
             return None
         k, n, p = buf[pos], buf[pos + 1], pos + 2
         if n >= 0x80:  # a key of 128 bytes or more (deeply nested layers)
             n, p = _varint63(buf, pos + 1, end)
-        if n < 0 or p + n > end:
-            return None
-        if k == 0x0A:
-            a.name = _str(buf, (p, p + n))
-        elif k == 0x12:
-            a.full_name = _str(buf, (p, p + n))
-        elif k == 0x1A:
-            a.checkpoint_key = _str(buf, (p, p + n))
-        else:
-            return None
-        pos = p + n
-    return a
-
-
-def _attribute_bytes(buf: bytes, pos: int, end: int) -> Attribute | None:
-    """:func:`_attribute_fast` for ``bytes`` (:func:`_node_fast`'s input): the strings
-    sliced and decoded in place."""
-    name = full_name = checkpoint_key = ""
-    while pos < end:
-        if pos + 2 > end:
-            return None
-        k, n, p = buf[pos], buf[pos + 1], pos + 2
-        if n >= 0x80:
-            n, p = _varint63(buf, pos + 1, end)
         pos = p + n
         if n < 0 or pos > end:
             return None
         if k == 0x0A:
-            name = buf[p:pos].decode("utf-8", "replace")
+            name = (buf[p:pos] if whole else bytes(buf[p:pos])).decode("utf-8", "replace")
         elif k == 0x12:
-            full_name = buf[p:pos].decode("utf-8", "replace")
+            full_name = (buf[p:pos] if whole else bytes(buf[p:pos])).decode("utf-8", "replace")
         elif k == 0x1A:
-            checkpoint_key = buf[p:pos].decode("utf-8", "replace")
+            checkpoint_key = (buf[p:pos] if whole else bytes(buf[p:pos])).decode("utf-8", "replace")
         else:
             return None
     return Attribute(name, full_name, checkpoint_key)
@@ -502,7 +481,7 @@ def _node_fast(buf: bytes, pos: int, end: int) -> tuple[Node, int] | None:
                 return None
             children.append((nid, buf[r + 2 : q].decode("utf-8", "replace")))
         elif k == 0x12:  # attributes = 2
-            a = _attribute_bytes(buf, p, q)
+            a = _attribute_fast(buf, p, q)
             if a is None:
                 return None
             attributes.append(a)
