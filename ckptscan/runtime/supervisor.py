@@ -45,7 +45,10 @@ def supervise(command: str | None = None, on_hard_stop: Callable[[str], None] | 
     ``ckptscan: error: <file>: timed out after N s (--timeout); stuck in the HDF5 library,
     stopped`` and exits 2; for ``scan``, one more line says that no report was written.
     Ctrl-C reaches the child (same process group); a child stuck in a file that does not
-    exit within :data:`INTERRUPT_GRACE` is stopped and the exit status is 130. The
+    exit within :data:`INTERRUPT_GRACE` is stopped and the exit status is 130 (unless the
+    program started with SIGINT ignored, as a script's background job does: then neither
+    process reacts to it; SIGTERM, SIGHUP and SIGQUIT are forwarded to the child unless
+    ignored at start in the same way). The
     supervisor is also the subreaper of the child's processes (Linux): none outlives it.
 
     ``on_hard_stop(path)`` runs in the supervisor after it stopped the child in ``path``
@@ -116,9 +119,14 @@ def _supervise_loop(rfd: int, child: int, command: str | None,
         except ProcessLookupError:
             pass
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    # a signal this process was started ignoring stays ignored, as it is in the child, which
+    # inherited that (a script's background job ignores SIGINT, ``nohup`` SIGHUP): Ctrl-C
+    # meant for the script's foreground command must not stop the child after the grace
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, on_interrupt)
     for s in forward:
-        signal.signal(s, on_forward)
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, on_forward)
     armed = None
     buf = b""
     eof = False

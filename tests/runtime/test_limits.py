@@ -315,10 +315,22 @@ def _wait_until_blocked_on_fifo(pid: int, timeout: float = 60) -> None:
     pytest.fail(f"no process under {pid} blocked opening the FIFO within {timeout} s")
 
 
-def _signalled(args, sig, target: str, delay: float | None, ready=None):
+#: Runs ``python -m ckptscan ARGS`` with SIGINT set to ``sys.argv[1]`` (``DFL``: as a shell at
+#: a terminal starts a command; ``IGN``: as a script's background job). What the test process
+#: itself has is not enough: started with SIGINT ignored (a background job), it passes that on.
+_WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, getattr(signal, 'SIG_' + sys.argv[1])); "
+                "os.execv(sys.executable, [sys.executable, '-m', 'ckptscan', *sys.argv[2:]])")
+
+
+def _started(args, sigint: str = "DFL") -> tuple[subprocess.Popen, str]:
     env, mark = _marked()
-    p = subprocess.Popen([sys.executable, "-m", "ckptscan", *map(str, args)], stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-c", _WITH_SIGINT, sigint, *map(str, args)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True, text=True, env={**os.environ, **env})
+    return p, mark
+
+
+def _signalled(args, sig, target: str, delay: float | None, ready=None):
+    p, mark = _started(args)
     if ready is not None:
         ready(p.pid)
     else:
@@ -372,6 +384,31 @@ def test_ctrl_c_in_python_code_is_the_childs_own_130(tmp_path):
     assert rc == 130
     assert "Traceback" not in err and "interrupted" not in err  # no second report by the supervisor
     assert after < watchdog.INTERRUPT_GRACE
+    assert _processes_with(mark) == []
+
+
+def test_ctrl_c_is_ignored_when_started_ignoring_it(tmp_path):
+    """A CLI started with SIGINT ignored (a script's background job) ignores Ctrl-C in both
+    processes: the supervisor does not stop the child after its grace (the child, which
+    inherited the disposition, would never have exited by itself)."""
+    fifo = tmp_path / "blocked.keras"
+    os.mkfifo(fifo)
+    p, mark = _started(["inspect", "--timeout", "60", fifo], sigint="IGN")
+    try:
+        _wait_until_blocked_on_fifo(p.pid)
+        os.killpg(p.pid, signal.SIGINT)
+        time.sleep(watchdog.INTERRUPT_GRACE + 1.5)  # the supervisor looks at least every 0.5 s
+        assert p.poll() is None
+        with open(fifo, "wb") as w:  # now the child reads the file and ends as for any bad input
+            w.write(b"not a checkpoint")
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+    assert p.returncode == 2
+    assert "interrupted" not in err and "Traceback" not in err
+    assert err.startswith("ckptscan: error: ")
     assert _processes_with(mark) == []
 
 
