@@ -20,6 +20,9 @@ CRC32C, and ``np.isfinite``: what the scan does, done by TensorFlow). When
 (steal, ``/proc/stat``) during the runs is printed: above a few per cent, the figures
 are slower than the machine is.
 
+The scan's screening pass is the C loop where it is built (``CKPTSCAN_NATIVE=0`` runs the
+Python one instead, for comparison); the script prints which one ran.
+
 With ``--copies N`` the checkpoint is first copied N times into fresh temporary folders
 and every copy is measured in turn (floor, scan and opening interleaved per copy), one
 line each, then removed. On the KVM guests of docs/benchmarks.md the page cache of one
@@ -166,11 +169,20 @@ def tensorflow_load(python: str, prefix: str, cold: bool = False) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def screening_loop() -> str:
+    """Which screening pass the scan uses (``CKPTSCAN_NATIVE=0`` turns the C one off)."""
+    from ckptscan.formats.tfbundle.screen import native
+
+    return ("the C loop, started when the index is read (formats/tfbundle/_screen.c)" if native() is not None
+            else "Python (the C loop is not built, or CKPTSCAN_NATIVE=0)")
+
+
 def measure_copies(prefix: str, copies: int, repeat: int) -> None:
     """Per fresh copy of the checkpoint: best floor, scan and opening of ``repeat``
     interleaved runs, and the scan / floor ratio."""
     files = glob.glob(glob.escape(prefix) + ".index") + glob.glob(glob.escape(prefix) + ".data-*")
-    print(f"{copies} fresh copies; best of {repeat} per copy, wall s; page cache warm")
+    print(f"{copies} fresh copies; best of {repeat} per copy, wall s; page cache warm; "
+          f"screening pass: {screening_loop()}")
     print("  copy  floor    scan     opening  scan / floor")
     ratios = []
     for i in range(copies):
@@ -221,6 +233,7 @@ def main() -> None:
     f, s = best["floor"], best["scan"]
     print(f"load average {os.getloadavg()[0]:.1f}; {nbytes / 1e6:.0f} MB of float32; best of {args.repeat}, "
           f"wall s (CPU s); page cache {'dropped before each read' if args.cold else 'warm'}")
+    print(f"screening pass: {screening_loop()}")
     if steal0 and steal1 and steal1[1] > steal0[1]:  # a VM's CPUs taken by its host while we ran
         print(f"steal: {100 * (steal1[0] - steal0[0]) / (steal1[1] - steal0[1]):.0f} % of CPU time during the runs")
     for k, label in (("floor", "floor (preadv + isfinite)"), ("scan", "ckptscan.scan"), ("open", "  of which opening"),

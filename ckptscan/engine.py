@@ -123,6 +123,17 @@ def _bn_groups(variables) -> dict[str, dict[str, object]]:
     return out
 
 
+def _needs_values(rules: Sequence[Rule]) -> bool:
+    """True when some selected rule reads tensor values."""
+    return any(r.scope in (Scope.TENSOR, Scope.BN_LAYER) or r.id == "BN007" for r in rules)
+
+
+def _screened(rules: Sequence[Rule]) -> bool:
+    """True when every selected tensor rule fires only on NaN/±Inf: a tensor the reader's
+    screening pass found finite needs nothing more."""
+    return all(r.id in NONFINITE_ONLY for r in rules if r.scope == Scope.TENSOR)
+
+
 @dataclass(frozen=True)
 class CheckpointScan:
     """What :func:`scan_checkpoint` found in one open checkpoint."""
@@ -153,7 +164,7 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
     variables = ckpt.weights(options.include_optimizer)
     groups = _bn_groups(variables)
     in_group = {id(v) for g in groups.values() for v in g.values()}
-    need_values = bool(tensor_rules or bn_rules or any(r.id == "BN007" for r in model_rules))
+    need_values = _needs_values(rules)
     hits: list[tuple[Rule, object]] = []
     counters: dict = {"variables": 0, "bytes": 0, "skipped": len(ckpt.variables) - len(variables), "layers": []}
     bn_values: dict[str, dict[str, np.ndarray]] = {p: {} for p in groups}
@@ -162,7 +173,7 @@ def scan_checkpoint(ckpt, options: ScanOptions, progress: ProgressFn | None = No
     done = 0
     # NUM001/F16001/OPT001 only fire on a tensor holding NaN/±Inf: with only those
     # selected, a clean tensor needs no rule call at all (the common case, by far)
-    screened = all(r.id in NONFINITE_ONLY for r in tensor_rules)
+    screened = _screened(rules)
     layer_paths = counters["layers"]
     # with only those rules, a tensor the reader's fast pass found finite (and checked
     # for integrity) needs nothing more; the BN vectors it keeps are read once
@@ -340,7 +351,9 @@ def scan_file(path: str, options: ScanOptions | None = None, progress: ProgressF
     before = [_finding(r, h, path) for r in options.rules if r.scope == Scope.FILE for h in r.check(FileContext(path))]
     before = [f for f in before if not _ignored(f, options.settings)]
     try:
-        with file_scope(options.timeout, path), open_checkpoint(path, config=options.config) as ckpt:
+        # the reader may start screening every float tensor while it names them
+        ahead = options.include_optimizer and _screened(options.rules) and _needs_values(options.rules)
+        with file_scope(options.timeout, path), open_checkpoint(path, config=options.config, screen_ahead=ahead) as ckpt:
             found = scan_checkpoint(ckpt, options, progress)
             fmt, version = ckpt.format, ckpt.keras_version
             notes = list(ckpt.notes)

@@ -51,7 +51,7 @@ def test_tf_scan_copies_measures_each_fresh_copy_and_removes_it(tmp_path):
                           "--copies", "2"], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("2 fresh copies") and "scan / floor" in lines[1]
+    assert lines[0].startswith("2 fresh copies") and "screening pass: " in lines[0] and "scan / floor" in lines[1]
     assert [ln.split()[0] for ln in lines[2:-1]] == ["1", "2"]
     assert "scan / floor over the copies:" in lines[-1]
     assert list(tmp_path.iterdir()) == []

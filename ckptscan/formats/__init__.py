@@ -67,13 +67,16 @@ def load_config(path: str | os.PathLike) -> dict:
 
 
 def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | None = None, *,
-                    storage_options: dict | None = None, block_size: int | None = None) -> Checkpoint:
+                    storage_options: dict | None = None, block_size: int | None = None,
+                    screen_ahead: bool = False) -> Checkpoint:
     """Open any supported Keras weight archive for reading: a local path, a ``file://``
     URI or a remote URI (``s3://``, ``https://``…, through fsspec).
 
     ``config`` (a ``config.json`` path or dict) names the variables of a bare
     ``.weights.h5`` or sharded set; archives that carry their own config ignore it.
-    ``storage_options`` and ``block_size`` go to the remote backend.
+    ``storage_options`` and ``block_size`` go to the remote backend. ``screen_ahead``:
+    the caller will screen every float tensor (``Checkpoint.screen``); a local TensorFlow
+    checkpoint then starts that pass while it names its variables (:class:`~.tf.TFCheckpoint`).
     Raises :class:`~ckptscan.errors.CkptscanError` subclasses for unreadable input.
     """
     from ..runtime.memory import memory_recover
@@ -83,7 +86,7 @@ def open_checkpoint(path: str | os.PathLike, config: str | os.PathLike | dict | 
     src = source_of(path, storage_options, block_size)
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     try:
-        return src.finish(open_source(src, cfg))
+        return src.finish(open_source(src, cfg, screen_ahead))
     except BaseException:
         src.release()
         raise

@@ -196,12 +196,13 @@ def _check_local(src: Source, where: str, prefix: str = "") -> None:
             raise MalformedArchiveError(where, prefix + problem)
 
 
-def open_source(src: Source, cfg: dict | None) -> Checkpoint:
+def open_source(src: Source, cfg: dict | None, screen_ahead: bool = False) -> Checkpoint:
     """Open the checkpoint at ``src`` (any layout). ``cfg`` names the variables of a bare
-    weights file or sharded set; archives that carry their own config ignore it."""
+    weights file or sharded set; archives that carry their own config ignore it.
+    ``screen_ahead``: see :class:`~.tf.TFCheckpoint` (the other layouts ignore it)."""
     tf = tf_layout(src)
     if tf is not None:
-        return open_tf_layout(src, cfg)
+        return open_tf_layout(src, cfg, screen_ahead)
     _check_local(src, src.where)  # cut short at any byte: say so before HDF5/zip guess why
     kind = sniff(src)
     if kind == "dir":
@@ -213,12 +214,12 @@ def open_source(src: Source, cfg: dict | None) -> Checkpoint:
     return open_h5_file(src, cfg)
 
 
-def open_tf_layout(src: Source, cfg: dict | None) -> Checkpoint:
+def open_tf_layout(src: Source, cfg: dict | None, screen_ahead: bool = False) -> Checkpoint:
     """A TensorFlow checkpoint named any way :func:`~.tf.locate` accepts (index,
     prefix, folder with a state file, SavedModel), local or remote. Never recovers a journal: readers
     never write (an interrupted fix is reported by the scan as JRN001)."""
     if isinstance(src, LocalSource):
-        return open_tf(src.where, cfg)
+        return open_tf(src.where, cfg, screen_ahead)
     from .tfremote import open_remote_tf
 
     return open_remote_tf(src, cfg)

@@ -175,13 +175,14 @@ def journal_unit(path: str | os.PathLike) -> str | None:
 # --- the checkpoint ------------------------------------------------------------------------
 
 
-def open_tf(path: str | os.PathLike, config: dict | None = None) -> TFCheckpoint:
-    """Open a TensorFlow checkpoint named any way :func:`locate` accepts."""
+def open_tf(path: str | os.PathLike, config: dict | None = None, screen_ahead: bool = False) -> TFCheckpoint:
+    """Open a TensorFlow checkpoint named any way :func:`locate` accepts (``screen_ahead``:
+    see :class:`TFCheckpoint`)."""
     where = str(path)
     prefix, meta, fmt = locate(path)
     if fmt != "tf-checkpoint-folder":
-        return TFCheckpoint(where, prefix, meta, config, fmt)
-    ck = TFCheckpoint(where, prefix, meta, config, "tf-checkpoint")
+        return TFCheckpoint(where, prefix, meta, config, fmt, screen_ahead=screen_ahead)
+    ck = TFCheckpoint(where, prefix, meta, config, "tf-checkpoint", screen_ahead=screen_ahead)
     others = sorted(n[: -len(".index")] for n in os.listdir(where) if n.endswith(".index"))
     if len(others) > 1:
         ck.notes.append(f"scanned the latest of {len(others)} checkpoints in this folder ({os.path.basename(prefix)}); "
@@ -195,13 +196,48 @@ class TFCheckpoint(Checkpoint):
     ``integrity_failures`` collects ``(variable, reason)`` for every tensor whose stored
     bytes did not match their CRC32C while they were streamed (the scan reports each as
     an INT001 finding instead of stopping).
+
+    ``screen_ahead``: a scan will call :meth:`screen` on every float tensor; where the
+    C screening loop is built (:class:`.tfbundle.screen.Ahead`), a worker starts that
+    pass as soon as the index is read, beside the decoding and naming that follow.
     """
 
     def __init__(self, where: str, prefix: str, metadata_path: str | None = None, config: dict | None = None,
-                 fmt: str = "tf-checkpoint", bundle: Bundle | None = None, metadata_bytes: bytes | None = None):
+                 fmt: str = "tf-checkpoint", bundle: Bundle | None = None, metadata_bytes: bytes | None = None,
+                 screen_ahead: bool = False):
         super().__init__(where)
         self.prefix = prefix
         self.bundle = bundle or Bundle(prefix, where)
+        self._ahead = self._start_ahead() if screen_ahead and self.direct_io else None
+        try:
+            self._name(where, metadata_path, config, fmt, metadata_bytes)
+        except BaseException:  # nothing is returned to close: stop the worker, close its files
+            if self._ahead is not None:
+                self._ahead.cancel()
+            self._io.close()
+            raise
+
+    def _start_ahead(self) -> screen_pass.Ahead | None:
+        if screen_pass.native() is None or screen_pass.threads() < 2:
+            return None
+        tensors = [(self._io.fd(e.shard), e.offset, e.size, _storage(e.dtype), len(e.shape) == 1)
+                   for e in self.bundle.entries.values()
+                   if not e.sliced and e.size and e.dtype in ("float16", "float32", "float64")]
+        if not tensors:
+            return None
+        ahead = screen_pass.Ahead(tensors)
+        ahead.start()
+        return ahead
+
+    def close(self) -> None:
+        ahead, self._ahead = getattr(self, "_ahead", None), None
+        if ahead is not None:
+            ahead.cancel()
+        super().close()
+
+    def _name(self, where: str, metadata_path: str | None, config: dict | None, fmt: str,
+              metadata_bytes: bytes | None) -> None:
+        """Decode the object graph (or the TF1 keys) and name every variable."""
         self.integrity_failures: list[tuple[Variable, str]] = []
         self.slots: dict[str, tuple[str, str]] = {}
         """Optimizer slot path → (variable path, slot name)."""
@@ -311,7 +347,15 @@ class TFCheckpoint(Checkpoint):
             items.append(screen_pass.Item(path, fd, v.offset, v.nbytes, _storage(v.dtype), e.crc32c, path in keep))
         if not items:
             return {}
-        found = screen_pass.screen(self.path, items, progress=progress)
+        found = None
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # started when the index was read: join it from the front
+            limit = sum(it.nbytes for it in items if not it.keep)
+            tick = (lambda n: progress(min(n, limit))) if progress is not None else None
+            if ahead.finish(tick):
+                found = ahead.result(self.path, items)
+        if found is None:
+            found = screen_pass.screen(self.path, items, progress=progress)
         if not all(found.crc_ok.values()):
             by_path = {v.path: v for v in variables}
             for it in items:  # in the order given, as the stream would have recorded them

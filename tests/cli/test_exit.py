@@ -116,10 +116,10 @@ import ckptscan.formats.layouts as layouts
 
 _open = layouts.open_source
 
-def _crashing(src, cfg):
+def _crashing(src, cfg, *rest):
     if os.path.basename(str(src.where)) == "boom.h5":
         ctypes.string_at(0)  # a real SIGSEGV, as libhdf5 gives on some malformed files
-    return _open(src, cfg)
+    return _open(src, cfg, *rest)
 
 layouts.open_source = _crashing
 """

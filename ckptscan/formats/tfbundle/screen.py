@@ -354,3 +354,184 @@ def screen(where: str, items: list[Item], progress: Callable[[int], None] | None
     if progress is not None and other.done:
         progress(out.done)
     return out
+
+
+# --- the same pass in C, started ahead of the naming (optional) ---------------------------
+#
+# ``_screen.c`` is the loop of :func:`_run` without the GIL: pread into a window, the
+# CRC32C of each tensor's part (the libcrc32c function :func:`.crc.crc32c_array` calls,
+# passed by address: no checksum code of its own) and a test of every value's exponent
+# bits. Loaded with ctypes (which drops the GIL for the whole call), it lets a worker
+# screen the shard from the back while the caller still decodes the object graph and
+# names the variables, pure Python that holds the GIL: the Python loop above needs the
+# GIL back after every call, and three threaded designs built on it lost what they
+# gained (docs/benchmarks.md, issue 14). Built where a C compiler is found (setup.py);
+# ``CKPTSCAN_NATIVE=0`` turns it off; without it, the Python pass does the same work
+# after the naming. Any error in it (a short read, an I/O error) discards its results
+# and the Python pass runs instead, which names the error the way it always has.
+
+NATIVE_ENV = "CKPTSCAN_NATIVE"
+#: Target bytes of one piece (the unit the two sides claim): small enough that the
+#: two sides finish within a piece of each other, large enough to be few.
+PIECE = 4 << 20
+#: A 1-D tensor up to this size is copied out while it is screened (BN vectors and
+#: biases: the BN rules read them whole), up to :data:`KEEP_TOTAL` bytes in all.
+KEEP_ONE, KEEP_TOTAL = 1 << 16, 32 << 20
+#: Bytes the caller screens per call (between calls it reports progress and a
+#: ``--timeout`` or Ctrl-C can stop it).
+CALL_BYTES = 32 << 20
+_NATIVE: list = []
+
+
+def native():
+    """``(ctypes function, CRC32C function address)`` of the C loop, or None where it was
+    not built, ``CKPTSCAN_NATIVE=0``, or the CRC32C library cannot be called without the
+    GIL."""
+    if not _NATIVE:
+        _NATIVE.append(_load_native())
+    return _NATIVE[0]
+
+
+def _load_native():
+    if os.environ.get(NATIVE_ENV, "").strip() == "0":
+        return None
+    import ctypes
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(__package__ + "._screen")
+        if spec is None or not spec.origin or not spec.origin.endswith((".so", ".dylib")):
+            return None
+        fn = ctypes.CDLL(spec.origin).ckptscan_screen
+    except (ImportError, OSError, AttributeError):
+        return None
+    crc_fn = crc._released()
+    if crc_fn is None:
+        return None
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    fn.restype = ctypes.c_int
+    fn.argtypes = [p, p, i64, p, i32, p, p, p, p, p, p, p, ctypes.c_size_t, p, i64, p, p, i64, p]
+    return fn, ctypes.cast(crc_fn, ctypes.c_void_p).value
+
+
+class Ahead:
+    """One screening pass over float tensors of local shards, in C: a worker starts it
+    from the back of the shard as soon as the index is read (:meth:`start`); the caller
+    joins from the front when it has named the variables (:meth:`finish`).
+
+    ``tensors``: ``(fd, offset, nbytes, dtype, one_dimensional)`` of every contiguous
+    float16/32/64 tensor of the index. Results are looked up by ``(fd, offset)``.
+    Memory: two windows of :data:`BLOCK` bytes, the 1-D tensors kept (at most
+    :data:`KEEP_TOTAL` bytes) and a few arrays of one number per tensor.
+    """
+
+    def __init__(self, tensors: list[tuple[int, int, int, np.dtype, bool]]):
+        fn = native()
+        if fn is None:
+            raise RuntimeError("the C screening loop is not available")
+        self._fn, self._crc = fn
+        ts = sorted(t for t in tensors if t[2] > 0)
+        n = len(ts)
+        self.index = {(t[0], t[1]): i for i, t in enumerate(ts)}
+        self.dtypes = [t[3] for t in ts]
+        self.offset = np.array([t[1] for t in ts], dtype=np.int64)
+        self.nbytes = np.array([t[2] for t in ts], dtype=np.int64)
+        self.isz = np.array([t[3].itemsize for t in ts], dtype=np.int32)
+        keep_at = np.full(n, -1, dtype=np.int64)
+        kept = 0
+        first: list[int] = []
+        fds: list[int] = []
+        size = 0
+        for i, (fd, off, nb, dt, one_d) in enumerate(ts):
+            if one_d and nb <= KEEP_ONE and kept + nb <= KEEP_TOTAL:
+                keep_at[i] = kept
+                kept = (kept + nb + 7) & ~7  # each kept tensor 8-byte aligned
+            prev = ts[i - 1] if i else None
+            # a piece: adjacent tensors of one item size, each a whole number of items (so
+            # that no value straddles two windows), about PIECE bytes
+            if (prev is None or fd != prev[0] or off != prev[1] + prev[2] or dt.itemsize != prev[3].itemsize
+                    or prev[2] % dt.itemsize or size >= PIECE):
+                first.append(i)
+                fds.append(fd)
+                size = 0
+            size += nb
+        first.append(n)
+        self.keep_at = keep_at
+        self.keep = np.empty(max(kept, 1), dtype=np.uint8)
+        self.first = np.array(first, dtype=np.int64)
+        self.fds = np.array(fds, dtype=np.int32)
+        self.n_pieces = len(fds)
+        self.claimed = np.zeros(max(self.n_pieces, 1), dtype=np.uint8)
+        self.crc = np.zeros(max(n, 1), dtype=np.uint32)
+        self.finite = np.zeros(max(n, 1), dtype=np.uint8)
+        self.stop = np.zeros(1, dtype=np.int32)
+        self.done = np.zeros(1, dtype=np.int64)
+        self._codes: list[int] = []
+        self._worker: threading.Thread | None = None
+
+    def _call(self, direction: int, buf: np.ndarray, nxt: np.ndarray, max_bytes: int) -> int:
+        a = lambda x: x.ctypes.data  # noqa: E731
+        return self._fn(a(self.fds), a(self.first), self.n_pieces, a(self.claimed), direction,
+                        a(self.offset), a(self.nbytes), a(self.isz), a(self.keep_at), a(self.keep),
+                        a(self.crc), a(self.finite), self._crc, a(buf), buf.nbytes, a(self.stop), a(self.done),
+                        max_bytes, a(nxt))
+
+    def start(self) -> None:
+        """Start the worker (from the back of the shard, in one call)."""
+        def work() -> None:
+            code = self._call(-1, np.empty(BLOCK, dtype=np.uint8), np.array([self.n_pieces - 1], dtype=np.int64), 0)
+            self._codes.append(code)
+            if code < 0:
+                self.stop[0] = 1  # the caller's side stops too: all is screened again in Python
+
+        self._worker = threading.Thread(target=work, name="ckptscan-screen-ahead", daemon=True)
+        self._worker.start()
+
+    def cancel(self) -> None:
+        """Stop the worker (within one window) and wait for it."""
+        self.stop[0] = 1
+        if self._worker is not None:
+            self._worker.join()
+
+    def finish(self, progress: Callable[[int], None] | None = None) -> bool:
+        """Screen from the front until the worker's part is met, then wait for it. True
+        when every piece was screened; False after an error or a stop (the results are
+        then not to be used)."""
+        buf = np.empty(BLOCK, dtype=np.uint8)
+        nxt = np.zeros(1, dtype=np.int64)
+        try:
+            while True:
+                code = self._call(1, buf, nxt, CALL_BYTES)
+                if progress is not None:
+                    progress(int(self.done[0]))
+                if code != 0 or self.stop[0]:
+                    break
+        except BaseException:  # --timeout or Ctrl-C between calls: stop the worker too
+            self.cancel()
+            raise
+        if code == 1 and self._worker is not None:
+            self._worker.join()  # finishing its last piece
+        else:
+            self.cancel()  # an error on either side: nothing of this pass is used
+        return code == 1 and not self.stop[0] and self._codes == [1]
+
+    def result(self, where: str, items: list[Item]) -> Screened | None:
+        """What :func:`screen` returns for ``items``, from the finished pass (None when an
+        item was not part of it)."""
+        out = Screened()
+        done = 0
+        for it in items:
+            i = self.index.get((it.fd, it.offset))
+            if i is None or int(self.nbytes[i]) != it.nbytes or self.dtypes[i] != it.dtype:
+                return None
+            out.crc_ok[it.path] = it.crc32c is None or crc.mask(int(self.crc[i])) == it.crc32c
+            if it.keep:
+                out.finite[it.path] = None
+                at = int(self.keep_at[i])
+                if at >= 0:
+                    out.values[it.path] = self.keep[at: at + it.nbytes].view(it.dtype)
+            else:
+                out.finite[it.path] = bool(self.finite[i])
+                done += it.nbytes
+        out.done = done
+        return out
