@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import FIXTURES
+from strategies import shard_layouts, write_shard
 from ckptscan import scan
 from ckptscan.formats import open_checkpoint
 from ckptscan.formats.tfbundle import crc
@@ -47,36 +48,13 @@ def _ahead_workers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "ckptscan-screen-ahead"]
 
 
-@st.composite
-def _layouts(draw):
-    specs, pos = [], 0
-    for i in range(draw(st.integers(1, 14))):
-        dt = draw(st.sampled_from([np.float16, np.float32, np.float64]))
-        n = draw(st.integers(1, 900))
-        x = np.arange(n, dtype=np.float64).astype(dt) / 7
-        for _ in range(draw(st.integers(0, 2))):
-            x[draw(st.integers(0, n - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-        pos += draw(st.sampled_from([0, 0, 0, 1, 3, 8]))
-        overlap = i > 0 and draw(st.integers(0, 9)) == 0
-        specs.append(dict(name=f"t{i}", x=x, offset=specs[-1]["offset"] + 2 if overlap else pos,
-                          one_d=draw(st.booleans()), crc=draw(st.sampled_from(["ok", "ok", "wrong", "none"])),
-                          overlap=overlap))
-        if not overlap:
-            pos += x.nbytes
-    return specs
-
-
 @needs_native
 @settings(max_examples=150, deadline=None)
-@given(layout=_layouts(), block=st.sampled_from([8, 64, 4096]), piece=st.sampled_from([1, 200, 1 << 20]))
+@given(layout=shard_layouts(overlap_shift=2, max_tensors=14, max_values=900), block=st.sampled_from([8, 64, 4096]), piece=st.sampled_from([1, 200, 1 << 20]))
 def test_the_c_pass_equals_isfinite_and_each_tensors_checksum(tmp_path_factory, layout, block, piece):
     path = tmp_path_factory.mktemp("shard") / "shard"
-    size = max(s["offset"] + s["x"].nbytes for s in layout)
-    data = bytearray(size)
-    for s in layout:
-        if not s["overlap"]:
-            data[s["offset"]: s["offset"] + s["x"].nbytes] = s["x"].tobytes()
-    path.write_bytes(bytes(data))
+    data = write_shard(path, layout)
+    size = len(data)
     old = (sp.BLOCK, sp.PIECE)
     sp.BLOCK, sp.PIECE = block, piece
     fd = os.open(path, os.O_RDONLY)
@@ -92,8 +70,8 @@ def test_the_c_pass_equals_isfinite_and_each_tensors_checksum(tmp_path_factory, 
             good = crc.mask(crc.crc32c(raw))
             stored = {"ok": good, "wrong": good ^ 0x10, "none": None}[s["crc"]]
             dt = np.dtype(s["x"].dtype)
-            tensors.append((fd, s["offset"], nbytes, dt, s["one_d"]))
-            items.append(sp.Item(s["name"], fd, s["offset"], nbytes, dt, stored, s["one_d"]))
+            tensors.append((fd, s["offset"], nbytes, dt, s["keep"]))
+            items.append(sp.Item(s["name"], fd, s["offset"], nbytes, dt, stored, s["keep"]))
             want[s["name"]] = (bool(np.isfinite(vals).all()), s["crc"] != "wrong", vals)
         ahead = sp.Ahead(tensors)
         ahead.start()

@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import FIXTURES
+from strategies import shard_layouts, write_shard
 from ckptscan import scan
 from ckptscan.errors import MalformedArchiveError
 from ckptscan.formats import open_checkpoint
@@ -305,39 +306,13 @@ def test_a_long_run_with_nans_everywhere_names_each_tensor(tmp_path, nthreads):
     assert all(got.crc_ok.values())
 
 
-@st.composite
-def _layouts(draw):
-    """Tensors laid out in a shard as a hostile or unusual index may describe them:
-    adjacent or with gaps, mixed float widths at odd offsets, some kept, some with a
-    wrong checksum or none, NaN/±Inf anywhere, some overlapping an earlier one."""
-    specs, pos = [], 0
-    for i in range(draw(st.integers(1, 12))):
-        dt = draw(st.sampled_from([np.float16, np.float32, np.float64]))
-        n = draw(st.integers(1, 700))
-        x = np.arange(n, dtype=np.float64).astype(dt) / 7
-        for _ in range(draw(st.integers(0, 2))):
-            x[draw(st.integers(0, n - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-        pos += draw(st.sampled_from([0, 0, 0, 1, 3, 8]))  # mostly adjacent: long runs
-        overlap = i > 0 and draw(st.integers(0, 9)) == 0
-        specs.append(dict(name=f"t{i}", x=x, offset=specs[-1]["offset"] if overlap else pos, keep=draw(st.booleans()),
-                          crc=draw(st.sampled_from(["ok", "ok", "ok", "wrong", "none"])), overlap=overlap))
-        if not overlap:
-            pos += x.nbytes
-    return specs
-
-
 @settings(max_examples=120, deadline=None)
-@given(layout=_layouts(), nthreads=st.sampled_from([1, 2]), dot=st.booleans())
+@given(layout=shard_layouts(), nthreads=st.sampled_from([1, 2]), dot=st.booleans())
 def test_screen_equals_a_tensor_by_tensor_reference(tmp_path_factory, layout, nthreads, dot):
     # a small window, so runs cross many windows; every result against isfinite and the
     # checksum of each tensor's own bytes
     path = tmp_path_factory.mktemp("shard") / "shard"
-    size = max(s["offset"] + s["x"].nbytes for s in layout)
-    data = bytearray(size)
-    for s in layout:
-        if not s["overlap"]:
-            data[s["offset"]: s["offset"] + s["x"].nbytes] = s["x"].tobytes()
-    path.write_bytes(bytes(data))
+    data = write_shard(path, layout)
     items, want = [], {}
     for s in layout:
         raw = bytes(data[s["offset"]: s["offset"] + s["x"].nbytes])  # what is really there
