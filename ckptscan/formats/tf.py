@@ -220,9 +220,12 @@ class TFCheckpoint(Checkpoint):
     def _start_ahead(self) -> screen_pass.Ahead | None:
         if screen_pass.native() is None or screen_pass.threads() < 2:
             return None
-        tensors = [(self._io.fd(e.shard), e.offset, e.size, _storage(e.dtype), len(e.shape) == 1)
-                   for e in self.bundle.entries.values()
-                   if not e.sliced and e.size and e.dtype in ("float16", "float32", "float64")]
+        try:
+            tensors = [(self._io.fd(e.shard), e.offset, e.size, _storage(e.dtype), len(e.shape) == 1)
+                       for e in self.bundle.entries.values()
+                       if not e.sliced and e.size and e.dtype in ("float16", "float32", "float64")]
+        except OSError:  # a shard that cannot be opened: the Python pass meets it and says so
+            return None
         if not tensors:
             return None
         ahead = screen_pass.Ahead(tensors)
