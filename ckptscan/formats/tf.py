@@ -356,7 +356,7 @@ class TFCheckpoint(Checkpoint):
             limit = sum(it.nbytes for it in items if not it.keep)
             tick = (lambda n: progress(min(n, limit))) if progress is not None else None
             if ahead.finish(tick):
-                found = ahead.result(self.path, items)
+                found = ahead.result(items)
         if found is None:
             found = screen_pass.screen(self.path, items, progress=progress)
         if not all(found.crc_ok.values()):

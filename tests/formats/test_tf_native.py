@@ -76,7 +76,7 @@ def test_the_c_pass_equals_isfinite_and_each_tensors_checksum(tmp_path_factory, 
         ahead = sp.Ahead(tensors)
         ahead.start()
         assert ahead.finish() is True
-        got = ahead.result(str(path), items)
+        got = ahead.result(items)
         reference = sp.screen(str(path), items, nthreads=1)
     finally:
         os.close(fd)

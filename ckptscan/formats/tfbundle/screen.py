@@ -517,9 +517,10 @@ class Ahead:
             self.cancel()  # an error on either side: nothing of this pass is used
         return code == 1 and not self.stop[0] and self._codes == [1]
 
-    def result(self, where: str, items: list[Item]) -> Screened | None:
+    def result(self, items: list[Item]) -> Screened | None:
         """What :func:`screen` returns for ``items``, from the finished pass (None when an
-        item was not part of it)."""
+        item was not part of it). A kept tensor's values are a view of this pass's buffer
+        of kept tensors, each in its own bytes."""
         out = Screened()
         done = 0
         for it in items:
